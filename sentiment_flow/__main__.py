@@ -1,0 +1,3 @@
+from sentiment_flow.cli import main
+
+main()

@@ -1,0 +1,38 @@
+"""Classification metrics shared by training (eval and test) and scoring with gold labels."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import accuracy_score, classification_report, f1_score, precision_recall_fscore_support
+
+from sentiment_flow.config import LABELS
+
+
+def classification_metrics(y_true, y_pred, per_class: bool = False) -> dict[str, float]:
+    """accuracy, f1_weighted, f1_macro and, with per_class, precision/recall/f1 for each label."""
+    ids = list(range(len(LABELS)))
+    metrics = {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "f1_weighted": float(f1_score(y_true, y_pred, labels=ids, average="weighted", zero_division=0)),
+        "f1_macro": float(f1_score(y_true, y_pred, labels=ids, average="macro", zero_division=0)),
+    }
+    if per_class:
+        precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
+        for i, label in enumerate(LABELS):
+            metrics[f"precision_{label}"] = float(precision[i])
+            metrics[f"recall_{label}"] = float(recall[i])
+            metrics[f"f1_{label}"] = float(f1[i])
+    return metrics
+
+
+def trainer_metrics(eval_prediction) -> dict[str, float]:
+    """compute_metrics for transformers.Trainer: logits -> the headline metrics."""
+    logits, labels = eval_prediction
+    return classification_metrics(labels, np.argmax(logits, axis=-1))
+
+
+def report(y_true, y_pred) -> str:
+    """sklearn's text classification report with the label names."""
+    return classification_report(
+        y_true, y_pred, labels=list(range(len(LABELS))), target_names=list(LABELS), digits=4, zero_division=0
+    )

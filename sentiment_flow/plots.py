@@ -1,0 +1,56 @@
+"""Figures logged with every training: the reference notebook's EDA and a normalised confusion matrix."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: figures are only ever written to files
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
+
+from sentiment_flow.config import LABELS  # noqa: E402
+
+
+def label_distribution(label_ids_by_split: dict[str, list[int]]):
+    """Bar chart of rows per label in each split."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / len(label_ids_by_split)
+    x = np.arange(len(LABELS))
+    for i, (split, ids) in enumerate(label_ids_by_split.items()):
+        counts = np.bincount(np.asarray(ids, dtype=int), minlength=len(LABELS))
+        ax.bar(x + i * width, counts, width, label=split)
+    ax.set_xticks(x + width * (len(label_ids_by_split) - 1) / 2, LABELS)
+    ax.set_ylabel("rows")
+    ax.set_title("Label distribution")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def length_by_label(lengths: list[int], label_ids: list[int], max_length: int):
+    """Box plot of tokens per text for each label (train split), with the truncation length marked."""
+    lengths = np.asarray(lengths)
+    label_ids = np.asarray(label_ids)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.boxplot([lengths[label_ids == i] for i in range(len(LABELS))], showfliers=False)
+    ax.set_xticks(range(1, len(LABELS) + 1), LABELS)
+    ax.axhline(max_length, color="tab:red", linestyle="--", label=f"max_length={max_length}")
+    ax.set_ylabel("tokens per text")
+    ax.set_title("Text length by label (train)")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix(y_true, y_pred):
+    """Row-normalised confusion matrix: each row shows where one true label's texts went."""
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ConfusionMatrixDisplay.from_predictions(
+        y_true, y_pred, labels=list(range(len(LABELS))), display_labels=LABELS,
+        normalize="true", values_format=".2f", cmap="Blues", ax=ax, colorbar=False,
+    )
+    ax.set_title("Confusion matrix (test, normalised by true label)")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,131 @@
+"""Fixtures: a tiny model and synthetic data built here, an isolated MLflow store and offline W&B per test."""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from pathlib import Path
+
+# huggingface_hub reads these once, at import: set them before anything imports it. No test uses the network.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+import mlflow
+import pandas as pd
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "multilingual-sentiments"
+
+# Synthetic sentences whose label follows from one word: a 2-layer model learns them in a few steps.
+SENTIMENT_WORDS = {
+    "positive": ["great", "love", "wonderful", "excellent", "happy"],
+    "neutral": ["okay", "average", "fine", "normal", "usual"],
+    "negative": ["awful", "hate", "terrible", "horrible", "sad"],
+}
+FILLER = ["the", "movie", "was", "a", "day", "food", "service", "today", "really", "this", "is", "it"]
+
+
+def sentence(rng: random.Random, label: str) -> str:
+    words = rng.sample(FILLER, k=rng.randint(2, 8))
+    words.insert(rng.randrange(len(words) + 1), rng.choice(SENTIMENT_WORDS[label]))
+    return " ".join(words)
+
+
+def synthetic_split(n: int, seed: int) -> pd.DataFrame:
+    rng = random.Random(seed)
+    labels = [list(SENTIMENT_WORDS)[i % 3] for i in range(n)]
+    return pd.DataFrame(
+        {"text": [sentence(rng, label) for label in labels], "label": labels, "source": "synthetic"}
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory) -> Path:
+    """A data folder laid out like ../shared: english/{train,valid,test}.csv of synthetic rows."""
+    root = tmp_path_factory.mktemp("data")
+    (root / "english").mkdir()
+    for seed, (split, n) in enumerate({"train": 900, "valid": 60, "test": 60}.items()):
+        synthetic_split(n, seed).to_csv(root / "english" / f"{split}.csv", index=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide DistilBERT and a word-level tokenizer whose vocab is written here."""
+    import torch
+    from transformers import BertTokenizer, DistilBertConfig, DistilBertForSequenceClassification
+
+    from sentiment_flow.config import LABEL2ID, LABELS
+
+    root = tmp_path_factory.mktemp("tiny-model")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *FILLER, *sum(SENTIMENT_WORDS.values(), [])]
+    tokenizer = BertTokenizer(vocab={token: i for i, token in enumerate(vocab)}, model_max_length=64)
+    config = DistilBertConfig(
+        vocab_size=len(vocab), dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=64,
+        dropout=0.0, attention_dropout=0.0, seq_classif_dropout=0.0,
+        num_labels=len(LABELS), id2label=dict(enumerate(LABELS)), label2id=LABEL2ID,
+    )
+    model_dir = root / "model"
+    torch.manual_seed(0)
+    DistilBertForSequenceClassification(config).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    return model_dir
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """Each test: its own cwd and sqlite MLflow store, W&B offline into tmp_path, no Hub access."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    mlflow.set_tracking_uri(uri)
+    yield tmp_path
+    while mlflow.active_run():
+        mlflow.end_run()
+    if "wandb" in sys.modules:  # wandb keeps the first run's settings (WANDB_DIR) process-wide
+        sys.modules["wandb"].teardown()
+
+
+@pytest.fixture
+def register_tiny_model(tiny_model_dir):
+    """Factory: log the tiny model as a transformers-flavor version with test metrics; returns the version."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from sentiment_flow import tracking
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+
+    def register(
+        name: str = "sentiment-english",
+        test_f1_macro: float | None = 0.7,
+        test_accuracy: float | None = 0.7,
+        data_hash: str = "d" * 64,
+        lang: str = "english",
+    ) -> str:
+        metrics = {k: v for k, v in {"test_f1_macro": test_f1_macro, "test_accuracy": test_accuracy}.items() if v is not None}
+        with mlflow.start_run():
+            mlflow.log_metrics(metrics)
+            info = tracking.log_model(model, tokenizer, name)
+            version = str(info.registered_model_version)
+            tags = {"lang": lang, "base_model": "tiny-distilbert", "data_hash": data_hash}
+            tags.update({k: f"{v:.4f}" for k, v in metrics.items()})
+            tracking.describe_version(name, version, tags, "Tiny test model.")
+        return version
+
+    return register
+
+
+def requires_shared_data(lang: str = "english"):
+    """Skip (not fail) where ../shared/data is absent, as in a user's fresh clone."""
+    return pytest.mark.skipif(
+        not (SHARED_DATA / lang / "train.csv").is_file(), reason=f"{SHARED_DATA / lang} is absent"
+    )

@@ -1,0 +1,75 @@
+import dataclasses
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from sentiment_flow.cli import cli
+from sentiment_flow.config import TrainConfig
+from sentiment_flow.errors import UserError
+
+from conftest import REPO_ROOT
+
+
+def mlproject_params(entry_point: str) -> dict:
+    return yaml.safe_load((REPO_ROOT / "MLproject").read_text())["entry_points"][entry_point]["parameters"]
+
+
+def test_mlproject_main_parameters_are_exactly_the_config_fields_with_the_same_defaults():
+    params = mlproject_params("main")
+    fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    assert set(params) == set(fields)
+    for name, default in fields.items():
+        assert type(default)(params[name]["default"]) == default, name
+
+
+def test_mlproject_main_command_passes_every_parameter():
+    command = yaml.safe_load((REPO_ROOT / "MLproject").read_text())["entry_points"]["main"]["command"]
+    for f in dataclasses.fields(TrainConfig):
+        assert f"--{f.name.replace('_', '-')} {{{f.name}}}" in command
+
+
+def test_cli_train_defaults_are_the_config_defaults():
+    train = cli.commands["train"]
+    defaults = {p.name: p.default for p in train.params if p.name != "help"}
+    assert defaults == {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+
+
+def test_auto_model_is_chosen_per_language():
+    assert TrainConfig(lang="english").model_name == "distilbert-base-uncased"
+    assert TrainConfig(lang="japanese").model_name == "tohoku-nlp/bert-base-japanese-v3"
+    assert TrainConfig(lang="german").model_name == "distilbert-base-multilingual-cased"
+    assert TrainConfig(model="some/model").model_name == "some/model"
+
+
+def test_auto_learning_rate_depends_on_the_model():
+    assert TrainConfig().lr == 2e-5
+    assert TrainConfig(model="minilm").lr == 1e-4
+    assert TrainConfig(model="minilm", learning_rate="3e-5").lr == 3e-5
+
+
+def test_registered_model_name_defaults_to_sentiment_lang():
+    assert TrainConfig(lang="french").registry_name == "sentiment-french"
+    assert TrainConfig(registered_model_name="mine").registry_name == "mine"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"lang": "klingon"}, "Unknown lang 'klingon'. Use one of: english"),
+        ({"epochs": 0}, "epochs must be at least 1"),
+        ({"learning_rate": "fast"}, "learning_rate must be 'auto' or a number"),
+        ({"learning_rate": "2"}, "learning_rate must be 'auto' or a number"),
+        ({"max_train_samples": -1}, "max_train_samples must be 0"),
+    ],
+)
+def test_bad_config_values_are_refused_with_the_fix(kwargs, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(")):
+        TrainConfig(**kwargs)
+
+
+def test_cli_prints_a_user_error_without_traceback_and_exits_2():
+    result = CliRunner().invoke(cli, ["train", "--lang", "klingon"])
+    assert result.exit_code == 2
+    assert "Unknown lang 'klingon'" in result.output
+    assert "Traceback" not in result.output

