@@ -31,14 +31,14 @@ class TrainResult:
     wandb_run_path: str
 
 
-def training_arguments(cfg: TrainConfig, output_dir: str):
+def training_arguments(cfg: TrainConfig, output_dir: str, **overrides):
     """TrainingArguments for this machine: mixed precision, TF32 and loader workers only on CUDA."""
     import torch
     from transformers import TrainingArguments
 
     cuda = torch.cuda.is_available()
     bf16 = cuda and torch.cuda.is_bf16_supported()
-    return TrainingArguments(
+    settings = dict(
         output_dir=output_dir,
         num_train_epochs=cfg.epochs,
         learning_rate=cfg.lr,
@@ -64,11 +64,28 @@ def training_arguments(cfg: TrainConfig, output_dir: str):
         dataloader_pin_memory=cuda,
         report_to=["wandb"],  # MLflow gets the same logs through tracking.MlflowMetricsCallback
     )
+    return TrainingArguments(**{**settings, **overrides})
+
+
+def build_trainer(cfg: TrainConfig, model, tokenizer, encoded, output_dir: str, callbacks=(), collator=None, **overrides):
+    """A Trainer on encoded["train"] evaluated on encoded["valid"]; overrides replace TrainingArguments fields."""
+    from transformers import DataCollatorWithPadding, Trainer
+
+    return Trainer(
+        model=model,
+        args=training_arguments(cfg, output_dir, **overrides),
+        train_dataset=encoded["train"],
+        eval_dataset=encoded["valid"],
+        processing_class=tokenizer,
+        data_collator=collator or DataCollatorWithPadding(tokenizer),
+        compute_metrics=M.trainer_metrics,
+        callbacks=list(callbacks),
+    )
 
 
 def train(cfg: TrainConfig) -> TrainResult:
     """Fine-tune cfg.model on cfg.data and register the result as cfg.registry_name."""
-    from transformers import DataCollatorWithPadding, Trainer, set_seed
+    from transformers import set_seed
 
     # 1. Fail fast: every input problem surfaces here, before a run is started or a step is taken.
     data = load_data(cfg.data, cfg.lang, cfg.max_train_samples, cfg.seed)
@@ -91,16 +108,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     # 2. One MLflow run and one W&B run record everything below.
     with tracking.tracked_run(params, run_name, tags) as run, tempfile.TemporaryDirectory() as ckpt:
         _log_eda(encoded, cfg.max_length)
-        trainer = Trainer(
-            model=model,
-            args=training_arguments(cfg, ckpt),
-            train_dataset=encoded["train"],
-            eval_dataset=encoded["valid"],
-            processing_class=tokenizer,
-            data_collator=DataCollatorWithPadding(tokenizer),
-            compute_metrics=M.trainer_metrics,
-            callbacks=[tracking.MlflowMetricsCallback()],
-        )
+        trainer = build_trainer(cfg, model, tokenizer, encoded, ckpt, callbacks=[tracking.MlflowMetricsCallback()])
         trainer.train()
 
         # 3. Test once, on the best epoch's weights.
