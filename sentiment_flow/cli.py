@@ -67,6 +67,8 @@ def train(**options) -> None:
     from sentiment_flow.train import train as run_training
 
     result = run_training(TrainConfig(**options))
+    if result is None:  # a non-main process of a torchrun/accelerate job: the main one reports
+        return
     table = Table(title=f"Registered {result.model_uri}", show_header=False)
     for key in ("test_accuracy", "test_f1_macro", "test_f1_weighted"):
         table.add_row(key, f"{result.metrics[key]:.4f}")

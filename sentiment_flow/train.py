@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +65,7 @@ def training_arguments(cfg: TrainConfig, output_dir: str, **overrides):
         tf32=True if cuda and torch.cuda.get_device_capability()[0] >= 8 else None,
         dataloader_num_workers=min(4, os.cpu_count() or 1) if cuda else 0,
         dataloader_pin_memory=cuda,
+        use_cpu=not cuda,  # on CPU-only hosts this is what lets torchrun run data-parallel (gloo)
         report_to=["wandb"],  # MLflow gets the same logs through tracking.MlflowMetricsCallback
     )
     return TrainingArguments(**{**settings, **overrides})
@@ -83,9 +87,15 @@ def build_trainer(cfg: TrainConfig, model, tokenizer, encoded, output_dir: str, 
     )
 
 
-def train(cfg: TrainConfig) -> TrainResult:
-    """Fine-tune cfg.model on cfg.data and register the result as cfg.registry_name."""
+def train(cfg: TrainConfig) -> TrainResult | None:
+    """Fine-tune cfg.model on cfg.data and register it; None on the non-main processes of a torchrun/accelerate job."""
+    import torch
+    from accelerate import PartialState
     from transformers import set_seed
+
+    # Under torchrun/accelerate every process trains; only the main one tracks, logs and registers.
+    # cpu= matches what TrainingArguments(use_cpu=...) asks of the same shared state.
+    state = PartialState(cpu=not torch.cuda.is_available())
 
     # 1. Fail fast: every input problem surfaces here, before a run is started or a step is taken.
     data = load_data(cfg.data, cfg.lang, cfg.max_train_samples, cfg.seed)
@@ -106,8 +116,10 @@ def train(cfg: TrainConfig) -> TrainResult:
     run_name = f"{cfg.lang}-{Path(cfg.model_name).name}"
 
     # 2. One MLflow run and one W&B run record everything below.
-    with tracking.tracked_run(params, run_name, tags) as run, tempfile.TemporaryDirectory() as ckpt:
-        _log_eda(encoded, cfg.max_length)
+    run_context = tracking.tracked_run(params, run_name, tags) if state.is_main_process else nullcontext()
+    with run_context as run, _shared_tempdir(state) as ckpt:
+        if state.is_main_process:
+            _log_eda(encoded, cfg.max_length)
         trainer = build_trainer(cfg, model, tokenizer, encoded, ckpt, callbacks=[tracking.MlflowMetricsCallback()])
         trainer.train()
 
@@ -115,6 +127,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         # group_by_length orders evaluation batches by length too: take the labels from the same
         # prediction output, never from the dataset's original order.
         prediction = trainer.predict(encoded["test"])
+        if not state.is_main_process:
+            return None
         y_true, y_pred = prediction.label_ids, prediction.predictions.argmax(axis=-1)
         test_metrics = {f"test_{k}": v for k, v in M.classification_metrics(y_true, y_pred, per_class=True).items()}
         tracking.log_metrics(test_metrics)
@@ -144,6 +158,22 @@ def train(cfg: TrainConfig) -> TrainResult:
         metrics=test_metrics,
         wandb_run_path=run.wandb_run_path,
     )
+
+
+@contextmanager
+def _shared_tempdir(state) -> Iterator[str]:
+    """A checkpoint folder made by the main process and known to all: every rank reloads the best epoch from it."""
+    from accelerate.utils import broadcast_object_list
+
+    path = [tempfile.mkdtemp(prefix="sentiment_flow-") if state.is_main_process else None]
+    if state.num_processes > 1:
+        broadcast_object_list(path)
+    try:
+        yield path[0]
+    finally:
+        state.wait_for_everyone()
+        if state.is_main_process:
+            shutil.rmtree(path[0], ignore_errors=True)
 
 
 def _log_eda(encoded, max_length: int) -> None:
