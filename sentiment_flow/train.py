@@ -34,6 +34,13 @@ class TrainResult:
     wandb_run_path: str
 
 
+def cpu_only() -> bool:
+    """True where neither CUDA nor Apple's MPS is available."""
+    import torch
+
+    return not torch.cuda.is_available() and not torch.backends.mps.is_available()
+
+
 def training_arguments(cfg: TrainConfig, output_dir: str, **overrides):
     """TrainingArguments for this machine: mixed precision, TF32 and loader workers only on CUDA."""
     import torch
@@ -65,7 +72,7 @@ def training_arguments(cfg: TrainConfig, output_dir: str, **overrides):
         tf32=True if cuda and torch.cuda.get_device_capability()[0] >= 8 else None,
         dataloader_num_workers=min(4, os.cpu_count() or 1) if cuda else 0,
         dataloader_pin_memory=cuda,
-        use_cpu=not cuda,  # on CPU-only hosts this is what lets torchrun run data-parallel (gloo)
+        use_cpu=cpu_only(),  # on CPU-only hosts this is what lets torchrun run data-parallel (gloo)
         report_to=["wandb"],  # MLflow gets the same logs through tracking.MlflowMetricsCallback
     )
     return TrainingArguments(**{**settings, **overrides})
@@ -89,13 +96,12 @@ def build_trainer(cfg: TrainConfig, model, tokenizer, encoded, output_dir: str, 
 
 def train(cfg: TrainConfig) -> TrainResult | None:
     """Fine-tune cfg.model on cfg.data and register it; None on the non-main processes of a torchrun/accelerate job."""
-    import torch
     from accelerate import PartialState
     from transformers import set_seed
 
     # Under torchrun/accelerate every process trains; only the main one tracks, logs and registers.
     # cpu= matches what TrainingArguments(use_cpu=...) asks of the same shared state.
-    state = PartialState(cpu=not torch.cuda.is_available())
+    state = PartialState(cpu=cpu_only())
 
     # 1. Fail fast: every input problem surfaces here, before a run is started or a step is taken.
     data = load_data(cfg.data, cfg.lang, cfg.max_train_samples, cfg.seed)
