@@ -73,3 +73,10 @@ def test_cli_prints_a_user_error_without_traceback_and_exits_2():
     assert result.exit_code == 2
     assert "Unknown lang 'klingon'" in result.output
     assert "Traceback" not in result.output
+
+
+def test_conda_env_installs_this_project_so_pyproject_stays_the_one_dependency_list():
+    env = yaml.safe_load((REPO_ROOT / "conda.yaml").read_text())
+    pip_section = next(dep for dep in env["dependencies"] if isinstance(dep, dict))["pip"]
+    assert pip_section == [".[offline]"]
+    assert any(str(dep).startswith("python=") for dep in env["dependencies"])

@@ -114,3 +114,29 @@ def test_non_utf8_file_is_refused(tmp_path):
 def test_hub_dataset_without_network_or_cache_says_to_use_local_data():
     with pytest.raises(UserError, match=r"Could not load dataset 'tyqiangz/multilingual-sentiments'.*-P data="):
         load_data("tyqiangz/multilingual-sentiments", "english")
+
+
+def test_hub_dataset_is_read_from_the_parquet_branch_with_classlabel_names(monkeypatch, tmp_path):
+    import datasets
+
+    features = datasets.Features(
+        {"text": datasets.Value("string"), "source": datasets.Value("string"),
+         # Another order than ours: ids must be translated through the names, never taken as they are.
+         "label": datasets.ClassLabel(names=["negative", "neutral", "positive"])}
+    )
+    rows = {"text": ["good", "meh", "bad"], "source": ["s"] * 3, "label": [0, 1, 2]}
+    hub = datasets.DatasetDict(
+        {split: datasets.Dataset.from_dict(rows, features=features) for split in ("train", "validation", "test")}
+    )
+    calls = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: calls.append((args, kwargs)) or hub)
+
+    data = load_data("tyqiangz/multilingual-sentiments", "german")
+
+    assert calls == [(("tyqiangz/multilingual-sentiments", "german"), {"revision": "refs/convert/parquet"})]
+    assert data.source == "tyqiangz/multilingual-sentiments@refs/convert/parquet/german"
+    assert [LABELS[i] for i in data.splits["valid"]["label"]] == ["negative", "neutral", "positive"]
+    # The same rows from a local copy hash the same: promotion can compare Hub and local trainings.
+    frame = pd.DataFrame({"text": rows["text"], "label": ["negative", "neutral", "positive"]})
+    local = write_splits(tmp_path / "copy", train=frame, valid=frame, test=frame)
+    assert load_data(str(local), "german").content_hash == data.content_hash
