@@ -9,9 +9,10 @@ import sys
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from sentiment_flow.config import TrainConfig
+from sentiment_flow.config import ALIASES, CHAMPION, PromotionConfig, TrainConfig
 from sentiment_flow.errors import UserError
 
 console = Console(stderr=True)
@@ -75,6 +76,117 @@ def train(**options) -> None:
     table.add_row("MLflow run", result.run_id)
     table.add_row("W&B run", result.wandb_run_path)
     Console().print(table)
+
+
+# Registry commands: the logic, and every message, live in sentiment_flow.registry.
+OUTCOME_STYLE = {"pass": "green", "fail": "bold red", "forced": "yellow", "skipped": "dim"}
+
+
+@cli.command()
+@click.argument("name")
+@user_errors
+def status(name: str) -> None:
+    """Versions of registered model NAME: aliases, test metrics, lineage, created and promoted times."""
+    from sentiment_flow import registry
+
+    report = registry.status(name)
+    table = Table(title=f"{name} (newest first)")
+    columns = ("version", "aliases", "f1_macro", "accuracy", "lang", "base model", "created (UTC)", "promoted (UTC)")
+    for column in columns:
+        table.add_column(column, no_wrap=column.endswith("(UTC)"))
+    for row in report.versions:
+        table.add_row(
+            row.version if row.status == "READY" else f"{row.version} ({row.status})",
+            ", ".join(row.aliases),
+            *(f"{row.metrics[key]:.4f}" if key in row.metrics else "-" for key in registry.KEY_METRICS),
+            escape(row.lang),
+            escape(row.base_model),  # a local path may hold [brackets], which rich would read as markup
+            _minute(row.created_at),
+            "\n".join(f"{alias} {_minute(when)}" for alias, when in row.promoted_at.items()),
+        )
+    out = Console()
+    out.print(table)
+    for alias, entries in report.histories.items():
+        out.print(f"{alias}: {_history_text(entries)}", highlight=False, markup=False)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--version", "version", required=True, help="The model version to promote, e.g. 3.")
+@click.option("--alias", required=True, help=f"The alias to point at it: {', '.join(ALIASES)}.")
+@click.option("--dry-run", is_flag=True, help="Run the gates and report; change nothing.")
+@click.option("--reason", default="", help="Why; recorded on the version. Required with --force.")
+@click.option("--force", is_flag=True, help="Promote even if gates 2-3 (min_f1_macro, no_regression) fail.")
+@config_options(PromotionConfig)
+@user_errors
+def promote(name: str, version: str, alias: str, dry_run: bool, reason: str, force: bool, **thresholds) -> None:
+    """Run the gates on version VERSION of NAME, then point ALIAS at it. Exit 0 promoted, 1 refused, 2 bad input."""
+    from sentiment_flow import registry
+
+    report = registry.promote(
+        name, version, alias, config=PromotionConfig(**thresholds), dry_run=dry_run, force=force, reason=reason
+    )
+    out = Console()
+    if report.gates:
+        table = Table(title=f"Gates: {name} version {report.version} -> @{alias}")
+        for column in ("gate", "candidate", "champion", "threshold", "result", "note"):
+            table.add_column(column)
+        for gate in report.gates:
+            result = f"[{OUTCOME_STYLE[gate.outcome]}]{gate.outcome}[/]"
+            cells = (escape(cell) for cell in (gate.gate, gate.candidate, gate.champion, gate.threshold))
+            table.add_row(*cells, result, escape(gate.note))
+        out.print(table)
+    out.print(report.summary, highlight=False, markup=False, soft_wrap=True)
+    sys.exit(report.exit_code)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--alias", default=CHAMPION, show_default=True, help=f"The alias to move back: {', '.join(ALIASES)}.")
+@click.option("--reason", default="", help="Why; recorded on the version the alias leaves.")
+@user_errors
+def rollback(name: str, alias: str, reason: str) -> None:
+    """Point ALIAS of NAME back at its previous holder. Exit 0 done, 1 nothing to go back to, 2 bad input."""
+    from sentiment_flow import registry
+
+    result = registry.rollback(name, alias, reason)
+    Console().print(
+        f"{name}@{alias} rolled back from version {result.from_version} to {result.to_version}; "
+        f"now {_history_text(result.history)}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+@cli.command()
+@click.argument("src_uri")
+@click.argument("dst_name")
+@user_errors
+def copy(src_uri: str, dst_name: str) -> None:
+    """Copy SRC_URI (models:/NAME/VERSION or models:/NAME@ALIAS) to a new version of DST_NAME, with lineage tags."""
+    from sentiment_flow import registry
+
+    result = registry.copy(src_uri, dst_name)
+    Console().print(
+        f"Copied {src_uri} (version {result.source_version}) to {result.model_uri}; promote it there with "
+        f"`sentiment-flow promote {dst_name} --version {result.version} --alias ...`.",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+def _minute(timestamp: str) -> str:
+    """`2026-11-25 10:56` from `2026-11-25T10:56:10Z`: short enough for a table column."""
+    return timestamp[:16].replace("T", " ")
+
+
+def _history_text(entries) -> str:
+    """`v3 <- v2 <- v1 (rollback goes to v2)`: an alias's holders, newest first."""
+    chain = " <- ".join(f"v{entry.version}" for entry in entries)
+    target = f"v{entries[1].version}" if len(entries) > 1 else "nowhere"
+    return f"{chain} (rollback goes to {target})"
 
 
 def main() -> None:

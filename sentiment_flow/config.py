@@ -119,3 +119,33 @@ class TrainConfig:
     def to_params(self) -> dict[str, str]:
         """Every field as MLflow would log it from MLproject."""
         return {f.name: str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+# Registry aliases a version moves through, in order. `promote` refuses any other name, so a typo
+# ("champoin") cannot create an alias that nothing serves from.
+ALIASES = ("challenger", "champion")
+CHAMPION = "champion"  # the alias serving reads and the no-regression gate compares against
+# The smoke-test gate predicts these through the pyfunc loader, as serving would. Short on purpose:
+# models logged by tracking.log_model do not truncate, so a text longer than the model's position
+# embeddings fails in the pipeline; add a long canary once log_model sets truncation.
+CANARY_TEXTS = ("What a great day!", "The meeting is at noon.", "This is the worst service ever.")
+
+
+@dataclass(frozen=True)
+class PromotionConfig:
+    """Thresholds of the promotion gates; each field is one `promote` option."""
+
+    min_f1_macro: float = field(
+        default=0.5,
+        metadata={"help": "Gate 2: the candidate's test_f1_macro must be at least this (chance is about 0.33)."},
+    )
+    tolerance: float = field(
+        default=0.0,
+        metadata={"help": "Gate 3: how far (in test_f1_macro) the candidate may fall below the current champion."},
+    )
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_f1_macro <= 1:
+            raise UserError(f"min_f1_macro must be between 0 and 1, got {self.min_f1_macro}.")
+        if not 0 <= self.tolerance <= 1:
+            raise UserError(f"tolerance must be between 0 and 1 (a macro-F1 difference), got {self.tolerance}.")
