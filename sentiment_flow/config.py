@@ -125,10 +125,12 @@ class TrainConfig:
 # ("champoin") cannot create an alias that nothing serves from.
 ALIASES = ("challenger", "champion")
 CHAMPION = "champion"  # the alias serving reads and the no-regression gate compares against
-# The smoke-test gate predicts these through the pyfunc loader, as serving would. Short on purpose:
-# models logged by tracking.log_model do not truncate, so a text longer than the model's position
-# embeddings fails in the pipeline; add a long canary once log_model sets truncation.
-CANARY_TEXTS = ("What a great day!", "The meeting is at noon.", "This is the worst service ever.")
+# The smoke-test gate predicts these through the pyfunc loader, as serving would. The last one is
+# longer than any model's position embeddings: a model logged without truncation fails it.
+CANARY_TEXTS = (
+    "What a great day!", "The meeting is at noon.", "This is the worst service ever.",
+    " ".join(["This sentence repeats to be far longer than any model's maximum input length."] * 80),
+)
 
 
 @dataclass(frozen=True)

@@ -129,7 +129,10 @@ def pip_requirements(extra: tuple[str, ...] = ()) -> list[str]:
     return pins
 
 
-def log_model(model, tokenizer, registered_model_name: str | None, extra_requirements: tuple[str, ...] = ()):
+def log_model(
+    model, tokenizer, registered_model_name: str | None, max_length: int | None = None,
+    extra_requirements: tuple[str, ...] = (),
+):
     """Log a transformers-flavor text-classification model in the active run; register it when named."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
@@ -143,6 +146,9 @@ def log_model(model, tokenizer, registered_model_name: str | None, extra_require
         name=MODEL_ARTIFACT,
         task="text-classification",
         signature=signature,
+        # Serve as trained: truncate to the training max_length (or the tokenizer's limit), so a long
+        # text is classified from its start instead of overflowing the position embeddings.
+        model_config={"truncation": True, **({"max_length": max_length} if max_length else {})},
         input_example=["What a great day!", "The meeting is at noon.", "This is the worst service ever."],
         pip_requirements=pip_requirements(extra_requirements),
         registered_model_name=registered_model_name,

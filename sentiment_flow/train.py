@@ -143,7 +143,7 @@ def train(cfg: TrainConfig) -> TrainResult | None:
 
         # 4. The model, as MLflow's transformers flavor, registered with what an ML ops reviewer needs.
         extra = ("fugashi", "unidic-lite") if cfg.lang == "japanese" else ()
-        info = tracking.log_model(trainer.model, tokenizer, cfg.registry_name, extra_requirements=extra)
+        info = tracking.log_model(trainer.model, tokenizer, cfg.registry_name, cfg.max_length, extra)
         version = str(info.registered_model_version)
         version_tags = {
             **tags,

@@ -104,9 +104,9 @@ def test_registered_version_is_a_transformers_flavor_model_with_signature(traine
 
 def test_registered_version_predicts_the_three_labels(trained):
     model = mlflow.pyfunc.load_model(trained["result"].model_uri)
-    out = model.predict(["the food was great", "the day was awful", "the movie was okay"])
-    assert set(out["label"]) <= {"positive", "neutral", "negative"}
-    assert list(out["label"]) == ["positive", "negative", "neutral"]
+    # The last text is longer than the model's 64 position embeddings: served truncated, as trained.
+    out = model.predict(["the food was great", "the day was awful", "the movie was okay", "great " * 200])
+    assert list(out["label"]) == ["positive", "negative", "neutral", "positive"]
 
 
 def test_version_carries_lineage_tags_and_a_description(trained):
