@@ -100,7 +100,7 @@ def _validate(frame: pd.DataFrame, where: str) -> pd.DataFrame:
         )
     if frame.empty:
         raise UserError(f"{where}: the split has no rows.")
-    labels = frame["label"].map(_label_id)
+    labels = frame["label"].map(label_id)
     bad = frame.loc[labels.isna(), "label"]
     if len(bad):
         examples = ", ".join(repr(v) for v in bad.astype(str).unique()[:5])
@@ -117,7 +117,8 @@ def _validate(frame: pd.DataFrame, where: str) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def _label_id(value) -> int | None:
+def label_id(value) -> int | None:
+    """The id of a label given as a name (any case) or as an id 0-2; None for anything else."""
     key = str(value).strip().lower()
     if key in LABEL2ID:
         return LABEL2ID[key]

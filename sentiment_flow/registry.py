@@ -333,25 +333,34 @@ def rollback(name: str, alias: str = CHAMPION, reason: str = "") -> RollbackResu
     return RollbackResult(name=name, alias=alias, from_version=current, to_version=target, history=history)
 
 
-def copy(source_uri: str, name: str) -> CopyResult:
-    """The new version of `name` copied from `source_uri` (models:/NAME/VERSION or models:/NAME@ALIAS)."""
-    match = MODELS_URI.match(source_uri)
+def resolve_version(model_uri: str) -> ModelVersion:
+    """The version a registry URI (models:/NAME/VERSION or models:/NAME@ALIAS) points at now.
+
+    Raises a UserError that names the versions or aliases that do exist.
+    """
+    match = MODELS_URI.match(model_uri)
     if not match:
         raise UserError(
-            f"Source {source_uri!r} is not a registry model URI; use models:/NAME/VERSION or models:/NAME@ALIAS, "
+            f"{model_uri!r} is not a registry model URI; use models:/NAME/VERSION or models:/NAME@ALIAS, "
             f"e.g. models:/sentiment-english@champion."
         )
     client = MlflowClient()
-    source_model = _registered_model(client, match["name"])
+    model = _registered_model(client, match["name"])
     version = match["version"]
     if match["alias"]:
-        version = _alias_version(source_model, match["alias"])
+        version = _alias_version(model, match["alias"])
         if version is None:
             raise UserError(
-                f"{source_model.name} has no alias {match['alias']!r} (its aliases: "
-                f"{', '.join(sorted(source_model.aliases)) or 'none'}). Use one of those or models:/NAME/VERSION."
+                f"{model.name} has no alias {match['alias']!r} (its aliases: "
+                f"{', '.join(sorted(model.aliases)) or 'none'}). Use one of those or models:/NAME/VERSION."
             )
-    source = _version(client, source_model.name, version)
+    return _version(client, model.name, version)
+
+
+def copy(source_uri: str, name: str) -> CopyResult:
+    """The new version of `name` copied from `source_uri` (models:/NAME/VERSION or models:/NAME@ALIAS)."""
+    source = resolve_version(source_uri)
+    client = MlflowClient()
     version = str(source.version)
     # Pinned to the resolved version: the alias may move while the copy is made.
     copied = client.copy_model_version(f"models:/{source.name}/{version}", name)
