@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import signal
 import sys
 
 import click
@@ -12,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sentiment_flow.config import ALIASES, CHAMPION, PromotionConfig, TrainConfig
+from sentiment_flow.config import ALIASES, CHAMPION, PromotionConfig, ScoreConfig, TrainConfig
 from sentiment_flow.errors import UserError
 
 console = Console(stderr=True)
@@ -75,6 +76,42 @@ def train(**options) -> None:
         table.add_row(key, f"{result.metrics[key]:.4f}")
     table.add_row("MLflow run", result.run_id)
     table.add_row("W&B run", result.wandb_run_path)
+    Console().print(table)
+
+
+@cli.command()
+@click.argument("model_uri")
+@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
+@click.argument("output_path", metavar="OUTPUT", type=click.Path(dir_okay=False))
+@click.option("--probabilities", is_flag=True, help="Also write prob_positive, prob_neutral, prob_negative.")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@config_options(ScoreConfig)
+@user_errors
+def score(model_uri: str, input_path: str, output_path: str, probabilities: bool, overwrite: bool, **options) -> None:
+    """Score the CSV INPUT with MODEL_URI into OUTPUT: every input column and row in order, plus label, score
+    and the model version.
+
+    MODEL_URI is models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model or a local model directory.
+    OUTPUT appears only once every row is written.
+    """
+    from sentiment_flow.scoring import score_csv
+
+    # `kill` and schedulers send SIGTERM: unwind like Ctrl-C, so the partial output is removed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    summary = score_csv(
+        model_uri, input_path, output_path, ScoreConfig(**options), probabilities=probabilities, overwrite=overwrite
+    )
+    table = Table(title=f"Scored {escape(str(summary.output))}", show_header=False)
+    table.add_row("model", escape(summary.model_version))
+    table.add_row("rows", f"{summary.rows:,} in {summary.seconds:.1f} s ({summary.rows / summary.seconds:,.0f} rows/s)")
+    table.add_row("labels", ", ".join(f"{label} {n:,}" for label, n in summary.label_counts.items()))
+    if summary.blank:
+        table.add_row("empty text", f"{summary.blank:,} rows (written with an empty label)")
+    if summary.accuracy is not None:
+        table.add_row("accuracy", f"{summary.accuracy:.4f} on {summary.labelled:,} labelled rows")
+        table.add_row("macro-F1", f"{summary.f1_macro:.4f}")
+    elif options["label_column"]:
+        table.add_row("accuracy", f"none of the {options['label_column']!r} values is a known label")
     Console().print(table)
 
 
