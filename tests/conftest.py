@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import os
 import random
+import signal
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 # huggingface_hub reads these once, at import: set them before anything imports it. No test uses the network.
@@ -124,8 +131,79 @@ def register_tiny_model(tiny_model_dir):
     return register
 
 
+@dataclass(frozen=True)
+class Template:
+    db: Path
+    model_uri: str  # models:/m-... of the tiny model logged once
+    model_dir: Path  # that model's artifacts, to copy and break
+
+
+@pytest.fixture(scope="session")
+def template(tmp_path_factory, tiny_model_dir) -> Template:
+    """A store holding the tiny model, logged once; each test starts from a copy of its database.
+
+    Creating the schema and saving the weights cost seconds per test; copying the file costs
+    milliseconds. The copies point at the template's artifacts, which no test modifies.
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from sentiment_flow import tracking
+
+    root = tmp_path_factory.mktemp("template-store")
+    uri = f"sqlite:///{root}/mlflow.db"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)
+        model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
+        tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+        with mlflow.start_run():
+            info = tracking.log_model(model, tokenizer, registered_model_name=None)
+        location = mlflow.MlflowClient().get_logged_model(info.model_id).artifact_location
+    return Template(db=root / "mlflow.db", model_uri=info.model_uri, model_dir=Path(location.removeprefix("file://")))
+
+
 def requires_shared_data(lang: str = "english"):
     """Skip (not fail) where ../shared/data is absent, as in a user's fresh clone."""
     return pytest.mark.skipif(
         not (SHARED_DATA / lang / "train.csv").is_file(), reason=f"{SHARED_DATA / lang} is absent"
     )
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """This environment with the venv's bin first on PATH: `mlflow run` and `mlflow models serve` start
+    `python` and `uvicorn` from PATH."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **extra}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def http_service(command: list[str], url: str, health_path: str, log_path: Path, timeout: float = 180):
+    """Run `command` (a server on `url`) until `health_path` answers 200; yield `url`; stop it and its workers."""
+    with open(log_path, "w") as log:
+        # Its own process group: stopping it stops the workers it starts, and nothing else.
+        server = subprocess.Popen(
+            command, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}{health_path}", timeout=2).status == 200:
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"{command[:3]} did not start:\n{log_path.read_text()[-3000:]}")
+                time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)

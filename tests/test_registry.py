@@ -3,15 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -25,44 +19,11 @@ from sentiment_flow.cli import cli
 from sentiment_flow.config import CHAMPION, PromotionConfig
 from sentiment_flow.errors import UserError
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, Template, free_port, http_service, subprocess_env
 
 NAME = "sentiment-english"
 DATA_HASH = "d" * 64
 # Subprocesses run this interpreter's tools (mlflow, python) from the test's virtualenv.
-VENV_PATH = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-
-
-@dataclass(frozen=True)
-class Template:
-    db: Path
-    model_uri: str  # models:/m-... of the tiny model logged once
-    model_dir: Path  # that model's artifacts, to copy and break
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory, tiny_model_dir) -> Template:
-    """A store holding the tiny model, logged once; each test starts from a copy of its database.
-
-    Creating the schema and saving the weights cost seconds per test; copying the file costs
-    milliseconds. The copies point at the template's artifacts, which no test modifies.
-    """
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from sentiment_flow import tracking
-
-    root = tmp_path_factory.mktemp("registry-template")
-    uri = f"sqlite:///{root}/mlflow.db"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mlflow.set_tracking_uri(uri)
-        model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
-        tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-        with mlflow.start_run():
-            info = tracking.log_model(model, tokenizer, registered_model_name=None)
-        location = MlflowClient().get_logged_model(info.model_id).artifact_location
-    return Template(db=root / "mlflow.db", model_uri=info.model_uri, model_dir=Path(location.removeprefix("file://")))
 
 
 @pytest.fixture
@@ -634,10 +595,6 @@ sys.exit(registry.promote(sys.argv[3], version, "champion").exit_code)
 """
 
 
-def subprocess_env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "PATH": VENV_PATH, **extra}
-
-
 @pytest.mark.slow
 def test_two_processes_promoting_at_once_leave_one_champion_and_a_history_that_matches(add_version, tmp_path):
     v1, va, vb = add_version(0.7), add_version(0.8), add_version(0.8)
@@ -680,47 +637,19 @@ def test_mlproject_promote_and_rollback_entry_points_run_under_mlflow_run(add_ve
     assert aliases() == {"champion": v1}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path, monkeypatch):
     """A real `mlflow server` on a free loopback port, with its own sqlite store and artifact folder."""
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
     command = [
         "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
         "--artifacts-destination", str(tmp_path / "artifacts"),
     ]
-    log_path = tmp_path / "server.log"
-    with open(log_path, "w") as log:
-        # Its own process group: stopping it stops the web workers it starts, and nothing else.
-        server = subprocess.Popen(
-            command, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"mlflow server did not start:\n{log_path.read_text()[-3000:]}")
-                time.sleep(0.5)
+    with http_service(command, f"http://127.0.0.1:{port}", "/health", tmp_path / "server.log") as url:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
         mlflow.set_tracking_uri(url)
         yield url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
 
 
 @pytest.mark.slow

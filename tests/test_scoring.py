@@ -1,0 +1,322 @@
+"""Batch scoring through the pyfunc loader: columns and rows kept, atomic output, every bad input named."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from sklearn.metrics import accuracy_score, f1_score
+
+from sentiment_flow import scoring
+from sentiment_flow.cli import cli
+from sentiment_flow.config import LABELS, ScoreConfig
+from sentiment_flow.errors import UserError
+
+from conftest import REPO_ROOT, free_port, http_service, subprocess_env, synthetic_split
+
+NAME = "sentiment-english"
+
+
+@pytest.fixture
+def model_dir(template) -> str:
+    """The tiny model as a local MLflow model directory (the fastest URI to load)."""
+    return str(template.model_dir)
+
+
+@pytest.fixture
+def champion(template, isolated) -> str:
+    """models:/sentiment-english@champion -> version 2 of the tiny model in this test's store."""
+    shutil.copyfile(template.db, isolated / "mlflow.db")
+    client = mlflow.MlflowClient()
+    client.create_registered_model(NAME)
+    for _ in range(2):
+        version = client.create_model_version(NAME, template.model_uri).version
+    client.set_registered_model_alias(NAME, "champion", version)
+    return f"models:/{NAME}@champion"
+
+
+def write_input(path, n: int = 40, seed: int = 7) -> pd.DataFrame:
+    """A labelled CSV with an id column that must survive as written ("007", not 7)."""
+    frame = synthetic_split(n, seed).rename(columns={"label": "gold"})
+    frame.insert(0, "id", [f"{i:03d}" for i in range(n)])
+    frame.to_csv(path, index=False)
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def pyfunc_labels(model_uri: str, texts: list[str]) -> list[str]:
+    """What MLflow's own pyfunc predict (and so `mlflow models serve`) answers for these texts."""
+    return list(mlflow.pyfunc.load_model(model_uri).predict(pd.DataFrame({"text": texts}))["label"])
+
+
+def test_scoring_keeps_every_input_column_and_row_and_agrees_with_pyfunc_predict(model_dir, tmp_path):
+    given = write_input(tmp_path / "in.csv", n=50)
+    config = ScoreConfig(chunk_size=7, batch_size=4)  # several chunks, each sorted by length and restored
+
+    summary = scoring.score_csv(model_dir, tmp_path / "in.csv", tmp_path / "out.csv", config, progress=False)
+
+    out = pd.read_csv(tmp_path / "out.csv", dtype=str, keep_default_na=False)
+    assert list(out.columns) == [*given.columns, "label", "score", "model_version"]
+    pd.testing.assert_frame_equal(out[given.columns], given)  # same rows, same order, "007" still "007"
+    assert list(out["label"]) == pyfunc_labels(model_dir, list(given["text"]))
+    assert out["score"].astype(float).between(1 / 3, 1).all()
+    assert set(out["model_version"]) == {model_dir}
+    assert summary.rows == 50 and summary.blank == 0
+    assert summary.label_counts == out["label"].value_counts().reindex(LABELS, fill_value=0).to_dict()
+
+
+def test_chunk_and_batch_sizes_do_not_change_the_output(model_dir, tmp_path):
+    write_input(tmp_path / "in.csv", n=30)
+    for name, config in {"a.csv": ScoreConfig(chunk_size=4, batch_size=3), "b.csv": ScoreConfig()}.items():
+        scoring.score_csv(model_dir, tmp_path / "in.csv", tmp_path / name, config, progress=False)
+    a, b = pd.read_csv(tmp_path / "a.csv"), pd.read_csv(tmp_path / "b.csv")
+    assert list(a["label"]) == list(b["label"])
+    np.testing.assert_allclose(a["score"], b["score"], rtol=1e-4)
+
+
+def test_probabilities_are_one_column_per_class_summing_to_one(model_dir, tmp_path):
+    write_input(tmp_path / "in.csv", n=12)
+    scoring.score_csv(model_dir, tmp_path / "in.csv", tmp_path / "out.csv", probabilities=True, progress=False)
+    out = pd.read_csv(tmp_path / "out.csv")
+    probs = out[["prob_positive", "prob_neutral", "prob_negative"]]
+    np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
+    assert list(out["label"]) == [LABELS[i] for i in probs.to_numpy().argmax(axis=1)]
+    np.testing.assert_allclose(out["score"], probs.max(axis=1))
+
+
+def test_empty_and_missing_texts_get_an_empty_label_and_are_counted(model_dir, tmp_path):
+    pd.DataFrame({"text": ["great day", "", "  ", None, "awful food"], "n": range(5)}).to_csv(
+        tmp_path / "in.csv", index=False
+    )
+    summary = scoring.score_csv(model_dir, tmp_path / "in.csv", tmp_path / "out.csv", progress=False)
+    out = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
+    assert list(out["n"]) == [0, 1, 2, 3, 4]
+    assert list(out["label"] == "") == [False, True, True, True, False]
+    assert list(out["score"] == "") == [False, True, True, True, False]
+    assert summary.rows == 5 and summary.blank == 3
+    assert sum(summary.label_counts.values()) == 2
+
+
+def test_predict_texts_needs_no_file_and_keeps_the_index(model_dir):
+    """The per-chunk function a Spark pandas UDF would call."""
+    scorer = scoring.load_scorer(model_dir)
+    texts = pd.Series(["a really long sentence about the great food today", None, "sad"], index=[10, 5, 7])
+    out = scoring.predict_texts(scorer, texts, batch_size=2)
+    assert list(out.index) == [10, 5, 7]
+    assert out.loc[5, "label"] == "" and np.isnan(out.loc[5, "score"])
+    assert list(out.loc[[10, 7], "label"]) == pyfunc_labels(model_dir, list(texts[[10, 7]]))
+
+
+def test_gold_labels_give_accuracy_and_macro_f1_equal_to_sklearn(model_dir, tmp_path):
+    given = write_input(tmp_path / "in.csv", n=60)
+    config = ScoreConfig(label_column="gold", chunk_size=16)
+    summary = scoring.score_csv(model_dir, tmp_path / "in.csv", tmp_path / "out.csv", config, progress=False)
+    predicted = pd.read_csv(tmp_path / "out.csv")["label"]
+    assert summary.labelled == 60
+    assert summary.accuracy == pytest.approx(accuracy_score(given["gold"], predicted))
+    assert summary.f1_macro == pytest.approx(f1_score(given["gold"], predicted, average="macro", labels=list(LABELS)))
+
+
+def test_an_alias_is_resolved_once_and_written_as_name_and_version(champion, tmp_path):
+    write_input(tmp_path / "in.csv", n=5)
+    summary = scoring.score_csv(champion, tmp_path / "in.csv", tmp_path / "out.csv", progress=False)
+    assert summary.model_version == f"{NAME}/2"
+    assert set(pd.read_csv(tmp_path / "out.csv")["model_version"]) == {f"{NAME}/2"}
+
+
+@pytest.mark.parametrize(
+    ("setup", "config", "message"),
+    [
+        (None, {}, "Input file 'in.csv' does not exist."),
+        ("", {}, "'in.csv' is empty: it needs a header row with a 'text' column."),
+        ("text,gold\n", {}, "'in.csv' has a header but no rows to score."),
+        ("review,stars\nnice,5\n", {}, "'in.csv' has no text column 'text'; its columns are review, stars. "
+         "Name the right one with --text-column."),
+        ("text\nnice\n", {"label_column": "gold"}, "has no gold label column 'gold'; its columns are text. "
+         "Name the right one with --label-column."),
+        ("text,label\nnice,positive\n", {}, "'in.csv' already has column(s) label, which scoring would write. "
+         "Pass --output-prefix (e.g. --output-prefix pred_) to name the new columns pred_label, pred_score"),
+        (b"text\ncaf\xe9\n", {}, "'in.csv' is not valid utf-8 ("),
+        ("text\nnice\n", {"encoding": "klingon"}, "Unknown encoding 'klingon'"),
+    ],
+)
+def test_bad_input_is_refused_before_any_model_loads_and_writes_nothing(tmp_path, setup, config, message):
+    if isinstance(setup, bytes):
+        (tmp_path / "in.csv").write_bytes(setup)
+    elif setup is not None:
+        (tmp_path / "in.csv").write_text(setup)
+    with pytest.raises(UserError) as error:
+        scoring.score_csv("models:/never-loaded/1", "in.csv", "out.csv", ScoreConfig(**config), progress=False)
+    assert message in str(error.value)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".csv") == (["in.csv"] if setup is not None else [])
+
+
+def test_non_utf8_input_scores_with_the_encoding_it_names(model_dir, tmp_path):
+    (tmp_path / "in.csv").write_bytes("text\ncaf\xe9 was great\n".encode("latin-1"))
+    scoring.score_csv(model_dir, "in.csv", "out.csv", ScoreConfig(encoding="latin-1"), progress=False)
+    assert pd.read_csv(tmp_path / "out.csv")["text"][0] == "caf\xe9 was great"  # written back as UTF-8
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ("in.csv", "The output path is the input file"),
+        ("existing.csv", "Output 'existing.csv' exists; pass --overwrite to replace it."),
+        ("no-such-dir/out.csv", "Output folder 'no-such-dir' does not exist"),
+    ],
+)
+def test_an_output_that_would_lose_data_is_refused(tmp_path, output, message):
+    write_input(tmp_path / "in.csv", n=3)
+    (tmp_path / "existing.csv").write_text("precious\n")
+    with pytest.raises(UserError, match=message):
+        scoring.score_csv("models:/never-loaded/1", "in.csv", output, progress=False)
+    assert (tmp_path / "existing.csv").read_text() == "precious\n"
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("models:/nope@champion", "Registered model 'nope' does not exist"),
+        (f"models:/{NAME}@challenger", f"{NAME} has no alias 'challenger' (its aliases: champion)"),
+        (f"models:/{NAME}/9", f"Version 9 of '{NAME}' does not exist; its versions are 1, 2"),
+        ("runs:/0123456789abcdef/model", "Could not load model 'runs:/0123456789abcdef/model'"),
+        ("./no-such-model", "Could not load model './no-such-model'"),
+    ],
+)
+def test_a_model_uri_that_does_not_resolve_names_what_exists(champion, tmp_path, uri, message):
+    write_input(tmp_path / "in.csv", n=3)
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        scoring.score_csv(uri, "in.csv", "out.csv", progress=False)
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_a_model_with_other_labels_is_refused(template, tmp_path):
+    broken = tmp_path / "generic"
+    shutil.copytree(template.model_dir, broken)
+    config_path = broken / "model" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["id2label"], config["label2id"] = {"0": "A", "1": "B", "2": "C"}, {"A": 0, "B": 1, "C": 2}
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(UserError, match=r"predicts labels \['A', 'B', 'C'\], not \['positive', 'neutral', 'negative'\]"):
+        scoring.load_scorer(str(broken))
+
+
+def test_a_failure_mid_run_leaves_no_output_and_keeps_the_old_one(model_dir, tmp_path, monkeypatch):
+    write_input(tmp_path / "in.csv", n=20)
+    (tmp_path / "out.csv").write_text("the previous complete scores\n")
+    real, calls = scoring.predict_texts, []
+
+    def fail_on_third_chunk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("worker died")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scoring, "predict_texts", fail_on_third_chunk)
+    with pytest.raises(RuntimeError, match="worker died"):
+        scoring.score_csv(model_dir, "in.csv", "out.csv", ScoreConfig(chunk_size=5), overwrite=True, progress=False)
+    assert len(calls) == 3  # two chunks had been written to the partial file
+    assert (tmp_path / "out.csv").read_text() == "the previous complete scores\n"
+    assert sorted(p.name for p in tmp_path.iterdir() if "csv" in p.name) == ["in.csv", "out.csv"]
+
+
+def test_cli_score_prints_a_summary_and_exits_2_on_bad_input(model_dir, tmp_path):
+    write_input(tmp_path / "in.csv", n=10)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["score", model_dir, "in.csv", "out.csv", "--label-column", "gold", "--output-prefix", "p_"])
+    assert result.exit_code == 0, result.output
+    assert "10 in" in result.output and "macro-F1" in result.output
+    assert "p_label" in pd.read_csv(tmp_path / "out.csv").columns
+
+    again = runner.invoke(cli, ["score", model_dir, "in.csv", "out.csv"])
+    assert again.exit_code == 2
+    assert "Output 'out.csv' exists; pass --overwrite to replace it." in again.output
+    assert "Traceback" not in again.output
+
+
+def test_cli_score_defaults_are_the_config_and_mlproject_defaults():
+    import dataclasses
+
+    import yaml
+
+    options = {p.name: p.default for p in cli.commands["score"].params if p.name in ScoreConfig.__dataclass_fields__}
+    assert options == {f.name: f.default for f in dataclasses.fields(ScoreConfig)}
+    entry = yaml.safe_load((REPO_ROOT / "MLproject").read_text())["entry_points"]["score"]
+    assert set(entry["parameters"]) == {"model_uri", "input", "output", "text_column", "batch_size"}
+    for name in ("text_column", "batch_size"):
+        assert type(options[name])(entry["parameters"][name]["default"]) == options[name]
+        assert f"--{name.replace('_', '-')} {{{name}}}" in entry["command"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Subprocesses: a kill mid-run, `mlflow run -e score`, `mlflow models serve` (real data: test_real_data.py)
+
+
+@pytest.mark.slow
+def test_sigterm_mid_run_leaves_no_output_and_no_partial_file(model_dir, tmp_path):
+    pd.concat([write_input(tmp_path / "in.csv", n=100)] * 200).to_csv(tmp_path / "in.csv", index=False)
+    command = [sys.executable, "-m", "sentiment_flow", "score", model_dir, "in.csv", "out.csv", "--chunk-size", "50"]
+    proc = subprocess.Popen(command, cwd=tmp_path, env=subprocess_env(), stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any(p.suffix == ".partial" and p.stat().st_size > 0 for p in tmp_path.iterdir()):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "timeout"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert sorted(p.name for p in tmp_path.iterdir() if "csv" in p.name) == ["in.csv"]
+
+
+@pytest.mark.slow
+def test_mlproject_score_entry_point_runs_under_mlflow_run(champion, isolated):
+    write_input(isolated / "in.csv", n=10)
+    params = {"model_uri": champion, "input": "in.csv", "output": str(isolated / "out.csv"), "batch_size": "4"}
+    args = [arg for key, value in params.items() for arg in ("-P", f"{key}={value}")]
+    proc = subprocess.run(
+        ["mlflow", "run", str(REPO_ROOT), "-e", "score", *args, "--env-manager", "local"],
+        cwd=isolated, env=subprocess_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    out = pd.read_csv(isolated / "out.csv")
+    assert len(out) == 10 and set(out["model_version"]) == {f"{NAME}/2"}
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_like_the_batch_scorer_and_rejects_bad_payloads(champion, tmp_path):
+    texts = ["great food today", "it was fine", "the service was awful", "a really happy day"]
+    pd.DataFrame({"text": texts}).to_csv(tmp_path / "in.csv", index=False)
+    batch = pd.read_csv(scoring.score_csv(champion, "in.csv", "out.csv", progress=False).output)["label"].tolist()
+
+    port = free_port()
+    command = ["mlflow", "models", "serve", "-m", champion, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+    with http_service(command, f"http://127.0.0.1:{port}", "/ping", tmp_path / "serve.log") as url:
+
+        def invoke(body: bytes) -> tuple[int, dict]:
+            request = urllib.request.Request(f"{url}/invocations", body, {"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    return response.status, json.loads(response.read())
+            except urllib.error.HTTPError as error:
+                return error.code, {}
+
+        payloads = {
+            "inputs": {"inputs": texts},
+            "dataframe_split": {"dataframe_split": {"columns": ["text"], "data": [[t] for t in texts]}},
+            "dataframe_records": {"dataframe_records": [{"text": t} for t in texts]},
+        }
+        for shape, payload in payloads.items():
+            status, body = invoke(json.dumps(payload).encode())
+            assert status == 200, shape
+            assert [row["label"] for row in body["predictions"]] == batch, shape
+        for malformed in (b"{not json", b'{"unknown_key": [1]}', b'{"inputs": {"a": {"b": 1}}}'):
+            status, _ = invoke(malformed)
+            assert 400 <= status < 500, (malformed, status)
