@@ -81,7 +81,9 @@ def load_scorer(model_uri: str) -> Scorer:
             f"{model_uri!r} predicts labels {sorted(labels)}, not {list(LABELS)}: its config needs id2label = "
             f"{dict(enumerate(LABELS))}."
         )
-    return Scorer(pipeline=pipeline, call_kwargs=dict(model.model_config or {}), model_version=model_version)
+    # Truncate even a model logged without a model_config: one overlong text must not fail a whole job.
+    call_kwargs = {"truncation": True, **(model.model_config or {})}
+    return Scorer(pipeline=pipeline, call_kwargs=call_kwargs, model_version=model_version)
 
 
 def predict_texts(scorer: Scorer, texts: pd.Series, batch_size: int = 32) -> pd.DataFrame:

@@ -15,6 +15,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from click.testing import CliRunner
 from sklearn.metrics import accuracy_score, f1_score
 
@@ -105,6 +106,21 @@ def test_empty_and_missing_texts_get_an_empty_label_and_are_counted(model_dir, t
     assert list(out["score"] == "") == [False, True, True, True, False]
     assert summary.rows == 5 and summary.blank == 3
     assert sum(summary.label_counts.values()) == 2
+
+
+@pytest.mark.parametrize("logged_with_truncation", [True, False])
+def test_a_text_longer_than_the_model_limit_is_truncated_not_fatal(template, tmp_path, logged_with_truncation):
+    model = tmp_path / "model"
+    shutil.copytree(template.model_dir, model)
+    if not logged_with_truncation:  # a model logged before its model_config set truncation
+        mlmodel = yaml.safe_load((model / "MLmodel").read_text())
+        del mlmodel["flavors"]["python_function"]["config"]
+        (model / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+    long_text = " ".join(["the food was great today"] * 100)  # 500 words; the tiny model takes 64 positions
+    pd.DataFrame({"text": [long_text, "sad"]}).to_csv(tmp_path / "in.csv", index=False)
+    summary = scoring.score_csv(str(model), "in.csv", "out.csv", progress=False)
+    assert summary.rows == 2 and summary.blank == 0
+    assert set(pd.read_csv(tmp_path / "out.csv")["label"]) <= set(LABELS)
 
 
 def test_predict_texts_needs_no_file_and_keeps_the_index(model_dir):
@@ -246,8 +262,6 @@ def test_cli_score_prints_a_summary_and_exits_2_on_bad_input(model_dir, tmp_path
 
 def test_cli_score_defaults_are_the_config_and_mlproject_defaults():
     import dataclasses
-
-    import yaml
 
     options = {p.name: p.default for p in cli.commands["score"].params if p.name in ScoreConfig.__dataclass_fields__}
     assert options == {f.name: f.default for f in dataclasses.fields(ScoreConfig)}
