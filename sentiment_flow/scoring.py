@@ -207,10 +207,7 @@ def _stream(scorer: Scorer, input_path: Path, out, config: ScoreConfig, probabil
             for chunk in reader:
                 predicted = predict_texts(scorer, chunk[config.text_column], config.batch_size)
                 predicted["model_version"] = scorer.model_version
-                if probabilities:
-                    predicted = predicted[[*PREDICTIONS, *PROBABILITIES]]
-                else:
-                    predicted = predicted[list(PREDICTIONS)]
+                predicted = predicted[output_columns(probabilities=probabilities)]
                 predicted.columns = names
                 pd.concat([chunk, predicted], axis=1).to_csv(out, header=rows == 0, index=False)
 
@@ -233,8 +230,7 @@ def _stream(scorer: Scorer, input_path: Path, out, config: ScoreConfig, probabil
 
 def _add_confusion(confusion: np.ndarray, gold: pd.Series, predicted: pd.Series) -> None:
     """Count (gold, predicted) pairs of rows that have both; gold given as a name or an id 0-2."""
-    gold_ids = gold.map(label_id)
-    predicted_ids = predicted.map(lambda label: LABELS.index(label) if label in LABELS else None)
+    gold_ids, predicted_ids = gold.map(label_id), predicted.map(label_id)
     both = gold_ids.notna() & predicted_ids.notna()
     np.add.at(confusion, (gold_ids[both].astype(int), predicted_ids[both].astype(int)), 1)
 
