@@ -79,6 +79,28 @@ def tracked_run(params: dict[str, str], run_name: str, tags: dict[str, str]) -> 
         log.info("W&B run saved offline in %s; upload it with: wandb sync %s", wb.dir, os.path.dirname(wb.dir))
 
 
+@contextmanager
+def ending_project_run() -> Iterator[None]:
+    """Under `mlflow run` (MLFLOW_RUN_ID set), end its run FINISHED, FAILED, or KILLED (an interrupt) with the block.
+
+    `mlflow run` marks the run itself only while it lives: killed by SIGTERM, it leaves the run RUNNING.
+    The block must turn SIGTERM into SystemExit (as `sentiment-flow score` does): that is what marks KILLED.
+    """
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        yield
+        return
+    status = "FAILED"
+    try:
+        yield
+        status = "FINISHED"
+    except (KeyboardInterrupt, SystemExit):
+        status = "KILLED"
+        raise
+    finally:
+        mlflow.MlflowClient().set_terminated(run_id, status)
+
+
 class MlflowMetricsCallback(TrainerCallback):
     """Forwards the Trainer's logs to the active MLflow run as step metrics.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -421,16 +422,45 @@ def test_cli_score_prints_a_summary_and_exits_2_on_bad_input(model_dir, tmp_path
     assert "Traceback" not in again.output
 
 
-def test_cli_score_defaults_are_the_config_and_mlproject_defaults():
+def test_cli_flags_also_take_the_true_or_false_that_mlproject_passes(model_dir, tmp_path):
+    write_input(tmp_path / "in.csv", n=4)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["score", model_dir, "in.csv", "out.csv", "--probabilities", "false"]).exit_code == 0
+    assert "prob_neutral" not in pd.read_csv(tmp_path / "out.csv").columns
+    refused = runner.invoke(cli, ["score", model_dir, "in.csv", "out.csv", "--overwrite", "false"])
+    assert refused.exit_code == 2 and "pass --overwrite to replace it" in refused.output
+    replaced = runner.invoke(cli, ["score", model_dir, "in.csv", "out.csv", "--overwrite", "true", "--probabilities"])
+    assert replaced.exit_code == 0, replaced.output
+    assert "prob_neutral" in pd.read_csv(tmp_path / "out.csv").columns
+
+
+def test_mlproject_score_passes_every_cli_option_with_the_cli_and_config_defaults():
     import dataclasses
 
-    options = {p.name: p.default for p in cli.commands["score"].params if p.name in ScoreConfig.__dataclass_fields__}
-    assert options == {f.name: f.default for f in dataclasses.fields(ScoreConfig)}
+    import click
+
+    options = {p.name: p for p in cli.commands["score"].params if isinstance(p, click.Option)}
+    assert {name: options[name].default for name in ScoreConfig.__dataclass_fields__} == {
+        f.name: f.default for f in dataclasses.fields(ScoreConfig)
+    }
     entry = yaml.safe_load((REPO_ROOT / "MLproject").read_text())["entry_points"]["score"]
-    assert set(entry["parameters"]) == {"model_uri", "input", "output", "text_column", "batch_size"}
-    for name in ("text_column", "batch_size"):
-        assert type(options[name])(entry["parameters"][name]["default"]) == options[name]
+    assert set(entry["parameters"]) == {"model_uri", "input", "output", "cwd", *options}
+    assert "score {model_uri} {input} {output}" in entry["command"]
+    for name, option in options.items():
+        # As MLflow substitutes it: the YAML default as a string, parsed by the CLI option.
+        assert option.type.convert(str(entry["parameters"][name]["default"]), option, None) == option.default, name
         assert f"--{name.replace('_', '-')} {{{name}}}" in entry["command"]
+
+
+@pytest.mark.parametrize(("input_name", "status"), [("in.csv", "FINISHED"), ("missing.csv", "FAILED")])
+def test_cli_score_under_mlflow_run_ends_that_run_itself(model_dir, tmp_path, monkeypatch, input_name, status):
+    """`mlflow run` passes its run in MLFLOW_RUN_ID; the score command ends it, whatever becomes of `mlflow run`."""
+    write_input(tmp_path / "in.csv", n=3)
+    run = mlflow.MlflowClient().create_run(mlflow.MlflowClient().create_experiment("score"))
+    monkeypatch.setenv("MLFLOW_RUN_ID", run.info.run_id)
+    result = CliRunner().invoke(cli, ["score", model_dir, input_name, "out.csv"])
+    assert result.exit_code == (0 if status == "FINISHED" else 2), result.output
+    assert mlflow.MlflowClient().get_run(run.info.run_id).info.status == status
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -451,18 +481,68 @@ def test_sigterm_mid_run_leaves_no_output_and_no_partial_file(model_dir, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir() if "csv" in p.name) == ["in.csv"]
 
 
-@pytest.mark.slow
-def test_mlproject_score_entry_point_runs_under_mlflow_run(champion, isolated):
-    write_input(isolated / "in.csv", n=10)
-    params = {"model_uri": champion, "input": "in.csv", "output": str(isolated / "out.csv"), "batch_size": "4"}
+def mlflow_run_score(cwd, **params: str) -> list[str]:
+    """`mlflow run` of the score entry point, started in `cwd` as a user would."""
     args = [arg for key, value in params.items() for arg in ("-P", f"{key}={value}")]
-    proc = subprocess.run(
-        ["mlflow", "run", str(REPO_ROOT), "-e", "score", *args, "--env-manager", "local"],
-        cwd=isolated, env=subprocess_env(), capture_output=True, text=True, timeout=300,
+    return ["mlflow", "run", str(REPO_ROOT), "-e", "score", *args, "--env-manager", "local", "--experiment-name", "score"]
+
+
+def score_runs() -> list:
+    return mlflow.MlflowClient().search_runs([mlflow.get_experiment_by_name("score").experiment_id])
+
+
+@pytest.mark.slow
+def test_mlproject_score_entry_point_takes_every_option_and_writes_relative_paths_where_it_was_started(champion, isolated):
+    given = write_input(isolated / "in.csv", n=10)
+    command = mlflow_run_score(
+        isolated, model_uri=champion, input="in.csv", output="out.csv", batch_size="4", label_column="gold",
+        output_prefix="p_", probabilities="true",
     )
+    proc = subprocess.run(command, cwd=isolated, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
-    out = pd.read_csv(isolated / "out.csv")
-    assert len(out) == 10 and set(out["model_version"]) == {f"{NAME}/2"}
+    assert not (REPO_ROOT / "out.csv").exists()  # the project checkout is not the user's folder
+    out = pd.read_csv(isolated / "out.csv", dtype=str, keep_default_na=False)
+    assert list(out.columns) == [*given.columns, *scoring.output_columns("p_", probabilities=True)]
+    assert len(out) == 10 and set(out["p_model_version"]) == {f"{NAME}/2"}
+    assert "macro-F1" in proc.stdout
+    (run,) = score_runs()
+    assert run.info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_mlflow_run_score_with_a_missing_input_fails_its_run_in_one_line(isolated):
+    command = mlflow_run_score(isolated, model_uri="models:/never-loaded/1", input="missing.csv", output="out.csv")
+    proc = subprocess.run(command, cwd=isolated, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "Error: Input file 'missing.csv' does not exist." in proc.stderr
+    assert "Traceback" not in proc.stderr
+    (run,) = score_runs()
+    assert run.info.status == "FAILED"
+
+
+@pytest.mark.slow
+def test_sigterm_to_mlflow_run_score_ends_its_run_killed_and_leaves_no_output(model_dir, isolated):
+    """A scheduler stopping the job signals its process group: `mlflow run` itself dies without a word."""
+    pd.concat([write_input(isolated / "in.csv", n=100)] * 200).to_csv(isolated / "in.csv", index=False)
+    command = mlflow_run_score(isolated, model_uri=model_dir, input="in.csv", output="out.csv", chunk_size="50")
+    proc = subprocess.Popen(
+        command, cwd=isolated, env=subprocess_env(), stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while not any(p.suffix == ".partial" and p.stat().st_size > 0 for p in isolated.iterdir()):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "timeout"
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+        deadline = time.monotonic() + 60  # the scorer may still be unwinding after `mlflow run` is gone
+        while score_runs()[0].info.status == "RUNNING" and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert score_runs()[0].info.status == "KILLED"
+    assert sorted(p.name for p in isolated.iterdir() if "csv" in p.name) == ["in.csv"]
 
 
 @pytest.mark.slow
