@@ -105,7 +105,7 @@ def score(model_uri: str, input_path: str, output_path: str, probabilities: bool
     from sentiment_flow import tracking
     from sentiment_flow.scoring import score_csv
 
-    # `kill` and schedulers send SIGTERM: unwind like Ctrl-C, so the partial output is removed.
+    # `kill` and schedulers send SIGTERM: unwind like Ctrl-C, so the partial output is removed and the run ends KILLED.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     with tracking.ending_project_run():
         summary = score_csv(
