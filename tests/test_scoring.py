@@ -481,6 +481,37 @@ def test_sigterm_mid_run_leaves_no_output_and_no_partial_file(model_dir, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir() if "csv" in p.name) == ["in.csv"]
 
 
+@pytest.mark.slow
+def test_two_scoring_processes_on_one_output_one_wins_whole_and_the_other_exits_2_in_one_line(model_dir, tmp_path):
+    inputs = {}
+    for seed, name in enumerate(("a", "b")):
+        inputs[name] = pd.concat([write_input(tmp_path / f"{name}.csv", n=100, seed=seed)] * 10, ignore_index=True)
+        inputs[name].to_csv(tmp_path / f"{name}.csv", index=False)
+    procs = {}
+    for name in inputs:
+        with open(tmp_path / f"{name}.log", "w") as log:
+            command = [sys.executable, "-m", "sentiment_flow", "score", model_dir, f"{name}.csv", "out.csv", "--chunk-size", "50"]
+            procs[name] = subprocess.Popen(command, cwd=tmp_path, env=subprocess_env(), stdout=log, stderr=log)
+    both_scoring, deadline = False, time.monotonic() + 300
+    while any(proc.poll() is None for proc in procs.values()) and time.monotonic() < deadline:
+        both_scoring |= len([p for p in tmp_path.iterdir() if p.suffix == ".partial"]) == 2
+        time.sleep(0.05)
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.kill()
+    assert both_scoring  # both passed the start-up check that out.csv does not exist
+    codes = {name: proc.wait() for name, proc in procs.items()}
+    (winner,) = [name for name, code in codes.items() if code == 0]
+    (loser,) = set(inputs) - {winner}
+    assert codes[loser] == 2
+    errors = [line for line in (tmp_path / f"{loser}.log").read_text().splitlines() if line.startswith("Error:")]
+    assert errors == ["Error: Output 'out.csv' appeared while scoring (another job?) and was left as it is; score "
+                      "again with --overwrite to replace it, or to another OUTPUT."]
+    out = pd.read_csv(tmp_path / "out.csv", dtype=str, keep_default_na=False)
+    pd.testing.assert_frame_equal(out[inputs[winner].columns], inputs[winner])
+    assert not [p for p in tmp_path.iterdir() if p.suffix == ".partial"]
+
+
 def mlflow_run_score(cwd, **params: str) -> list[str]:
     """`mlflow run` of the score entry point, started in `cwd` as a user would."""
     args = [arg for key, value in params.items() for arg in ("-P", f"{key}={value}")]
