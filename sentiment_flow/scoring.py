@@ -104,8 +104,9 @@ def predict_texts(scorer: Scorer, texts: pd.Series, batch_size: int = 32) -> pd.
     """
     clean = texts.fillna("").astype(str).tolist()
     order = np.argsort([len(text) for text in clean], kind="stable")
-    # The pipeline fails on an empty list (a first chunk of one row is the header alone).
-    results = scorer.pipeline([clean[i] for i in order], batch_size=batch_size, top_k=None, **scorer.call_kwargs) if clean else []
+    results = []  # the pipeline fails on an empty list (a first chunk of one row is the header alone)
+    if clean:
+        results = scorer.pipeline([clean[i] for i in order], batch_size=batch_size, top_k=None, **scorer.call_kwargs)
     probs = np.empty((len(clean), len(LABELS)))
     for i, row in zip(order, results):
         scores = {r["label"]: r["score"] for r in row}

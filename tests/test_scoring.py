@@ -381,11 +381,11 @@ def test_two_jobs_writing_one_output_at_once_one_wins_and_the_other_replaces_not
 
 @pytest.fixture
 def full_disk(tmp_path):
-    """A real 64 KiB tmpfs: a real ENOSPC, raised wherever the kernel raises it (a write or the final flush),
+    """A real 16 KiB tmpfs: a real ENOSPC, raised wherever the kernel raises it (a write or the final flush),
     rather than an injected one. Mounting needs root (or CAP_SYS_ADMIN); skipped elsewhere."""
     folder = tmp_path / "full"
     folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(folder)], capture_output=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
     yield folder
@@ -394,7 +394,7 @@ def full_disk(tmp_path):
 
 @pytest.mark.parametrize("earlier_output", [True, False])
 def test_a_full_disk_is_one_line_keeps_the_earlier_output_and_removes_the_partial(model_dir, tmp_path, full_disk, earlier_output):
-    pd.concat([write_input(tmp_path / "in.csv", n=50)] * 40).to_csv(tmp_path / "in.csv", index=False)  # ~200 KiB out
+    pd.concat([write_input(tmp_path / "in.csv", n=50)] * 6).to_csv(tmp_path / "in.csv", index=False)  # ~30 KiB out
     if earlier_output:
         (full_disk / "out.csv").write_text("the previous complete scores\n")
     with pytest.raises(UserError) as error:
@@ -453,8 +453,9 @@ def test_mlproject_score_passes_every_cli_option_with_the_cli_and_config_default
 
 
 @pytest.mark.parametrize(("input_name", "status"), [("in.csv", "FINISHED"), ("missing.csv", "FAILED")])
-def test_cli_score_under_mlflow_run_ends_that_run_itself(model_dir, tmp_path, monkeypatch, input_name, status):
+def test_cli_score_under_mlflow_run_ends_that_run_itself(template, model_dir, tmp_path, monkeypatch, input_name, status):
     """`mlflow run` passes its run in MLFLOW_RUN_ID; the score command ends it, whatever becomes of `mlflow run`."""
+    shutil.copyfile(template.db, tmp_path / "mlflow.db")  # a ready store: creating one costs seconds
     write_input(tmp_path / "in.csv", n=3)
     run = mlflow.MlflowClient().create_run(mlflow.MlflowClient().create_experiment("score"))
     monkeypatch.setenv("MLFLOW_RUN_ID", run.info.run_id)
