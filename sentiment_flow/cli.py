@@ -83,8 +83,16 @@ def train(**options) -> None:
 @click.argument("model_uri")
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
 @click.argument("output_path", metavar="OUTPUT", type=click.Path(dir_okay=False))
-@click.option("--probabilities", is_flag=True, help="Also write prob_positive, prob_neutral, prob_negative.")
-@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+# Flags that also take a value (`--overwrite`, `--overwrite true`, `--overwrite=no`): MLproject passes every
+# parameter as `--name {value}`, and a plain click flag cannot take one.
+@click.option(
+    "--probabilities", type=click.BOOL, is_flag=False, flag_value=True, default=False, metavar="[true|false]",
+    help="Also write prob_positive, prob_neutral, prob_negative.",
+)
+@click.option(
+    "--overwrite", type=click.BOOL, is_flag=False, flag_value=True, default=False, metavar="[true|false]",
+    help="Replace OUTPUT if it exists.",
+)
 @config_options(ScoreConfig)
 @user_errors
 def score(model_uri: str, input_path: str, output_path: str, probabilities: bool, overwrite: bool, **options) -> None:
@@ -94,19 +102,21 @@ def score(model_uri: str, input_path: str, output_path: str, probabilities: bool
     MODEL_URI is models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model or a local model directory.
     OUTPUT appears only once every row is written.
     """
+    from sentiment_flow import tracking
     from sentiment_flow.scoring import score_csv
 
-    # `kill` and schedulers send SIGTERM: unwind like Ctrl-C, so the partial output is removed.
+    # `kill` and schedulers send SIGTERM: unwind like Ctrl-C, so the partial output is removed and the run ends KILLED.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    summary = score_csv(
-        model_uri, input_path, output_path, ScoreConfig(**options), probabilities=probabilities, overwrite=overwrite
-    )
+    with tracking.ending_project_run():
+        summary = score_csv(
+            model_uri, input_path, output_path, ScoreConfig(**options), probabilities=probabilities, overwrite=overwrite
+        )
     table = Table(title=f"Scored {escape(str(summary.output))}", show_header=False)
     table.add_row("model", escape(summary.model_version))
     table.add_row("rows", f"{summary.rows:,} in {summary.seconds:.1f} s ({summary.rows / summary.seconds:,.0f} rows/s)")
     table.add_row("labels", ", ".join(f"{label} {n:,}" for label, n in summary.label_counts.items()))
     if summary.blank:
-        table.add_row("empty text", f"{summary.blank:,} rows (written with an empty label)")
+        table.add_row("empty text", f"{summary.blank:,} rows (scored like any text, as mlflow models serve does)")
     if summary.accuracy is not None:
         table.add_row("accuracy", f"{summary.accuracy:.4f} on {summary.labelled:,} labelled rows")
         table.add_row("macro-F1", f"{summary.f1_macro:.4f}")

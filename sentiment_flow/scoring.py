@@ -7,14 +7,21 @@ Spark job (e.g. a pandas UDF over `load_scorer`). `score_csv` adds the CSV strea
 from __future__ import annotations
 
 import logging
+import lzma
 import os
+import re
 import time
 import uuid
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import zstandard
+from pandas.io.common import infer_compression
 
 from sentiment_flow.config import LABELS, ScoreConfig
 from sentiment_flow.data import label_id
@@ -24,6 +31,8 @@ log = logging.getLogger(__name__)
 
 PREDICTIONS = ("label", "score", "model_version")
 PROBABILITIES = tuple(f"prob_{label}" for label in LABELS)
+# What a damaged compressed input raises while it is read (gzip, bz2, zip, xz, zstd; EOFError when truncated).
+DECOMPRESSION_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, lzma.LZMAError, zstandard.ZstdError)
 
 
 @dataclass(frozen=True)
@@ -42,7 +51,7 @@ class ScoreSummary:
     output: Path
     model_version: str
     rows: int
-    blank: int  # rows with empty text: written with an empty label
+    blank: int  # rows whose text is empty or only spaces: scored like any other, as `mlflow models serve` does
     seconds: float
     label_counts: dict[str, int] = field(default_factory=dict)
     labelled: int = 0  # rows with a gold label in LABELS (when a gold column was named)
@@ -89,21 +98,22 @@ def load_scorer(model_uri: str) -> Scorer:
 def predict_texts(scorer: Scorer, texts: pd.Series, batch_size: int = 32) -> pd.DataFrame:
     """`label`, `score` and one `prob_<label>` column per class, on the index of `texts`.
 
-    Texts are scored in length order, so each batch pads little, and returned in their own order.
-    Empty or missing texts get an empty label and NaN scores instead of failing the chunk.
+    Texts are scored in length order, so each batch pads little, and returned in their own order. Every text is
+    scored, an empty one too (a missing one as ""): `mlflow models serve` answers the model's prediction for "",
+    and the scorer must agree with it.
     """
-    clean = texts.fillna("").astype(str)
-    present = clean[clean.str.strip() != ""]
-    order = present.str.len().sort_values(kind="stable").index
-    out = pd.DataFrame({"label": "", "score": np.nan, **dict.fromkeys(PROBABILITIES, np.nan)}, index=texts.index)
-    if len(order):
-        results = scorer.pipeline(
-            present.loc[order].tolist(), batch_size=batch_size, top_k=None, **scorer.call_kwargs
-        )
-        probs = pd.DataFrame([{r["label"]: r["score"] for r in row} for row in results], index=order, columns=list(LABELS))
-        out.loc[order, "label"] = probs.idxmax(axis=1)
-        out.loc[order, "score"] = probs.max(axis=1)
-        out.loc[order, list(PROBABILITIES)] = probs.to_numpy()
+    clean = texts.fillna("").astype(str).tolist()
+    order = np.argsort([len(text) for text in clean], kind="stable")
+    results = []  # the pipeline fails on an empty list (a first chunk of one row is the header alone)
+    if clean:
+        results = scorer.pipeline([clean[i] for i in order], batch_size=batch_size, top_k=None, **scorer.call_kwargs)
+    probs = np.empty((len(clean), len(LABELS)))
+    for i, row in zip(order, results):
+        scores = {r["label"]: r["score"] for r in row}
+        probs[i] = [scores[label] for label in LABELS]
+    out = pd.DataFrame(probs, columns=list(PROBABILITIES), index=texts.index)
+    out.insert(0, "label", np.asarray(LABELS, dtype=object)[probs.argmax(axis=1)])
+    out.insert(1, "score", probs.max(axis=1))
     return out
 
 
@@ -113,30 +123,29 @@ def output_columns(prefix: str = "", probabilities: bool = False) -> list[str]:
 
 
 def check_input(input_path: Path, config: ScoreConfig, probabilities: bool = False) -> list[str]:
-    """The input's columns, after checking everything that can be checked before a model is loaded."""
+    """The input's header as written, after checking everything that can be checked before a model is loaded."""
     if not input_path.is_file():
         raise UserError(f"Input file {str(input_path)!r} does not exist.")
-    try:
-        head = pd.read_csv(input_path, nrows=1, dtype=str, encoding=config.encoding)
-    except pd.errors.EmptyDataError:
-        raise UserError(
-            f"{str(input_path)!r} is empty: it needs a header row with a {config.text_column!r} column."
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise UserError(_decode_message(input_path, config.encoding, exc)) from None
-    except LookupError:
-        raise UserError(f"Unknown encoding {config.encoding!r}; use e.g. utf-8, latin-1 or cp1252.") from None
-    columns = list(head.columns)
-    for role, name in (("text", config.text_column), ("gold label", config.label_column)):
-        if name and name not in columns:
-            option = "--text-column" if role == "text" else "--label-column"
+    with _reading(input_path, config):
+        head = _read_csv(input_path, input_path, config, nrows=2)
+    header = list(head.iloc[0])
+    for role, name, option in (
+        ("text", config.text_column, "--text-column"), ("gold label", config.label_column, "--label-column")
+    ):
+        if name and name not in header:
             raise UserError(
-                f"{str(input_path)!r} has no {role} column {name!r}; its columns are {', '.join(columns)}. "
+                f"{str(input_path)!r} has no {role} column {name!r}; its columns are {', '.join(header)}. "
                 f"Name the right one with {option}."
             )
-    if head.empty:
+        if name and header.count(name) > 1:
+            positions = ", ".join(str(i + 1) for i, column in enumerate(header) if column == name)
+            raise UserError(
+                f"{str(input_path)!r} has {header.count(name)} columns named {name!r} (columns {positions}): "
+                f"rename all but the {role} column."
+            )
+    if len(head) < 2:
         raise UserError(f"{str(input_path)!r} has a header but no rows to score.")
-    clashes = [c for c in output_columns(config.output_prefix, probabilities) if c in columns]
+    clashes = [c for c in output_columns(config.output_prefix, probabilities) if c in header]
     if clashes:
         suggestion = "pred_" + config.output_prefix
         raise UserError(
@@ -144,7 +153,59 @@ def check_input(input_path: Path, config: ScoreConfig, probabilities: bool = Fal
             f"Pass --output-prefix (e.g. --output-prefix {suggestion}) to name the new columns "
             f"{', '.join(output_columns(suggestion, probabilities))}."
         )
-    return columns
+    return header
+
+
+def _read_csv(source, path: Path, config: ScoreConfig, **kwargs):
+    """`pd.read_csv` of `source` (`path` or an open binary handle on it) as written: the header is row 0, so
+    duplicate names stay duplicates and a longer row is an error, not an index; blank lines are rows; every
+    field a string, empty ones empty."""
+    return pd.read_csv(
+        source, header=None, dtype=str, keep_default_na=False, skip_blank_lines=False, encoding=config.encoding,
+        # Inferred from the name: pandas infers nothing from an open handle.
+        compression=infer_compression(str(path), "infer"), **kwargs,
+    )
+
+
+@contextmanager
+def _reading(path: Path, config: ScoreConfig) -> Iterator[None]:
+    """Turn what a bad input raises while it is read into one line naming the file (and the line, if known)."""
+    where, encoding = repr(str(path)), config.encoding
+    try:
+        yield
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{where} is empty: it needs a header row with a {config.text_column!r} column.") from None
+    except pd.errors.ParserError as exc:
+        raise UserError(_parser_message(where, exc)) from None
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"{where} is not valid {encoding} ({exc.reason}); "
+            "pass its encoding with --encoding (e.g. --encoding latin-1) or re-encode it as UTF-8."
+        ) from None
+    except LookupError:
+        raise UserError(f"Unknown encoding {encoding!r}; use e.g. utf-8, latin-1 or cp1252.") from None
+    except DECOMPRESSION_ERRORS as exc:
+        method = infer_compression(str(path), "infer")
+        raise UserError(
+            f"Could not read {where}" + (f" as {method}" if method else "") + f": {one_line(exc)}."
+        ) from None
+
+
+def _parser_message(where: str, exc: pd.errors.ParserError) -> str:
+    # pandas counts records from 1 ("line") or 0 ("row"): the file's line unless a quoted field spans lines.
+    text = one_line(exc)
+    if match := re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text):
+        expected, line, saw = match.groups()
+        return (
+            f"{where} line {line} has {saw} fields but the header has {expected}: quote fields that contain the "
+            'delimiter ("a, b") or fix that line.'
+        )
+    if match := re.search(r"EOF inside string starting at row (\d+)", text):
+        return (
+            f"{where} has a quote (\") opened on line {int(match.group(1)) + 1} that is never closed: close it, "
+            'and write a quote inside a quoted field as two ("").'
+        )
+    return f"{where} is not a readable CSV: {text}."
 
 
 def score_csv(
@@ -159,11 +220,11 @@ def score_csv(
 ) -> ScoreSummary:
     """Score every row of `input_path` into `output_path`: its columns and rows in order, plus predictions.
 
-    The output appears only when every row is written (a temporary file is renamed); a failure or an
-    interrupt leaves no output file behind.
+    The output appears only when every row is written (a temporary file is published under its name); a failure
+    or an interrupt leaves no output file behind, and an existing one is replaced only with `overwrite`.
     """
     input_path, output_path = Path(input_path), Path(output_path)
-    check_input(input_path, config, probabilities)
+    header = check_input(input_path, config, probabilities)
     if output_path.resolve() == input_path.resolve():
         raise UserError("The output path is the input file; write the scores to a new file.")
     if output_path.exists() and not overwrite:
@@ -172,23 +233,47 @@ def score_csv(
         raise UserError(f"Output folder {str(output_path.parent)!r} does not exist; create it first.")
     scorer = load_scorer(model_uri)
 
-    # Beside the output (same filesystem, so the rename is atomic), hidden, and never mistaken for it.
+    # Beside the output (same filesystem, so publishing it is atomic), hidden, and never mistaken for it.
     partial = output_path.with_name(f".{output_path.name}.{uuid.uuid4().hex[:8]}.partial")
     try:
         with open(partial, "x", encoding="utf-8", newline="") as out:
-            summary = _stream(scorer, input_path, out, config, probabilities, progress)
-        os.replace(partial, output_path)
-    except BaseException:  # an interrupt too: never leave a half-written file behind
+            summary = _stream(scorer, input_path, header, out, config, probabilities, progress)
+        _publish(partial, output_path, overwrite)
+    except OSError as exc:  # reading errors are UserErrors by now: this is the output's disk or folder
+        raise UserError(
+            f"Could not write {str(output_path)!r}: {exc.strerror or one_line(exc)}. Nothing was written and an "
+            "existing file there is unchanged; free space or choose another OUTPUT."
+        ) from None
+    finally:  # an interrupt too: never leave a half-written file behind (after a publish, only a second name)
         partial.unlink(missing_ok=True)
-        raise
     return ScoreSummary(output=output_path, **summary)
 
 
-def _stream(scorer: Scorer, input_path: Path, out, config: ScoreConfig, probabilities: bool, progress: bool) -> dict:
+def _publish(partial: Path, output: Path, overwrite: bool) -> None:
+    """Give `partial` the name `output`, replacing a file there only if `overwrite`."""
+    if overwrite:
+        os.replace(partial, output)
+        return
+    # The existence check ran before scoring; another job may have written `output` since. A hard link
+    # fails if the name exists, where a rename would silently replace that job's file.
+    try:
+        os.link(partial, output)
+    except FileExistsError:
+        raise UserError(
+            f"Output {str(output)!r} appeared while scoring (another job?) and was left as it is; score again "
+            "with --overwrite to replace it, or to another OUTPUT."
+        ) from None
+
+
+def _stream(
+    scorer: Scorer, input_path: Path, header: list[str], out, config: ScoreConfig, probabilities: bool, progress: bool
+) -> dict:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     names = output_columns(config.output_prefix, probabilities)
+    text_at = header.index(config.text_column)
+    label_at = header.index(config.label_column) if config.label_column else None
     confusion = np.zeros((len(LABELS), len(LABELS)), dtype=np.int64)
     counts = dict.fromkeys(LABELS, 0)
     rows = blank = 0
@@ -199,33 +284,35 @@ def _stream(scorer: Scorer, input_path: Path, out, config: ScoreConfig, probabil
     )
     with bar, open(input_path, "rb") as handle:
         task = bar.add_task("score", total=os.path.getsize(input_path), rows=0, rate=0.0)
-        # Every field as a string, empty ones kept empty: the input columns are written back unchanged.
-        reader = pd.read_csv(
-            handle, dtype=str, keep_default_na=False, chunksize=config.chunk_size, encoding=config.encoding
-        )
-        try:
-            for chunk in reader:
-                predicted = predict_texts(scorer, chunk[config.text_column], config.batch_size)
-                predicted["model_version"] = scorer.model_version
-                predicted = predicted[output_columns(probabilities=probabilities)]
-                predicted.columns = names
-                pd.concat([chunk, predicted], axis=1).to_csv(out, header=rows == 0, index=False)
+        out.write(pd.DataFrame(columns=header + names).to_csv(index=False))  # as read: duplicates stay duplicates
+        for i, chunk in enumerate(_chunks(handle, input_path, config)):
+            if i == 0:
+                chunk = chunk.iloc[1:]  # the header row, written above
+            texts = chunk[text_at].fillna("")
+            predicted = predict_texts(scorer, texts, config.batch_size)
+            predicted["model_version"] = scorer.model_version
+            predicted = predicted[output_columns(probabilities=probabilities)]
+            scored = pd.concat([chunk, predicted], axis=1)
+            scored.to_csv(out, header=False, index=False)
 
-                labels = predicted[config.output_prefix + "label"]
-                rows += len(chunk)
-                blank += int((labels == "").sum())
-                for label, n in labels[labels != ""].value_counts().items():
-                    counts[label] += int(n)
-                if config.label_column:
-                    _add_confusion(confusion, chunk[config.label_column], labels)
-                bar.update(task, completed=handle.tell(), rows=rows, rate=rows / (time.perf_counter() - start))
-        except UnicodeDecodeError as exc:
-            raise UserError(_decode_message(input_path, config.encoding, exc)) from None
+            rows += len(chunk)
+            blank += int((texts.str.strip() == "").sum())
+            for label, n in predicted["label"].value_counts().items():
+                counts[label] += int(n)
+            if label_at is not None:
+                _add_confusion(confusion, chunk[label_at], predicted["label"])
+            bar.update(task, completed=handle.tell(), rows=rows, rate=rows / (time.perf_counter() - start))
     accuracy, f1_macro = _metrics(confusion) if config.label_column else (None, None)
     return dict(
         model_version=scorer.model_version, rows=rows, blank=blank, seconds=time.perf_counter() - start,
         label_counts=counts, labelled=int(confusion.sum()), accuracy=accuracy, f1_macro=f1_macro,
     )
+
+
+def _chunks(handle, input_path: Path, config: ScoreConfig) -> Iterator[pd.DataFrame]:
+    """The input in chunks of rows, the header being row 0 of the first; reading errors as UserErrors."""
+    with _reading(input_path, config):
+        yield from _read_csv(handle, input_path, config, chunksize=config.chunk_size)
 
 
 def _add_confusion(confusion: np.ndarray, gold: pd.Series, predicted: pd.Series) -> None:
@@ -244,10 +331,3 @@ def _metrics(confusion: np.ndarray) -> tuple[float | None, float | None]:
     denominators = confusion.sum(axis=0) + confusion.sum(axis=1)  # 2tp + fp + fn
     f1 = np.divide(2 * tp, denominators, out=np.zeros(len(tp)), where=denominators > 0)
     return float(tp.sum() / total), float(f1.mean())
-
-
-def _decode_message(path: Path, encoding: str, exc: UnicodeDecodeError) -> str:
-    return (
-        f"{str(path)!r} is not valid {encoding} ({exc.reason}); "
-        "pass its encoding with --encoding (e.g. --encoding latin-1) or re-encode it as UTF-8."
-    )

@@ -79,6 +79,30 @@ def tracked_run(params: dict[str, str], run_name: str, tags: dict[str, str]) -> 
         log.info("W&B run saved offline in %s; upload it with: wandb sync %s", wb.dir, os.path.dirname(wb.dir))
 
 
+@contextmanager
+def ending_project_run() -> Iterator[None]:
+    """Under `mlflow run` (MLFLOW_RUN_ID set), end its run FINISHED, FAILED, or KILLED (an interrupt) with the block.
+
+    `mlflow run` marks the run itself only while it lives: killed by SIGTERM, it leaves the run RUNNING.
+    A SIGTERM handler that exits (as `sentiment-flow score`'s does) ends it KILLED, as Ctrl-C does (though
+    after Ctrl-C `mlflow run` 3.x overwrites KILLED with FAILED: its is_terminated check compares a status
+    name with status numbers).
+    """
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        yield
+        return
+    status = "FAILED"
+    try:
+        yield
+        status = "FINISHED"
+    except (KeyboardInterrupt, SystemExit):
+        status = "KILLED"
+        raise
+    finally:
+        mlflow.MlflowClient().set_terminated(run_id, status)
+
+
 class MlflowMetricsCallback(TrainerCallback):
     """Forwards the Trainer's logs to the active MLflow run as step metrics.
 
