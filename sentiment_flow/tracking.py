@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 WANDB_PROJECT = "sentiment-flow"
 MODEL_ARTIFACT = "model"
+INPUT_COLUMN = "text"  # the signature's one input column: what serving payloads name
 
 
 @dataclass(frozen=True)
@@ -158,11 +159,16 @@ def log_model(
     extra_requirements: tuple[str, ...] = (),
 ):
     """Log a transformers-flavor text-classification model in the active run; register it when named."""
+    import pandas as pd
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
     signature = ModelSignature(
-        inputs=Schema([ColSpec("string")]),
+        # Named, so a payload naming another column is refused by schema enforcement (400) and MLflow hands
+        # the pipeline {"text": ...} rows. With an unnamed column it hands bare strings to its
+        # text-classification input parser, which runs ast.literal_eval on each: "42" became the int 42,
+        # a long unpunctuated text a MemoryError.
+        inputs=Schema([ColSpec("string", INPUT_COLUMN)]),
         outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score")]),
     )
     return mlflow.transformers.log_model(
@@ -173,7 +179,9 @@ def log_model(
         # Serve as trained: truncate to the training max_length (or the tokenizer's limit), so a long
         # text is classified from its start instead of overflowing the position embeddings.
         model_config={"truncation": True, **({"max_length": max_length} if max_length else {})},
-        input_example=["What a great day!", "The meeting is at noon.", "This is the worst service ever."],
+        input_example=pd.DataFrame(
+            {INPUT_COLUMN: ["What a great day!", "The meeting is at noon.", "This is the worst service ever."]}
+        ),
         pip_requirements=pip_requirements(extra_requirements),
         registered_model_name=registered_model_name,
     )

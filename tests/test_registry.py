@@ -504,7 +504,7 @@ def test_cli_promote_prints_the_gate_table_and_exits_0_1_or_2(add_version, monke
     assert promoted.exit_code == 0, promoted.output
     for word in ("gate", "candidate", "champion", "threshold", "result", "smoke_test", "pass"):
         assert word in promoted.output
-    assert "[string (required)]" in promoted.output  # cells are printed as text, not read as rich markup
+    assert "['text': string (required)]" in promoted.output  # cells are printed as text, not read as rich markup
     assert f"{NAME}@champion now points at version {v1}" in promoted.output
     assert refused.exit_code == 1 and "Refused by no_regression" in refused.output
     assert usage.exit_code == 2 and "Version 9 of" in usage.output and "Traceback" not in usage.output

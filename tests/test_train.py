@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 import yaml
 
@@ -105,7 +106,8 @@ def test_registered_version_is_a_transformers_flavor_model_with_signature(traine
 def test_registered_version_predicts_the_three_labels(trained):
     model = mlflow.pyfunc.load_model(trained["result"].model_uri)
     # The last text is longer than the model's 64 position embeddings: served truncated, as trained.
-    out = model.predict(["the food was great", "the day was awful", "the movie was okay", "great " * 200])
+    texts = ["the food was great", "the day was awful", "the movie was okay", "great " * 200]
+    out = model.predict(pd.DataFrame({"text": texts}))  # the signature's one column is named: a bare list is refused
     assert list(out["label"]) == ["positive", "negative", "neutral", "positive"]
 
 
