@@ -160,6 +160,8 @@ def promote(name: str, version: str, alias: str, dry_run: bool, reason: str, for
     """Run the gates on version VERSION of NAME, then point ALIAS at it. Exit 0 promoted, 1 refused, 2 bad input."""
     from sentiment_flow import registry
 
+    # `kill` sends SIGTERM: unwind like Ctrl-C, so the promotion's pending announcement is withdrawn.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     report = registry.promote(
         name, version, alias, config=PromotionConfig(**thresholds), dry_run=dry_run, force=force, reason=reason
     )

@@ -19,12 +19,15 @@ points A there (tagging the version it leaves `promotion.A.rolled_back_*`); roll
 one step further. The registered model's tag `alias_history.A` is that same chain as a JSON list,
 newest first, derived from the version tags after every alias move.
 
-Concurrency, without a lock: MLflow has no compare-and-set on aliases, so two promotions racing for A
-both succeed and the later `set_registered_model_alias` wins. Each candidate carries its own
-`previous_version`, so whichever wins, the tag on the final holder says where rollback goes; the
-loser's tags sit on a version that does not hold A, and nothing reads them. The history tag is rebuilt
-from the version tags and re-checked against the alias until both agree, so the last writer leaves the
-history of the final holder.
+Concurrency, without a lock: MLflow has no compare-and-set on aliases, so of two promotions racing for
+A the later `set_registered_model_alias` wins. Each promotion announces itself before its gates with a
+registered-model tag `promotion_pending.A.<id>` (the version, and whether it has written the alias yet),
+and after its own write waits until no other announced promotion is still before its write. Then the
+alias's holder is final for the whole overlapping group: the promotion whose version holds it succeeds,
+every other one reports that it was superseded and exits 1. The winner's `previous_version` skips the
+group's losers (rollback never goes to a version whose promotion failed); the losers' tags sit on
+versions that do not hold A, and nothing reads them. The history tag is rebuilt from the version tags
+and re-checked against the alias until both agree, and the alias is read back once more at the end.
 
 Failures change nothing: the gates only read; tags are written first and the alias last, and if a write
 raises before the alias has moved, the version's tags are put back as they were.
@@ -36,6 +39,8 @@ import getpass
 import json
 import logging
 import re
+import time
+import uuid
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
@@ -62,6 +67,12 @@ EPSILON = 1e-9
 HISTORY_LIMIT = 20  # entries kept in the alias_history tag; rollback itself follows version tags without limit
 SYNC_ATTEMPTS = 5  # rebuilds of the history tag while concurrent promotions keep moving the alias
 HISTORY_FIELDS = ("previous_version", "promoted_at", "promoted_by", "reason")  # HistoryEntry's, read from tags
+# A promotion in flight, announced on the registered model: promotion_pending.<alias>.<id> -> JSON.
+PENDING_PREFIX = "promotion_pending"
+CHECKING, WRITTEN = "checking", "written"
+SETTLE_TIMEOUT = 120.0  # seconds to wait for overlapping promotions to write before reading the holder anyway
+STALE_AFTER = 900.0  # seconds after which an announcement is a leftover of a killed process and ignored
+SETTLE_POLL = 0.2  # seconds between reads while waiting
 MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>[^/@]+)|@(?P<alias>[^/@]+))$")
 
 
@@ -94,6 +105,7 @@ class PromotionReport:
     champion: str | None  # the version the no-regression gate compared against
     gates: tuple[Gate, ...]
     promoted: bool = False  # this call pointed the alias at `version`
+    superseded_by: str | None = None  # an overlapping promotion moved the alias there before this one finished
     already_held: bool = False
     dry_run: bool = False
     forced: bool = False
@@ -105,7 +117,7 @@ class PromotionReport:
 
     @property
     def exit_code(self) -> int:
-        """0 promoted, already held, or a dry run that would pass; 1 refused by a gate."""
+        """0 promoted, already held, or a dry run that would pass; 1 refused by a gate or superseded."""
         return 0 if self.promoted or self.already_held or (self.dry_run and not self.failed) else 1
 
     @property
@@ -115,6 +127,13 @@ class PromotionReport:
         before = f"version {self.previous}" if self.previous else "no version"
         if self.already_held:
             return f"{target} already points at version {self.version}: nothing to do."
+        if self.superseded_by:
+            return (
+                f"Not promoted: another promotion running at the same time pointed {target} at version "
+                f"{self.superseded_by} after this one pointed it at version {self.version}; it stays at version "
+                f"{self.superseded_by}. Check `sentiment-flow status {self.name}` and promote again if version "
+                f"{self.version} should have it."
+            )
         if self.dry_run and not self.failed:
             return (
                 f"Dry run, nothing changed: every gate passes; without --dry-run {target} would move "
@@ -262,18 +281,34 @@ def promote(
     if previous == version:
         return replace(report, already_held=True)
 
+    # Announced before the gates, so that promotions overlapping this one wait for it, and it for them.
+    pending = None if dry_run else _announce(client, name, alias, version)
+    try:
+        return _gate_and_point(client, report, candidate, model, config, force, reason, pending)
+    finally:
+        if pending:
+            client.delete_registered_model_tag(name, pending)
+
+
+def _gate_and_point(
+    client: MlflowClient, report: PromotionReport, candidate: ModelVersion, model: RegisteredModel,
+    config: PromotionConfig, force: bool, reason: str, pending: str | None,
+) -> PromotionReport:
+    name, version, alias = report.name, report.version, report.alias
     # 1-4: read only; nothing is written unless every gate passes.
     champion_version = _alias_version(model, CHAMPION)
     champion = client.get_model_version(name, champion_version) if champion_version else None
     gates = tuple(_gates(client, candidate, champion, config, force))
     report = replace(report, champion=champion_version, gates=gates)
-    if report.failed or dry_run:
+    if report.failed or report.dry_run:
         return report
 
     # The smoke test took a while: re-read the holder so the rollback target is the latest one.
-    previous = _alias_version(client.get_registered_model(name), alias)
+    model = client.get_registered_model(name)
+    previous = _alias_version(model, alias)
     if previous == version:
         return replace(report, previous=previous, already_held=True)
+    rivals = _rivals(model, alias, pending)[0]  # the holder may be a rival that wrote first and loses later
     audit = {
         "previous_version": previous or "",
         "promoted_at": _utc(datetime.now(timezone.utc)),
@@ -285,8 +320,19 @@ def promote(
     # A version rolled away from earlier and promoted again: its old rollback record no longer applies.
     stale = [_key(alias, k) for k in ("rolled_back_at", "rolled_back_by", "rolled_back_to", "rolled_back_reason")]
     _tag_then_point(client, name, alias, version, _keys(alias, audit), stale, version)
+    _mark(client, name, pending, version, WRITTEN)
+    holder, more_rivals = _settle(client, name, alias, pending)
+    if holder != version:
+        return replace(report, previous=previous, superseded_by=holder)
+    before_race = _skip(client, name, alias, previous or "", rivals | more_rivals)
+    if before_race != (previous or ""):
+        client.set_model_version_tag(name, version, _key(alias, "previous_version"), before_race)
     _sync_history(client, name, alias)
-    return replace(report, previous=previous, promoted=True)
+    # Read back last: success is printed only if this version still holds the alias now.
+    holder = _alias_version(client.get_registered_model(name), alias)
+    if holder != version:
+        return replace(report, previous=before_race or None, superseded_by=holder)
+    return replace(report, previous=before_race or None, promoted=True)
 
 
 def rollback(name: str, alias: str = CHAMPION, reason: str = "") -> RollbackResult:
@@ -585,6 +631,64 @@ def _sync_history(client: MlflowClient, name: str, alias: str) -> tuple[HistoryE
         # The alias has moved already; the tag is derived and is rebuilt on the next promotion or rollback.
         log.warning("The alias moved but the %s tag of %s was not updated: %s", key, name, one_line(exc))
     return chain
+
+
+def _announce(client: MlflowClient, name: str, alias: str, version: str) -> str:
+    """The key of a new `promotion_pending` tag saying this process is promoting `version` to `alias`."""
+    key = f"{PENDING_PREFIX}.{alias}.{uuid.uuid4().hex}"
+    _mark(client, name, key, version, CHECKING)
+    return key
+
+
+def _mark(client: MlflowClient, name: str, key: str, version: str, state: str) -> None:
+    value = {"version": version, "state": state, "since": time.time(), "by": _user()}
+    client.set_registered_model_tag(name, key, json.dumps(value))
+
+
+def _rivals(model: RegisteredModel, alias: str, own: str | None) -> tuple[set[str], list[str]]:
+    """Versions other announced promotions of `alias` target, and those of them that have not written yet."""
+    versions, checking = set(), []
+    for key, value in model.tags.items():
+        if not key.startswith(f"{PENDING_PREFIX}.{alias}.") or key == own:
+            continue
+        try:
+            intent = json.loads(value)
+            stale = time.time() - float(intent["since"]) > STALE_AFTER
+        except (ValueError, KeyError, TypeError):
+            continue  # not ours to interpret
+        if not stale:
+            versions.add(str(intent["version"]))
+            if intent.get("state") != WRITTEN:
+                checking.append(str(intent["version"]))
+    return versions, checking
+
+
+def _settle(client: MlflowClient, name: str, alias: str, own: str | None) -> tuple[str | None, set[str]]:
+    """The alias's holder once no overlapping promotion is still before its write, and those promotions' versions."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    while True:
+        model = client.get_registered_model(name)
+        versions, checking = _rivals(model, alias, own)
+        seen |= versions
+        if not checking:
+            return _alias_version(model, alias), seen
+        if time.monotonic() > deadline:
+            log.warning(
+                "Promotions of %s to %s@%s are still running after %.0f s; reporting the holder as of now",
+                ", ".join(sorted(checking)), name, alias, SETTLE_TIMEOUT,
+            )
+            return _alias_version(model, alias), seen
+        time.sleep(SETTLE_POLL)
+
+
+def _skip(client: MlflowClient, name: str, alias: str, previous: str, rivals: set[str]) -> str:
+    """`previous`, or if it is a version whose overlapping promotion lost, the holder before it (and so on)."""
+    seen: set[str] = set()
+    while previous in rivals and previous not in seen:
+        seen.add(previous)
+        previous = client.get_model_version(name, previous).tags.get(_key(alias, "previous_version"), "")
+    return previous
 
 
 def _chain(client: MlflowClient, name: str, alias: str) -> tuple[HistoryEntry, ...]:
