@@ -24,10 +24,11 @@ A the later `set_registered_model_alias` wins. Each promotion announces itself b
 registered-model tag `promotion_pending.A.<id>` (the version, and whether it has written the alias yet),
 and after its own write waits until no other announced promotion is still before its write. Then the
 alias's holder is final for the whole overlapping group: the promotion whose version holds it succeeds,
-every other one reports that it was superseded and exits 1. The winner's `previous_version` skips the
-group's losers (rollback never goes to a version whose promotion failed); the losers' tags sit on
-versions that do not hold A, and nothing reads them. The history tag is rebuilt from the version tags
-and re-checked against the alias until both agree, and the alias is read back once more at the end.
+every other one reports that it was superseded, puts its version's tags back as they were, and exits 1.
+The winner's `previous_version` skips the group's losers (each announcement carries the holder it
+replaced), so rollback never goes to a version whose promotion failed. The history tag is rebuilt from
+the version tags and re-checked against the alias until both agree, and the alias is read back once
+more at the end.
 
 Failures change nothing: the gates only read; tags are written first and the alias last, and if a write
 raises before the alias has moved, the version's tags are put back as they were.
@@ -69,7 +70,7 @@ SYNC_ATTEMPTS = 5  # rebuilds of the history tag while concurrent promotions kee
 HISTORY_FIELDS = ("previous_version", "promoted_at", "promoted_by", "reason")  # HistoryEntry's, read from tags
 # A promotion in flight, announced on the registered model: promotion_pending.<alias>.<id> -> JSON.
 PENDING_PREFIX = "promotion_pending"
-CHECKING, WRITTEN = "checking", "written"
+CHECKING, WRITTEN, WON = "checking", "written", "won"  # before its write, after it, holding the alias after all
 SETTLE_TIMEOUT = 120.0  # seconds to wait for overlapping promotions to write before reading the holder anyway
 STALE_AFTER = 900.0  # seconds after which an announcement is a leftover of a killed process and ignored
 SETTLE_POLL = 0.2  # seconds between reads while waiting
@@ -308,7 +309,7 @@ def _gate_and_point(
     previous = _alias_version(model, alias)
     if previous == version:
         return replace(report, previous=previous, already_held=True)
-    rivals = _rivals(model, alias, pending)[0]  # the holder may be a rival that wrote first and loses later
+    rivals = _rivals(model, alias, pending)  # the holder may be a rival that wrote first and loses later
     audit = {
         "previous_version": previous or "",
         "promoted_at": _utc(datetime.now(timezone.utc)),
@@ -319,18 +320,29 @@ def _gate_and_point(
     }
     # A version rolled away from earlier and promoted again: its old rollback record no longer applies.
     stale = [_key(alias, k) for k in ("rolled_back_at", "rolled_back_by", "rolled_back_to", "rolled_back_reason")]
-    _tag_then_point(client, name, alias, version, _keys(alias, audit), stale, version)
-    _mark(client, name, pending, version, WRITTEN)
-    holder, more_rivals = _settle(client, name, alias, pending)
+    # Rivals learn from this where the alias was before this version, should this promotion lose.
+    _mark(client, name, pending, version, CHECKING, previous or "")
+    tags = _keys(alias, audit)
+    before = _tag_then_point(client, name, alias, version, tags, stale, version)
+    _mark(client, name, pending, version, WRITTEN, previous or "")
+    holder, seen = _settle(client, name, alias, pending)
+    # Later reads know more (a rival's `previous` appears once it is about to write).
+    rivals.update({v: intent for v, intent in seen.items() if intent.get("previous") is not None or v not in rivals})
     if holder != version:
+        # This promotion did not take: its version's record goes back to what it was, so that a chain of
+        # holders passing through this version (an earlier holder) is not rewritten by a failed attempt.
+        _put_back(client, name, version, before, [*tags, *stale])
         return replace(report, previous=previous, superseded_by=holder)
-    before_race = _skip(client, name, alias, previous or "", rivals | more_rivals)
+    _mark(client, name, pending, version, WON, previous or "")
+    _await_losers(client, name, alias, pending, version)
+    before_race = _skip(previous or "", rivals)
     if before_race != (previous or ""):
         client.set_model_version_tag(name, version, _key(alias, "previous_version"), before_race)
     _sync_history(client, name, alias)
     # Read back last: success is printed only if this version still holds the alias now.
     holder = _alias_version(client.get_registered_model(name), alias)
     if holder != version:
+        _put_back(client, name, version, before, [*tags, *stale])
         return replace(report, previous=before_race or None, superseded_by=holder)
     return replace(report, previous=before_race or None, promoted=True)
 
@@ -580,8 +592,8 @@ def _evidence(client: MlflowClient, mv: ModelVersion) -> _Evidence:
 
 def _tag_then_point(
     client: MlflowClient, name: str, alias: str, tagged: str, tags: dict[str, str], drop: list[str], target: str
-) -> None:
-    """Write `tags` on version `tagged` (deleting `drop`), then point `alias` at `target`.
+) -> dict[str, str]:
+    """Write `tags` on version `tagged` (deleting `drop`), then point `alias` at `target`; returns the tags before.
 
     If anything raises before the alias has moved, the tags of `tagged` are put back as they were.
     """
@@ -596,6 +608,7 @@ def _tag_then_point(
     except BaseException:
         _restore_unless_moved(client, name, alias, tagged, before, [*tags, *drop], target)
         raise
+    return before
 
 
 def _restore_unless_moved(
@@ -606,13 +619,20 @@ def _restore_unless_moved(
         # tags describe what happened and stay.
         if _alias_version(client.get_registered_model(name), alias) == target:
             return
-        for key in keys:
-            if key in before:
-                client.set_model_version_tag(name, tagged, key, before[key])
-            else:
-                client.delete_model_version_tag(name, tagged, key)
+        _put_back(client, name, tagged, before, keys)
     except Exception:  # noqa: BLE001 - the original error is the one to raise; this one is only logged
         log.exception("Could not restore the tags of %s version %s; compare them with `status`", name, tagged)
+
+
+def _put_back(client: MlflowClient, name: str, version: str, before: dict[str, str], keys: list[str]) -> None:
+    """The tags `keys` of `version` as they were in `before` (deleted where they did not exist)."""
+    current = client.get_model_version(name, version).tags
+    for key in keys:
+        if key in before:
+            if current.get(key) != before[key]:
+                client.set_model_version_tag(name, version, key, before[key])
+        elif key in current:
+            client.delete_model_version_tag(name, version, key)
 
 
 def _sync_history(client: MlflowClient, name: str, alias: str) -> tuple[HistoryEntry, ...]:
@@ -640,14 +660,14 @@ def _announce(client: MlflowClient, name: str, alias: str, version: str) -> str:
     return key
 
 
-def _mark(client: MlflowClient, name: str, key: str, version: str, state: str) -> None:
-    value = {"version": version, "state": state, "since": time.time(), "by": _user()}
+def _mark(client: MlflowClient, name: str, key: str, version: str, state: str, previous: str | None = None) -> None:
+    value = {"version": version, "state": state, "previous": previous, "since": time.time(), "by": _user()}
     client.set_registered_model_tag(name, key, json.dumps(value))
 
 
-def _rivals(model: RegisteredModel, alias: str, own: str | None) -> tuple[set[str], list[str]]:
-    """Versions other announced promotions of `alias` target, and those of them that have not written yet."""
-    versions, checking = set(), []
+def _rivals(model: RegisteredModel, alias: str, own: str | None) -> dict[str, dict]:
+    """Other announced promotions of `alias`: version -> {state, previous (the holder it replaces, or None)}."""
+    rivals: dict[str, dict] = {}
     for key, value in model.tags.items():
         if not key.startswith(f"{PENDING_PREFIX}.{alias}.") or key == own:
             continue
@@ -657,37 +677,49 @@ def _rivals(model: RegisteredModel, alias: str, own: str | None) -> tuple[set[st
         except (ValueError, KeyError, TypeError):
             continue  # not ours to interpret
         if not stale:
-            versions.add(str(intent["version"]))
-            if intent.get("state") != WRITTEN:
-                checking.append(str(intent["version"]))
-    return versions, checking
+            rivals[str(intent["version"])] = intent
+    return rivals
 
 
-def _settle(client: MlflowClient, name: str, alias: str, own: str | None) -> tuple[str | None, set[str]]:
-    """The alias's holder once no overlapping promotion is still before its write, and those promotions' versions."""
-    seen: set[str] = set()
+def _settle(client: MlflowClient, name: str, alias: str, own: str | None) -> tuple[str | None, dict[str, dict]]:
+    """The alias's holder once no overlapping promotion is still before its write, and those promotions."""
+    seen: dict[str, dict] = {}
     deadline = time.monotonic() + SETTLE_TIMEOUT
     while True:
         model = client.get_registered_model(name)
-        versions, checking = _rivals(model, alias, own)
-        seen |= versions
+        rivals = _rivals(model, alias, own)
+        seen.update(rivals)
+        checking = sorted(v for v, intent in rivals.items() if intent.get("state") == CHECKING)
         if not checking:
             return _alias_version(model, alias), seen
         if time.monotonic() > deadline:
             log.warning(
                 "Promotions of %s to %s@%s are still running after %.0f s; reporting the holder as of now",
-                ", ".join(sorted(checking)), name, alias, SETTLE_TIMEOUT,
+                ", ".join(checking), name, alias, SETTLE_TIMEOUT,
             )
             return _alias_version(model, alias), seen
         time.sleep(SETTLE_POLL)
 
 
-def _skip(client: MlflowClient, name: str, alias: str, previous: str, rivals: set[str]) -> str:
-    """`previous`, or if it is a version whose overlapping promotion lost, the holder before it (and so on)."""
+def _await_losers(client: MlflowClient, name: str, alias: str, own: str | None, version: str) -> None:
+    """Wait until the rivals that lost have put their versions' tags back, so the history read next is final."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    while any(
+        v != version and intent.get("state") != WON
+        for v, intent in _rivals(client.get_registered_model(name), alias, own).items()
+    ):
+        if time.monotonic() > deadline:
+            log.warning("Overlapping promotions of %s@%s are slow to finish; its history tag may lag", name, alias)
+            return
+        time.sleep(SETTLE_POLL)
+
+
+def _skip(previous: str, rivals: dict[str, dict]) -> str:
+    """`previous`, or if it is a rival's version (whose promotion lost), the holder that rival replaced."""
     seen: set[str] = set()
-    while previous in rivals and previous not in seen:
+    while rivals.get(previous, {}).get("previous") is not None and previous not in seen:
         seen.add(previous)
-        previous = client.get_model_version(name, previous).tags.get(_key(alias, "previous_version"), "")
+        previous = rivals[previous]["previous"]
     return previous
 
 
