@@ -129,7 +129,7 @@ def start(
             postgres.cleanup()
         raise
     try:
-        _wait_healthy(server)
+        _wait_healthy(server, urlsplit(backend_store_uri).password if backend_store_uri else None)
     except BaseException:
         server.stop()
         raise
@@ -194,7 +194,7 @@ def _write_auth_config(data_dir: Path, database_uri: str) -> Path:
     return path
 
 
-def _wait_healthy(server: TeamServer) -> None:
+def _wait_healthy(server: TeamServer, secret: str | None) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         try:
@@ -205,6 +205,8 @@ def _wait_healthy(server: TeamServer) -> None:
             pass
         if server.process.poll() is not None or time.monotonic() > deadline:
             last = _last_error_line(server.log_path)
+            if secret:  # a driver error may quote the URI it was given
+                last = last.replace(secret, "***")
             raise UserError(
                 f"mlflow server did not start ({'exited' if server.process.poll() is not None else 'no answer'}"
                 f"): {last}. The whole log is {server.log_path}."
