@@ -106,7 +106,7 @@ class PromotionReport:
     champion: str | None  # the version the no-regression gate compared against
     gates: tuple[Gate, ...]
     promoted: bool = False  # this call pointed the alias at `version`
-    superseded_by: str | None = None  # an overlapping promotion moved the alias there before this one finished
+    superseded_by: str | None = None  # where an overlapping promotion moved the alias before this one finished
     already_held: bool = False
     dry_run: bool = False
     forced: bool = False
@@ -128,12 +128,12 @@ class PromotionReport:
         before = f"version {self.previous}" if self.previous else "no version"
         if self.already_held:
             return f"{target} already points at version {self.version}: nothing to do."
-        if self.superseded_by:
+        if self.superseded_by is not None:
+            now = f"version {self.superseded_by}" if self.superseded_by else "no version"
             return (
-                f"Not promoted: another promotion running at the same time pointed {target} at version "
-                f"{self.superseded_by} after this one pointed it at version {self.version}; it stays at version "
-                f"{self.superseded_by}. Check `sentiment-flow status {self.name}` and promote again if version "
-                f"{self.version} should have it."
+                f"Not promoted: another promotion running at the same time pointed {target} at {now} after this "
+                f"one pointed it at version {self.version}; it stays at {now}. Check "
+                f"`sentiment-flow status {self.name}` and promote again if version {self.version} should have it."
             )
         if self.dry_run and not self.failed:
             return (
@@ -332,7 +332,7 @@ def _gate_and_point(
         # This promotion did not take: its version's record goes back to what it was, so that a chain of
         # holders passing through this version (an earlier holder) is not rewritten by a failed attempt.
         _put_back(client, name, version, before, [*tags, *stale])
-        return replace(report, previous=previous, superseded_by=holder)
+        return replace(report, previous=previous, superseded_by=holder or "")
     _mark(client, name, pending, version, WON, previous or "")
     _await_losers(client, name, alias, pending, version)
     before_race = _skip(previous or "", rivals)
@@ -343,7 +343,7 @@ def _gate_and_point(
     holder = _alias_version(client.get_registered_model(name), alias)
     if holder != version:
         _put_back(client, name, version, before, [*tags, *stale])
-        return replace(report, previous=before_race or None, superseded_by=holder)
+        return replace(report, previous=before_race or None, superseded_by=holder or "")
     return replace(report, previous=before_race or None, promoted=True)
 
 

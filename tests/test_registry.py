@@ -428,7 +428,7 @@ def test_a_promotion_superseded_before_it_finished_says_so_and_the_winner_skips_
 
     assert raced[0].promoted and raced[0].exit_code == 0
     assert (report.promoted, report.superseded_by, report.exit_code) == (False, vb, 1)
-    assert f"pointed {NAME}@champion at version {vb}" in report.summary
+    assert f"pointed {NAME}@champion at version {vb} after this one pointed it at version {va}" in report.summary
     assert aliases() == {"champion": vb}
     # A's promotion failed, so rollback from B goes past va to the holder before both.
     assert version_tags(vb)["promotion.champion.previous_version"] == v1
