@@ -103,6 +103,8 @@ def start(
     try:
         store = _psycopg2(backend_store_uri or postgres.get_uri(DATABASE))
         env = dict(os.environ)
+        # MLflow's job runner serves GenAI jobs this project never submits, and costs a process per queue.
+        env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
         command = [
             sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--workers", str(workers),
             "--backend-store-uri", store, "--serve-artifacts", "--artifacts-destination", artifacts,
