@@ -15,10 +15,18 @@ from rich.table import Table
 
 from sentiment_flow.config import ALIASES, CHAMPION, PromotionConfig, ScoreConfig, TrainConfig
 from sentiment_flow.errors import UserError
+from sentiment_flow.server import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS
 
 console = Console(stderr=True)
 # config.py postpones annotations, so dataclass field types arrive as strings.
 OPTION_TYPES = {"str": str, "int": int, "float": float}
+AUTH_ERRORS = {
+    "UNAUTHENTICATED": "The tracking server refused the request (HTTP 401, not logged in): set "
+    "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a user of that server (a wrong password gets "
+    "this answer too).",
+    "PERMISSION_DENIED": "The tracking server refused the request (HTTP 403): the user in "
+    "MLFLOW_TRACKING_USERNAME lacks permission for it; ask an admin of the server to grant it.",
+}
 
 
 def user_errors(func):
@@ -31,6 +39,12 @@ def user_errors(func):
         except UserError as exc:
             console.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
             sys.exit(exc.exit_code)
+        except Exception as exc:
+            # A server with --auth answers 401/403; MlflowException carries them as these codes.
+            if getattr(exc, "error_code", None) not in AUTH_ERRORS:
+                raise
+            console.print(f"[bold red]Error:[/] {escape(AUTH_ERRORS[exc.error_code])}", highlight=False, soft_wrap=True)
+            sys.exit(UserError.exit_code)
 
     return wrapper
 
@@ -170,6 +184,8 @@ def promote(name: str, version: str, alias: str, dry_run: bool, reason: str, for
     """Run the gates on version VERSION of NAME, then point ALIAS at it. Exit 0 promoted, 1 refused, 2 bad input."""
     from sentiment_flow import registry
 
+    # `kill` sends SIGTERM: unwind like Ctrl-C, so the promotion's pending announcement is withdrawn.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     report = registry.promote(
         name, version, alias, config=PromotionConfig(**thresholds), dry_run=dry_run, force=force, reason=reason
     )
@@ -222,6 +238,46 @@ def copy(src_uri: str, dst_name: str) -> None:
         markup=False,
         soft_wrap=True,
     )
+
+
+@cli.command()
+@click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True, type=click.Path(file_okay=False),
+              help="Where the embedded PostgreSQL, the artifacts, the server log and the auth config live.")
+@click.option("--backend-store-uri", default=None, metavar="postgresql://USER@HOST:PORT/DB",
+              help="An existing PostgreSQL database: no PostgreSQL is started. Give its password in PGPASSWORD, "
+                   "not in the URI.")
+@click.option("--artifacts-destination", default=None, metavar="URI",
+              help="Where the server stores artifacts it proxies (a folder, s3://...). [default: DATA_DIR/artifacts]")
+@click.option("--host", default=DEFAULT_HOST, show_default=True, help="Interface to listen on; 0.0.0.0 for the team.")
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=int)
+@click.option("--workers", default=DEFAULT_WORKERS, show_default=True, type=click.IntRange(min=1), help="Server worker processes.")
+@click.option("--auth", is_flag=True,
+              help="MLflow's basic-auth app; the admin password is read from MLFLOW_AUTH_ADMIN_PASSWORD.")
+@user_errors
+def server(data_dir: str, backend_store_uri: str | None, artifacts_destination: str | None, host: str, port: int,
+           workers: int, auth: bool) -> None:
+    """Run a team tracking server: `mlflow server` on PostgreSQL with proxied artifacts, until Ctrl-C or SIGTERM."""
+    from sentiment_flow import server as team_server
+
+    # `kill` and service managers send SIGTERM: unwind like Ctrl-C, so PostgreSQL is shut down cleanly too.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    with team_server.start(
+        data_dir, backend_store_uri=backend_store_uri, artifacts_destination=artifacts_destination,
+        host=host, port=port, workers=workers, auth=auth,
+    ) as running:
+        out = Console()
+        out.print(f"Team server on {running.url}: store {running.backend}, artifacts {running.artifacts}, "
+                  f"log {running.log_path}", highlight=False, markup=False, soft_wrap=True)
+        if auth:
+            out.print("Clients log in with MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD.",
+                      highlight=False, markup=False)
+        out.print(f"export MLFLOW_TRACKING_URI={running.url}", highlight=False, markup=False, soft_wrap=True)
+        out.print("Ctrl-C stops the server and its PostgreSQL.", highlight=False, markup=False)
+        try:
+            code = running.wait()
+        except KeyboardInterrupt:
+            return
+    raise UserError(f"mlflow server exited on its own with code {code}; see {running.log_path}.")
 
 
 def _minute(timestamp: str) -> str:

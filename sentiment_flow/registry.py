@@ -19,12 +19,16 @@ points A there (tagging the version it leaves `promotion.A.rolled_back_*`); roll
 one step further. The registered model's tag `alias_history.A` is that same chain as a JSON list,
 newest first, derived from the version tags after every alias move.
 
-Concurrency, without a lock: MLflow has no compare-and-set on aliases, so two promotions racing for A
-both succeed and the later `set_registered_model_alias` wins. Each candidate carries its own
-`previous_version`, so whichever wins, the tag on the final holder says where rollback goes; the
-loser's tags sit on a version that does not hold A, and nothing reads them. The history tag is rebuilt
-from the version tags and re-checked against the alias until both agree, so the last writer leaves the
-history of the final holder.
+Concurrency, without a lock: MLflow has no compare-and-set on aliases, so of two promotions racing for
+A the later `set_registered_model_alias` wins. Each promotion announces itself before its gates with a
+registered-model tag `promotion_pending.A.<id>` (the version, and whether it has written the alias yet),
+and after its own write waits until no other announced promotion is still before its write. Then the
+alias's holder is final for the whole overlapping group: the promotion whose version holds it succeeds,
+every other one reports that it was superseded, puts its version's tags back as they were, and exits 1.
+The winner's `previous_version` skips the group's losers (each announcement carries the holder it
+replaced), so rollback never goes to a version whose promotion failed. The history tag is rebuilt from
+the version tags and re-checked against the alias until both agree, and the alias is read back once
+more at the end.
 
 Failures change nothing: the gates only read; tags are written first and the alias last, and if a write
 raises before the alias has moved, the version's tags are put back as they were.
@@ -36,6 +40,8 @@ import getpass
 import json
 import logging
 import re
+import time
+import uuid
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
@@ -62,6 +68,12 @@ EPSILON = 1e-9
 HISTORY_LIMIT = 20  # entries kept in the alias_history tag; rollback itself follows version tags without limit
 SYNC_ATTEMPTS = 5  # rebuilds of the history tag while concurrent promotions keep moving the alias
 HISTORY_FIELDS = ("previous_version", "promoted_at", "promoted_by", "reason")  # HistoryEntry's, read from tags
+# A promotion in flight, announced on the registered model: promotion_pending.<alias>.<id> -> JSON.
+PENDING_PREFIX = "promotion_pending"
+CHECKING, WRITTEN, WON = "checking", "written", "won"  # before its write, after it, holding the alias after all
+SETTLE_TIMEOUT = 120.0  # seconds to wait for overlapping promotions to write before reading the holder anyway
+STALE_AFTER = 900.0  # seconds after which an announcement is a leftover of a killed process and ignored
+SETTLE_POLL = 0.2  # seconds between reads while waiting
 MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>[^/@]+)|@(?P<alias>[^/@]+))$")
 
 
@@ -94,6 +106,7 @@ class PromotionReport:
     champion: str | None  # the version the no-regression gate compared against
     gates: tuple[Gate, ...]
     promoted: bool = False  # this call pointed the alias at `version`
+    superseded_by: str | None = None  # where an overlapping promotion moved the alias before this one finished
     already_held: bool = False
     dry_run: bool = False
     forced: bool = False
@@ -105,7 +118,7 @@ class PromotionReport:
 
     @property
     def exit_code(self) -> int:
-        """0 promoted, already held, or a dry run that would pass; 1 refused by a gate."""
+        """0 promoted, already held, or a dry run that would pass; 1 refused by a gate or superseded."""
         return 0 if self.promoted or self.already_held or (self.dry_run and not self.failed) else 1
 
     @property
@@ -115,6 +128,13 @@ class PromotionReport:
         before = f"version {self.previous}" if self.previous else "no version"
         if self.already_held:
             return f"{target} already points at version {self.version}: nothing to do."
+        if self.superseded_by is not None:
+            now = f"version {self.superseded_by}" if self.superseded_by else "no version"
+            return (
+                f"Not promoted: another promotion running at the same time pointed {target} at {now} after this "
+                f"one pointed it at version {self.version}; it stays at {now}. Check "
+                f"`sentiment-flow status {self.name}` and promote again if version {self.version} should have it."
+            )
         if self.dry_run and not self.failed:
             return (
                 f"Dry run, nothing changed: every gate passes; without --dry-run {target} would move "
@@ -262,18 +282,34 @@ def promote(
     if previous == version:
         return replace(report, already_held=True)
 
+    # Announced before the gates, so that promotions overlapping this one wait for it, and it for them.
+    pending = None if dry_run else _announce(client, name, alias, version)
+    try:
+        return _gate_and_point(client, report, candidate, model, config, force, reason, pending)
+    finally:
+        if pending:
+            client.delete_registered_model_tag(name, pending)
+
+
+def _gate_and_point(
+    client: MlflowClient, report: PromotionReport, candidate: ModelVersion, model: RegisteredModel,
+    config: PromotionConfig, force: bool, reason: str, pending: str | None,
+) -> PromotionReport:
+    name, version, alias = report.name, report.version, report.alias
     # 1-4: read only; nothing is written unless every gate passes.
     champion_version = _alias_version(model, CHAMPION)
     champion = client.get_model_version(name, champion_version) if champion_version else None
     gates = tuple(_gates(client, candidate, champion, config, force))
     report = replace(report, champion=champion_version, gates=gates)
-    if report.failed or dry_run:
+    if report.failed or report.dry_run:
         return report
 
     # The smoke test took a while: re-read the holder so the rollback target is the latest one.
-    previous = _alias_version(client.get_registered_model(name), alias)
+    model = client.get_registered_model(name)
+    previous = _alias_version(model, alias)
     if previous == version:
         return replace(report, previous=previous, already_held=True)
+    rivals = _rivals(model, alias, pending)  # the holder may be a rival that wrote first and loses later
     audit = {
         "previous_version": previous or "",
         "promoted_at": _utc(datetime.now(timezone.utc)),
@@ -284,9 +320,31 @@ def promote(
     }
     # A version rolled away from earlier and promoted again: its old rollback record no longer applies.
     stale = [_key(alias, k) for k in ("rolled_back_at", "rolled_back_by", "rolled_back_to", "rolled_back_reason")]
-    _tag_then_point(client, name, alias, version, _keys(alias, audit), stale, version)
+    # Rivals learn from this where the alias was before this version, should this promotion lose.
+    _mark(client, name, pending, version, CHECKING, previous or "")
+    tags = _keys(alias, audit)
+    before = _tag_then_point(client, name, alias, version, tags, stale, version)
+    _mark(client, name, pending, version, WRITTEN, previous or "")
+    holder, seen = _settle(client, name, alias, pending)
+    # Later reads know more (a rival's `previous` appears once it is about to write).
+    rivals.update({v: intent for v, intent in seen.items() if intent.get("previous") is not None or v not in rivals})
+    if holder != version:
+        # This promotion did not take: its version's record goes back to what it was, so that a chain of
+        # holders passing through this version (an earlier holder) is not rewritten by a failed attempt.
+        _put_back(client, name, version, before, [*tags, *stale])
+        return replace(report, previous=previous, superseded_by=holder or "")
+    _mark(client, name, pending, version, WON, previous or "")
+    _await_losers(client, name, alias, pending, version)
+    before_race = _skip(previous or "", rivals)
+    if before_race != (previous or ""):
+        client.set_model_version_tag(name, version, _key(alias, "previous_version"), before_race)
     _sync_history(client, name, alias)
-    return replace(report, previous=previous, promoted=True)
+    # Read back last: success is printed only if this version still holds the alias now.
+    holder = _alias_version(client.get_registered_model(name), alias)
+    if holder != version:
+        _put_back(client, name, version, before, [*tags, *stale])
+        return replace(report, previous=before_race or None, superseded_by=holder or "")
+    return replace(report, previous=before_race or None, promoted=True)
 
 
 def rollback(name: str, alias: str = CHAMPION, reason: str = "") -> RollbackResult:
@@ -534,8 +592,8 @@ def _evidence(client: MlflowClient, mv: ModelVersion) -> _Evidence:
 
 def _tag_then_point(
     client: MlflowClient, name: str, alias: str, tagged: str, tags: dict[str, str], drop: list[str], target: str
-) -> None:
-    """Write `tags` on version `tagged` (deleting `drop`), then point `alias` at `target`.
+) -> dict[str, str]:
+    """Write `tags` on version `tagged` (deleting `drop`), then point `alias` at `target`; returns the tags before.
 
     If anything raises before the alias has moved, the tags of `tagged` are put back as they were.
     """
@@ -550,6 +608,7 @@ def _tag_then_point(
     except BaseException:
         _restore_unless_moved(client, name, alias, tagged, before, [*tags, *drop], target)
         raise
+    return before
 
 
 def _restore_unless_moved(
@@ -560,13 +619,20 @@ def _restore_unless_moved(
         # tags describe what happened and stay.
         if _alias_version(client.get_registered_model(name), alias) == target:
             return
-        for key in keys:
-            if key in before:
-                client.set_model_version_tag(name, tagged, key, before[key])
-            else:
-                client.delete_model_version_tag(name, tagged, key)
+        _put_back(client, name, tagged, before, keys)
     except Exception:  # noqa: BLE001 - the original error is the one to raise; this one is only logged
         log.exception("Could not restore the tags of %s version %s; compare them with `status`", name, tagged)
+
+
+def _put_back(client: MlflowClient, name: str, version: str, before: dict[str, str], keys: list[str]) -> None:
+    """The tags `keys` of `version` as they were in `before` (deleted where they did not exist)."""
+    current = client.get_model_version(name, version).tags
+    for key in keys:
+        if key in before:
+            if current.get(key) != before[key]:
+                client.set_model_version_tag(name, version, key, before[key])
+        elif key in current:
+            client.delete_model_version_tag(name, version, key)
 
 
 def _sync_history(client: MlflowClient, name: str, alias: str) -> tuple[HistoryEntry, ...]:
@@ -585,6 +651,76 @@ def _sync_history(client: MlflowClient, name: str, alias: str) -> tuple[HistoryE
         # The alias has moved already; the tag is derived and is rebuilt on the next promotion or rollback.
         log.warning("The alias moved but the %s tag of %s was not updated: %s", key, name, one_line(exc))
     return chain
+
+
+def _announce(client: MlflowClient, name: str, alias: str, version: str) -> str:
+    """The key of a new `promotion_pending` tag saying this process is promoting `version` to `alias`."""
+    key = f"{PENDING_PREFIX}.{alias}.{uuid.uuid4().hex}"
+    _mark(client, name, key, version, CHECKING)
+    return key
+
+
+def _mark(client: MlflowClient, name: str, key: str, version: str, state: str, previous: str | None = None) -> None:
+    value = {"version": version, "state": state, "previous": previous, "since": time.time(), "by": _user()}
+    client.set_registered_model_tag(name, key, json.dumps(value))
+
+
+def _rivals(model: RegisteredModel, alias: str, own: str | None) -> dict[str, dict]:
+    """Other announced promotions of `alias`: version -> {state, previous (the holder it replaces, or None)}."""
+    rivals: dict[str, dict] = {}
+    for key, value in model.tags.items():
+        if not key.startswith(f"{PENDING_PREFIX}.{alias}.") or key == own:
+            continue
+        try:
+            intent = json.loads(value)
+            stale = time.time() - float(intent["since"]) > STALE_AFTER
+        except (ValueError, KeyError, TypeError):
+            continue  # not ours to interpret
+        if not stale:
+            rivals[str(intent["version"])] = intent
+    return rivals
+
+
+def _settle(client: MlflowClient, name: str, alias: str, own: str | None) -> tuple[str | None, dict[str, dict]]:
+    """The alias's holder once no overlapping promotion is still before its write, and those promotions."""
+    seen: dict[str, dict] = {}
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    while True:
+        model = client.get_registered_model(name)
+        rivals = _rivals(model, alias, own)
+        seen.update(rivals)
+        checking = sorted(v for v, intent in rivals.items() if intent.get("state") == CHECKING)
+        if not checking:
+            return _alias_version(model, alias), seen
+        if time.monotonic() > deadline:
+            log.warning(
+                "Promotions of %s to %s@%s are still running after %.0f s; reporting the holder as of now",
+                ", ".join(checking), name, alias, SETTLE_TIMEOUT,
+            )
+            return _alias_version(model, alias), seen
+        time.sleep(SETTLE_POLL)
+
+
+def _await_losers(client: MlflowClient, name: str, alias: str, own: str | None, version: str) -> None:
+    """Wait until the rivals that lost have put their versions' tags back, so the history read next is final."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    while any(
+        v != version and intent.get("state") != WON
+        for v, intent in _rivals(client.get_registered_model(name), alias, own).items()
+    ):
+        if time.monotonic() > deadline:
+            log.warning("Overlapping promotions of %s@%s are slow to finish; its history tag may lag", name, alias)
+            return
+        time.sleep(SETTLE_POLL)
+
+
+def _skip(previous: str, rivals: dict[str, dict]) -> str:
+    """`previous`, or if it is a rival's version (whose promotion lost), the holder that rival replaced."""
+    seen: set[str] = set()
+    while rivals.get(previous, {}).get("previous") is not None and previous not in seen:
+        seen.add(previous)
+        previous = rivals[previous]["previous"]
+    return previous
 
 
 def _chain(client: MlflowClient, name: str, alias: str) -> tuple[HistoryEntry, ...]:

@@ -410,7 +410,7 @@ def test_rollback_refuses_when_the_previous_holder_was_deleted(add_version):
     assert aliases() == {"champion": v2}
 
 
-def test_history_is_rewritten_when_another_promotion_moves_the_alias_meanwhile(add_version, monkeypatch):
+def test_a_promotion_superseded_before_it_finished_says_so_and_the_winner_skips_it(add_version, monkeypatch):
     v1, va, vb = add_version(0.7), add_version(0.8), add_version(0.9)
     registry.promote(NAME, v1, "champion")
     write_tag = MlflowClient.set_registered_model_tag
@@ -418,17 +418,22 @@ def test_history_is_rewritten_when_another_promotion_moves_the_alias_meanwhile(a
 
     def race(self, name, key, value):
         # B's whole promotion lands between A's alias move and A's (now stale) history write.
-        if not raced:
+        if key.startswith("alias_history") and not raced:
             raced.append(None)  # first: B's own history write must not start another race
             raced[0] = registry.promote(NAME, vb, "champion")
         return write_tag(self, name, key, value)
 
     monkeypatch.setattr(MlflowClient, "set_registered_model_tag", race)
-    registry.promote(NAME, va, "champion")
+    report = registry.promote(NAME, va, "champion")
 
-    assert raced[0].promoted
+    assert raced[0].promoted and raced[0].exit_code == 0
+    assert (report.promoted, report.superseded_by, report.exit_code) == (False, vb, 1)
+    assert f"pointed {NAME}@champion at version {vb} after this one pointed it at version {va}" in report.summary
     assert aliases() == {"champion": vb}
-    assert history_tag() == [vb, va, v1] == [entry.version for entry in registry.status(NAME).histories["champion"]]
+    # A's promotion failed, so rollback from B goes past va to the holder before both.
+    assert version_tags(vb)["promotion.champion.previous_version"] == v1
+    assert history_tag() == [vb, v1] == [entry.version for entry in registry.status(NAME).histories["champion"]]
+    assert not [key for key in MlflowClient().get_registered_model(NAME).tags if key.startswith("promotion_pending")]
 
 
 def test_copy_to_another_name_keeps_lineage_and_drops_the_source_promotion_records(add_version):
@@ -596,7 +601,7 @@ sys.exit(registry.promote(sys.argv[3], version, "champion").exit_code)
 
 
 @pytest.mark.slow
-def test_two_processes_promoting_at_once_leave_one_champion_and_a_history_that_matches(add_version, tmp_path):
+def test_two_processes_promoting_at_once_leave_one_champion_one_failure_and_a_history_that_matches(add_version, tmp_path):
     v1, va, vb = add_version(0.7), add_version(0.8), add_version(0.8)
     registry.promote(NAME, v1, "champion")
     barrier = tmp_path / "barrier"
@@ -609,9 +614,10 @@ def test_two_processes_promoting_at_once_leave_one_champion_and_a_history_that_m
     ]
     results = [(racer.wait(timeout=240), racer.stdout.read()) for racer in racers]
 
-    assert [code for code, _ in results] == [0, 0], results
     holder = aliases()["champion"]
     assert holder in {va, vb}
+    # The racer whose version lost the alias says so and exits 1 instead of reporting success.
+    assert [code for code, _ in results] == [0 if version == holder else 1 for version in (va, vb)], results
     assert version_tags(holder)["promotion.champion.previous_version"] == v1
     assert history_tag() == [holder, v1]
     assert [entry.version for entry in registry.status(NAME).histories["champion"]] == [holder, v1]

@@ -1,0 +1,253 @@
+"""Team tracking server: `mlflow server` on PostgreSQL with proxied artifacts, started and stopped as one.
+
+Embedded (the default): PostgreSQL from the `pgserver` wheel keeps its data in DATA_DIR/postgres and
+listens on a unix socket only; artifacts go to DATA_DIR/artifacts. Production: `backend_store_uri`
+names an existing PostgreSQL and nothing else is started. Either way the server proxies artifacts
+(`--serve-artifacts`), so clients need only its URL, never a shared filesystem.
+
+With `auth`, MLflow's own basic-auth app runs: its users live in the same PostgreSQL (database
+`mlflow_auth` when embedded), and the admin password is read by MLflow itself from
+MLFLOW_AUTH_ADMIN_PASSWORD in the environment, so it never passes through argv, a file or a log.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from sentiment_flow.errors import UserError
+
+DEFAULT_DATA_DIR = "mlflow-server"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 5000
+DEFAULT_WORKERS = 4  # mlflow server's own default
+DATABASE, AUTH_DATABASE = "mlflow", "mlflow_auth"  # databases created in the embedded PostgreSQL
+ADMIN_PASSWORD_VAR = "MLFLOW_AUTH_ADMIN_PASSWORD"  # read by MLflow's auth app when it creates the admin
+START_TIMEOUT = 180.0  # seconds for migrations on a fresh database plus the workers' imports, on a busy host
+STOP_TIMEOUT = 30.0
+
+
+@dataclass
+class TeamServer:
+    """A running team server: its URL for MLFLOW_TRACKING_URI, its processes and where it keeps things."""
+
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+    artifacts: str
+    backend: str  # the backend store URI without credentials, safe to print
+    postgres: Any = None  # pgserver's PostgresServer when embedded, else None
+    _stopped: bool = field(default=False, repr=False)
+
+    def wait(self) -> int:
+        """The exit code of `mlflow server`, once it exits."""
+        return self.process.wait()
+
+    def stop(self) -> None:
+        """Stop `mlflow server` and its workers, then the embedded PostgreSQL; safe to call twice."""
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            _stop_group(self.process)
+        finally:
+            if self.postgres is not None:
+                self.postgres.cleanup()  # pg_ctl stop: a clean shutdown, the data stays
+
+    def __enter__(self) -> TeamServer:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+def start(
+    data_dir: str | Path,
+    *,
+    backend_store_uri: str | None = None,
+    artifacts_destination: str | None = None,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    workers: int = DEFAULT_WORKERS,
+    auth: bool = False,
+) -> TeamServer:
+    """A started team server, answering on its URL; raises UserError (and starts nothing) when it cannot."""
+    data_dir = Path(data_dir).expanduser().resolve()
+    _check_port_free(host, port)
+    if auth and not os.environ.get(ADMIN_PASSWORD_VAR):
+        raise UserError(
+            f"--auth needs the admin password in the environment variable {ADMIN_PASSWORD_VAR} (MLflow creates "
+            f"the admin user with it on first start; never put it on the command line): "
+            f"read -s {ADMIN_PASSWORD_VAR} && export {ADMIN_PASSWORD_VAR}."
+        )
+    if backend_store_uri and not backend_store_uri.startswith(("postgresql://", "postgresql+")):
+        raise UserError(
+            f"--backend-store-uri must be a PostgreSQL URI like postgresql://mlflow@db.internal:5432/mlflow, "
+            f"got {_redact(backend_store_uri)!r}."
+        )
+    data_dir.mkdir(parents=True, exist_ok=True)
+    artifacts = artifacts_destination or str(data_dir / "artifacts")
+    postgres = None
+    if backend_store_uri is None:
+        postgres = _start_postgres(data_dir / "postgres")
+    try:
+        store = _psycopg2(backend_store_uri or postgres.get_uri(DATABASE))
+        env = dict(os.environ)
+        # MLflow's job runner serves GenAI jobs this project never submits, and costs a process per queue.
+        env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+        command = [
+            sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--workers", str(workers),
+            "--backend-store-uri", store, "--serve-artifacts", "--artifacts-destination", artifacts,
+        ]
+        if auth:
+            auth_store = _psycopg2(postgres.get_uri(AUTH_DATABASE)) if postgres else store
+            env["MLFLOW_AUTH_CONFIG_PATH"] = str(_write_auth_config(data_dir, auth_store))
+            # CSRF tokens must verify in every worker; a fresh key per start only logs browsers out.
+            env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_hex(32))
+            command += ["--app-name", "basic-auth"]
+        # `mlflow server` starts uvicorn from PATH: the one next to this interpreter.
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        log_path = data_dir / "mlflow-server.log"
+        with open(log_path, "a") as log:
+            # Its own session: Ctrl-C in the terminal reaches only us, and we stop it and its workers in order.
+            process = subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        url = f"http://{_client_host(host)}:{port}"
+        server = TeamServer(url, process, log_path, artifacts, _redact(store), postgres)
+    except BaseException:
+        if postgres is not None:
+            postgres.cleanup()
+        raise
+    try:
+        _wait_healthy(server, urlsplit(backend_store_uri).password if backend_store_uri else None)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def _check_port_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        # As the server itself will: a port left in TIME_WAIT by a previous run is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise UserError(
+                f"Cannot listen on {host}:{port}: {exc.strerror or exc} (another server is using it?). "
+                f"Stop that one or choose another port with --port."
+            ) from None
+
+
+def _start_postgres(pgdata: Path):
+    try:
+        import pgserver
+        import psycopg2
+    except ImportError:
+        raise UserError(
+            "The embedded PostgreSQL needs the server extra: pip install -e \".[server]\" "
+            "(or pass --backend-store-uri postgresql://... of an existing database)."
+        ) from None
+    postgres = pgserver.get_server(pgdata, cleanup_mode="stop")
+    try:
+        connection = psycopg2.connect(postgres.get_uri())
+        connection.autocommit = True  # CREATE DATABASE cannot run inside a transaction
+        try:
+            with connection.cursor() as cursor:
+                for database in (DATABASE, AUTH_DATABASE):
+                    cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
+                    if cursor.fetchone() is None:
+                        cursor.execute(f'CREATE DATABASE "{database}"')
+        finally:
+            connection.close()
+    except BaseException:
+        postgres.cleanup()
+        raise
+    return postgres
+
+
+def _write_auth_config(data_dir: Path, database_uri: str) -> Path:
+    """basic_auth.ini for MLflow's auth app; no password in it (MLflow reads the admin's from the environment)."""
+    path = data_dir / "basic_auth.ini"
+    text = (
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = {database_uri.replace('%', '%%')}\n"
+        "admin_username = admin\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    # Owner-only: a production database URI may carry the database user's password.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    return path
+
+
+def _wait_healthy(server: TeamServer, secret: str | None) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        try:
+            with urllib.request.urlopen(f"{server.url}/health", timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            pass
+        if server.process.poll() is not None or time.monotonic() > deadline:
+            last = _last_error_line(server.log_path)
+            if secret:  # a driver error may quote the URI it was given
+                last = last.replace(secret, "***")
+            raise UserError(
+                f"mlflow server did not start ({'exited' if server.process.poll() is not None else 'no answer'}"
+                f"): {last}. The whole log is {server.log_path}."
+            )
+        time.sleep(0.5)
+
+
+def _last_error_line(log_path: Path) -> str:
+    lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if "Error" in line or "error" in line]
+    return (errors or lines or ["no output"])[-1][:300]
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM to `mlflow server` and the workers it started (its process group), SIGKILL if they linger."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass  # the whole group has exited already
+    try:
+        process.wait(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _psycopg2(uri: str) -> str:
+    """`uri` with the driver the [server] extra installs: SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3."""
+    return "postgresql+psycopg2://" + uri.removeprefix("postgresql://") if uri.startswith("postgresql://") else uri
+
+
+def _client_host(host: str) -> str:
+    """The host clients should use: a wildcard bind is reached by this machine's name."""
+    return socket.gethostname() if host in ("0.0.0.0", "::", "") else host
+
+
+def _redact(uri: str) -> str:
+    """The URI without the password of user:password@."""
+    parts = urlsplit(uri)
+    if not parts.password:
+        return uri
+    return uri.replace(f":{parts.password}@", ":***@", 1)
