@@ -103,7 +103,7 @@ def test_empty_texts_are_scored_as_mlflow_serves_them_and_counted(model_dir, tmp
     summary = scoring.score_csv(model_dir, tmp_path / "in.csv", tmp_path / "out.csv", progress=False)
     out = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
     assert list(out["n"]) == [0, 1, 2, 3, 4]
-    served = mlflow.pyfunc.load_model(model_dir).predict([""])  # what `mlflow models serve` answers for ""
+    served = mlflow.pyfunc.load_model(model_dir).predict(pd.DataFrame({"text": [""]}))  # what `mlflow models serve` answers for ""
     for row in (1, 3):  # None is written to CSV as an empty field
         assert out.loc[row, "label"] == served["label"][0]
         assert out.loc[row, "score"] == pytest.approx(served["score"][0], rel=1e-4)
