@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 import signal
 import sys
 
@@ -21,15 +22,49 @@ console = Console(stderr=True)
 OPTION_TYPES = {"str": str, "int": int, "float": float}
 
 
+class Terminated(SystemExit):
+    """SIGTERM (from `kill`, a scheduler, or `mlflow run` dying): unwinds like Ctrl-C, so cleanups run."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated(128 + signum)
+
+
+def _die_with_parent() -> None:
+    """Under `mlflow run` (which sets MLFLOW_RUN_ID): receive SIGTERM when that process dies.
+
+    `mlflow run` starts the entry point with `bash -c` (bash execs the single command), then only waits for
+    it; killed itself, it leaves the entry point running orphaned, still training and registering.
+    """
+    if sys.platform != "linux" or not os.environ.get("MLFLOW_RUN_ID"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1  # <linux/prctl.h>
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def user_errors(func):
-    """Print a UserError as one line (no traceback) and exit with its code."""
+    """Print a UserError or MLflow store failure as one line (no traceback) and exit with its code."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        from mlflow.exceptions import MlflowException  # imported here: --help stays fast
+
+        from sentiment_flow import tracking
+
         try:
             return func(*args, **kwargs)
+        except (Terminated, KeyboardInterrupt):
+            tracking.end_project_run("KILLED")
+            raise
+        except MlflowException as exc:
+            # Its text may hold the tracking URI with its password, and a traceback helps no user here.
+            error = tracking.store_error(exc)
+            console.print(f"[bold red]Error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+            sys.exit(error.exit_code)
         except UserError as exc:
-            console.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
+            console.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             sys.exit(exc.exit_code)
 
     return wrapper
@@ -58,7 +93,12 @@ def config_options(config_cls):
 @click.version_option(package_name="sentiment-flow")
 def cli(verbose: bool) -> None:
     """Fine-tune transformer sentiment classifiers and run them through MLflow."""
+    from sentiment_flow import tracking
+
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    tracking.configure_store()
+    signal.signal(signal.SIGTERM, _terminate)
+    _die_with_parent()
 
 
 @cli.command()

@@ -9,14 +9,28 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from urllib.parse import urlsplit
 
 import mlflow
+from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
 from transformers import TrainerCallback
+
+from sentiment_flow.errors import UserError, one_line
 
 log = logging.getLogger(__name__)
 
 WANDB_PROJECT = "sentiment-flow"
 MODEL_ARTIFACT = "model"
+# The README's store: explicit, because MLflow's own default depends on its version and on whether ./mlruns exists.
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+# MLflow retries an unreachable server for about 4 minutes (7 retries, backoff factor 2, 120 s timeout)
+# before it fails with a traceback. These fail within seconds; a user may set any of them higher.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
 
 
 @dataclass(frozen=True)
@@ -42,11 +56,64 @@ def wandb_mode() -> str:
     return "offline"
 
 
+def configure_store() -> None:
+    """The tracking URI (sqlite:///mlflow.db unless MLFLOW_TRACKING_URI is set) and quick-failing HTTP defaults."""
+    os.environ.setdefault("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def redacted_uri(uri: str | None = None) -> str:
+    """The tracking URI (or `uri`) with any password replaced by ***: safe to print."""
+    uri = uri or mlflow.get_tracking_uri()
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    userinfo = parts.netloc.rpartition("@")[0]
+    user = userinfo.partition(":")[0]
+    return uri.replace(f"{userinfo}@", f"{user}:***@", 1)
+
+
+def store_error(exc: MlflowException) -> UserError:
+    """A one-line UserError for an MLflow store failure, with credentials redacted from the URI and the message."""
+    uri = mlflow.get_tracking_uri()
+    message = one_line(exc)
+    if message.startswith("API request to"):  # the transport failed: requests' text repeats the URL
+        return UserError(
+            f"Cannot reach the MLflow tracking server at {redacted_uri(uri)}. Start it, or point "
+            "MLFLOW_TRACKING_URI at a reachable one (MLFLOW_HTTP_REQUEST_MAX_RETRIES and "
+            "MLFLOW_HTTP_REQUEST_TIMEOUT wait longer)."
+        )
+    secret = urlsplit(uri).password
+    if secret:
+        message = message.replace(secret, "***")
+    return UserError(f"The MLflow store at {redacted_uri(uri)} failed: {message}.")
+
+
+def check_store() -> None:
+    """One cheap request to the tracking store, so an unreachable server fails before minutes of work."""
+    mlflow.MlflowClient().search_experiments(max_results=1)
+
+
+def end_project_run(status: str) -> None:
+    """End the run `mlflow run` started for this process (MLFLOW_RUN_ID) with `status` if it is still running.
+
+    `mlflow run` marks it FAILED itself, but not when it was killed too: then nobody else ends it.
+    """
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    client = mlflow.MlflowClient()
+    if client.get_run(run_id).info.status == RunStatus.to_string(RunStatus.RUNNING):
+        client.set_terminated(run_id, status)
+
+
 @contextmanager
 def tracked_run(params: dict[str, str], run_name: str, tags: dict[str, str]) -> Iterator[TrackedRun]:
     """Start (or, under `mlflow run`, resume) the MLflow run and a W&B run that point at each other.
 
-    An exception inside marks both runs failed; MLflow's context manager records FAILED.
+    An exception inside marks both runs failed; MLflow's context manager records FAILED. A SIGTERM or
+    Ctrl-C (SystemExit, KeyboardInterrupt) ends the MLflow run KILLED instead.
     """
     import wandb
 
@@ -73,6 +140,9 @@ def tracked_run(params: dict[str, str], run_name: str, tags: dict[str, str]) -> 
         try:
             yield TrackedRun(mlflow_run_id=run_id, wandb_run_path=wb.path, wandb_mode=mode)
             exit_code = 0
+        except (SystemExit, KeyboardInterrupt):
+            mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+            raise
         finally:
             wb.finish(exit_code=exit_code)
     if mode == "offline":
@@ -153,6 +223,29 @@ def log_model(
         pip_requirements=pip_requirements(extra_requirements),
         registered_model_name=registered_model_name,
     )
+
+
+def register_version(model_uri: str, name: str, tags: dict[str, str], description: str) -> str:
+    """Register `model_uri` as a new version of `name`, created with its tags; returns the version.
+
+    If the description cannot be written (or the process is stopped meanwhile) the version is deleted.
+    """
+    version = str(mlflow.register_model(model_uri, name, tags=tags).version)
+    try:
+        mlflow.MlflowClient().update_model_version(name, version, description=description)
+    except BaseException:
+        delete_version(name, version)
+        raise
+    return version
+
+
+def delete_version(name: str, version: str) -> None:
+    """Delete a version whose training did not finish; log (never raise) if that fails too."""
+    try:
+        mlflow.MlflowClient().delete_model_version(name, version)
+        log.warning("Deleted %s version %s: the training did not finish", name, version)
+    except Exception:  # noqa: BLE001 - the error that stopped training is the one to raise
+        log.exception("Could not delete %s version %s; its run is not FINISHED, so promote refuses it", name, version)
 
 
 def describe_version(name: str, version: str, tags: dict[str, str], description: str) -> None:

@@ -104,6 +104,8 @@ def train(cfg: TrainConfig) -> TrainResult | None:
     state = PartialState(cpu=cpu_only())
 
     # 1. Fail fast: every input problem surfaces here, before a run is started or a step is taken.
+    if state.is_main_process:
+        tracking.check_store()
     data = load_data(cfg.data, cfg.lang, cfg.max_train_samples, cfg.seed)
     set_seed(cfg.seed)  # before the model: the new classification head is randomly initialised
     tokenizer, model = load_tokenizer_and_model(cfg.model_name)
@@ -123,38 +125,48 @@ def train(cfg: TrainConfig) -> TrainResult | None:
 
     # 2. One MLflow run and one W&B run record everything below.
     run_context = tracking.tracked_run(params, run_name, tags) if state.is_main_process else nullcontext()
-    with run_context as run, _shared_tempdir(state) as ckpt:
-        if state.is_main_process:
-            _log_eda(encoded, cfg.max_length)
-        trainer = build_trainer(cfg, model, tokenizer, encoded, ckpt, callbacks=[tracking.MlflowMetricsCallback()])
-        trainer.train()
+    version = None
+    try:
+        with run_context as run, _shared_tempdir(state) as ckpt:
+            if state.is_main_process:
+                _log_eda(encoded, cfg.max_length)
+            trainer = build_trainer(cfg, model, tokenizer, encoded, ckpt, callbacks=[tracking.MlflowMetricsCallback()])
+            trainer.train()
 
-        # 3. Test once, on the best epoch's weights.
-        # group_by_length orders evaluation batches by length too: take the labels from the same
-        # prediction output, never from the dataset's original order.
-        prediction = trainer.predict(encoded["test"])
-        if not state.is_main_process:
-            return None
-        y_true, y_pred = prediction.label_ids, prediction.predictions.argmax(axis=-1)
-        test_metrics = {f"test_{k}": v for k, v in M.classification_metrics(y_true, y_pred, per_class=True).items()}
-        tracking.log_metrics(test_metrics)
-        tracking.log_figure(plots.confusion_matrix(y_true, y_pred), "confusion_matrix.png")
-        tracking.log_text(M.report(y_true, y_pred), "classification_report.txt")
+            # 3. Test once, on the best epoch's weights.
+            # group_by_length orders evaluation batches by length too: take the labels from the same
+            # prediction output, never from the dataset's original order.
+            prediction = trainer.predict(encoded["test"])
+            if not state.is_main_process:
+                return None
+            y_true, y_pred = prediction.label_ids, prediction.predictions.argmax(axis=-1)
+            test_metrics = {f"test_{k}": v for k, v in M.classification_metrics(y_true, y_pred, per_class=True).items()}
+            tracking.log_metrics(test_metrics)
+            tracking.log_figure(plots.confusion_matrix(y_true, y_pred), "confusion_matrix.png")
+            tracking.log_text(M.report(y_true, y_pred), "classification_report.txt")
 
-        # 4. The model, as MLflow's transformers flavor, registered with what an ML ops reviewer needs.
-        extra = ("fugashi", "unidic-lite") if cfg.lang == "japanese" else ()
-        info = tracking.log_model(trainer.model, tokenizer, cfg.registry_name, cfg.max_length, extra)
-        version = str(info.registered_model_version)
-        version_tags = {
-            **tags,
-            "data_source": data.source,
-            "max_length": str(cfg.max_length),
-            "git_commit": _git_commit(),
-            "mlflow_run_id": run.mlflow_run_id,
-            "wandb_run_path": run.wandb_run_path,
-            **{k: f"{test_metrics[k]:.4f}" for k in HEADLINE_METRICS},
-        }
-        tracking.describe_version(cfg.registry_name, version, version_tags, _description(cfg, data, test_metrics))
+            # 4. The model, as MLflow's transformers flavor.
+            extra = ("fugashi", "unidic-lite") if cfg.lang == "japanese" else ()
+            info = tracking.log_model(trainer.model, tokenizer, None, cfg.max_length, extra)
+
+            # 5. Registered last, with what an ML ops reviewer needs: a version exists only once everything
+            # above succeeded. `promote` refuses a version whose run did not end FINISHED.
+            version_tags = {
+                **tags,
+                "data_source": data.source,
+                "max_length": str(cfg.max_length),
+                "git_commit": _git_commit(),
+                "mlflow_run_id": run.mlflow_run_id,
+                "wandb_run_path": run.wandb_run_path,
+                **{k: f"{test_metrics[k]:.4f}" for k in HEADLINE_METRICS},
+            }
+            description = _description(cfg, data, test_metrics)
+            version = tracking.register_version(info.model_uri, cfg.registry_name, version_tags, description)
+    except BaseException:
+        # Stopped or failed while registering or closing the runs: leave nothing promotable behind.
+        if version is not None:
+            tracking.delete_version(cfg.registry_name, version)
+        raise
 
     return TrainResult(
         run_id=run.mlflow_run_id,
