@@ -34,6 +34,24 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
+def position_limit(tokenizer, model) -> int | None:
+    """The most tokens the model takes per text: its position embeddings or the tokenizer's limit, the smaller."""
+    limits = [getattr(model.config, "max_position_embeddings", None), tokenizer.model_max_length]
+    # Tokenizers without a known limit report a huge placeholder (1e30).
+    known = [int(limit) for limit in limits if isinstance(limit, int) and 0 < limit < 1_000_000]
+    return min(known) if known else None
+
+
+def check_max_length(name: str, tokenizer, model, max_length: int) -> None:
+    """Refuse a max_length the model cannot embed: it would train, then fail every text that long when served."""
+    limit = position_limit(tokenizer, model)
+    if limit is not None and max_length > limit:
+        raise UserError(
+            f"max_length {max_length} exceeds the {limit}-token limit of model {name!r}; "
+            f"use --max-length {limit} (or -P max_length={limit}) or less."
+        )
+
+
 def load_tokenizer_and_model(name: str):
     """(tokenizer, AutoModelForSequenceClassification with a fresh 3-way head and LABELS in its config)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer

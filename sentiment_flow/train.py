@@ -15,7 +15,7 @@ from sentiment_flow import metrics as M
 from sentiment_flow import plots, tracking
 from sentiment_flow.config import LABELS, TrainConfig
 from sentiment_flow.data import load_data, tokenize
-from sentiment_flow.model import load_tokenizer_and_model, resolve_model_path
+from sentiment_flow.model import check_max_length, load_tokenizer_and_model, resolve_model_path
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,7 @@ def train(cfg: TrainConfig) -> TrainResult | None:
     data = load_data(cfg.data, cfg.lang, cfg.max_train_samples, cfg.seed)
     set_seed(cfg.seed)  # before the model: the new classification head is randomly initialised
     tokenizer, model = load_tokenizer_and_model(cfg.model_name)
+    check_max_length(cfg.model_name, tokenizer, model, cfg.max_length)
     encoded = tokenize(data, tokenizer, cfg.max_length)
 
     params = {

@@ -5,7 +5,7 @@ import pytest
 
 from sentiment_flow.config import LABELS
 from sentiment_flow.errors import UserError
-from sentiment_flow.model import load_tokenizer_and_model, resolve_model_path
+from sentiment_flow.model import check_max_length, load_tokenizer_and_model, resolve_model_path
 
 
 def test_minilm_resolves_to_the_packaged_weights():
@@ -39,3 +39,10 @@ def test_loaded_model_carries_the_label_maps(tiny_model_dir):
     _, model = load_tokenizer_and_model(str(tiny_model_dir))
     assert model.config.id2label == dict(enumerate(LABELS))
     assert model.config.label2id == {"positive": 0, "neutral": 1, "negative": 2}
+
+
+def test_max_length_beyond_the_models_positions_is_refused_naming_the_limit(tiny_model_dir):
+    tokenizer, model = load_tokenizer_and_model(str(tiny_model_dir))
+    check_max_length("tiny", tokenizer, model, 64)  # the tiny model's own limit is fine
+    with pytest.raises(UserError, match=r"max_length 100000 exceeds the 64-token limit of model 'tiny'; use --max-length 64"):
+        check_max_length("tiny", tokenizer, model, 100000)

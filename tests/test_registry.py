@@ -47,7 +47,7 @@ def add_version(template, isolated):
             mlflow.log_metrics(metrics)
         if not client.search_registered_models(f"name = '{name}'"):
             client.create_registered_model(name)
-        tags = {"lang": "english", "base_model": "tiny-distilbert", "data_hash": data_hash}
+        tags = {"lang": "english", "base_model": "tiny-distilbert", "data_hash": data_hash, "mlflow_run_id": run.info.run_id}
         tags.update({k: f"{v:.4f}" for k, v in {**metrics, **(tag_metrics or {})}.items()})
         return str(client.create_model_version(name, source or template.model_uri, run.info.run_id, tags=tags).version)
 
@@ -213,6 +213,29 @@ def test_a_candidate_below_the_minimum_f1_is_refused(add_version):
     assert registry.promote(NAME, v1, "champion", config=PromotionConfig(min_f1_macro=0.4)).promoted
 
 
+@pytest.mark.parametrize("status", ["FAILED", "KILLED", "RUNNING"])
+def test_a_version_whose_training_run_did_not_finish_fails_the_ready_gate(add_version, status):
+    client = MlflowClient()
+    v1 = add_version(0.9)
+    run_id = client.get_model_version(NAME, v1).run_id
+    client.update_run(run_id, status=status)
+
+    report = registry.promote(NAME, v1, "champion", dry_run=True, force=True, reason="forcing never skips readiness")
+
+    assert report.failed == ("ready",) and report.exit_code == 1
+    assert f"is {status}, not FINISHED" in report.gates[0].note
+
+
+def test_a_version_without_the_tags_training_writes_fails_the_ready_gate(add_version):
+    v1 = add_version(0.9)
+    MlflowClient().delete_model_version_tag(NAME, v1, "mlflow_run_id")
+
+    report = registry.promote(NAME, v1, "champion", dry_run=True)
+
+    assert report.failed == ("ready",)
+    assert "no mlflow_run_id tag" in report.gates[0].note
+
+
 def test_metrics_come_from_the_source_run_before_the_version_tags(add_version):
     # The run says 0.45, a (hand-edited) tag says 0.90: the run is the record training wrote.
     v1 = add_version(0.45, tag_metrics={"test_f1_macro": 0.9})
@@ -227,7 +250,7 @@ def test_metrics_fall_back_to_the_version_tags_when_the_run_is_not_in_this_store
     # As for a version copied from another tracking server: it names a run this store does not have.
     client = MlflowClient()
     client.create_registered_model(NAME)
-    tags = {"test_f1_macro": "0.7100", "test_accuracy": "0.7200", "data_hash": DATA_HASH}
+    tags = {"test_f1_macro": "0.7100", "test_accuracy": "0.7200", "data_hash": DATA_HASH, "mlflow_run_id": "f" * 32}
     v1 = str(client.create_model_version(NAME, template.model_uri, run_id="f" * 32, tags=tags).version)
 
     report = registry.promote(NAME, v1, "champion")

@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -8,6 +12,7 @@ from sentiment_flow.config import TrainConfig
 from sentiment_flow.errors import UserError
 from sentiment_flow.train import train
 
+from conftest import free_port, subprocess_env
 from wandb_offline import read_offline_run
 
 HEADLINE = ("test_accuracy", "test_f1_macro", "test_f1_weighted")
@@ -165,3 +170,96 @@ def test_a_crash_during_training_leaves_the_run_failed_and_registers_nothing(
     runs = mlflow.search_runs(search_all_experiments=True)
     assert list(runs["status"]) == ["FAILED"]
     assert mlflow.MlflowClient().search_registered_models() == []
+
+
+def test_max_length_beyond_the_model_limit_is_refused_before_any_run(tiny_model_dir, tiny_data_dir):
+    with pytest.raises(UserError, match="exceeds the 64-token limit"):
+        train(tiny_config(tiny_model_dir, tiny_data_dir, max_length=100000))
+    assert mlflow.search_runs(search_all_experiments=True).empty
+
+
+def test_a_training_stopped_while_registering_leaves_no_version_and_a_killed_run(
+    tiny_model_dir, tiny_data_dir, monkeypatch
+):
+    # As a SIGTERM arriving between creating the version and describing it (the CLI's handler raises SystemExit).
+    def stopped(self, *args, **kwargs):
+        raise SystemExit(143)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "update_model_version", stopped)
+    with pytest.raises(SystemExit):
+        train(tiny_config(tiny_model_dir, tiny_data_dir, epochs=1))
+    client = mlflow.MlflowClient()
+    assert client.search_model_versions("name = 'sentiment-english'") == []
+    assert list(mlflow.search_runs(search_all_experiments=True)["status"]) == ["KILLED"]
+
+
+def cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "sentiment_flow", *args], cwd=cwd, env=subprocess_env(**env),
+        capture_output=True, text=True, timeout=300,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", [["train"], ["status", "sentiment-english"]])
+def test_an_unreachable_server_fails_fast_in_one_line_without_its_password(command, tiny_model_dir, tiny_data_dir, tmp_path):
+    uri = f"http://alice:hunter2pw@127.0.0.1:{free_port()}"  # nothing listens there
+    if command == ["train"]:
+        command += ["--model", str(tiny_model_dir), "--data", str(tiny_data_dir)]
+    start = time.monotonic()
+    proc = cli(*command, cwd=tmp_path, MLFLOW_TRACKING_URI=uri)
+    assert time.monotonic() - start < 15
+    assert proc.returncode == 2
+    output = proc.stdout + proc.stderr
+    assert "hunter2pw" not in output and "Traceback" not in output
+    errors = [line for line in output.splitlines() if line.startswith("Error:")]
+    assert errors == [f"Error: Cannot reach the MLflow tracking server at http://alice:***@{uri.rpartition('@')[2]}. "
+                      "Start it, or point MLFLOW_TRACKING_URI at a reachable one (MLFLOW_HTTP_REQUEST_MAX_RETRIES "
+                      "and MLFLOW_HTTP_REQUEST_TIMEOUT wait longer)."]
+
+
+def test_without_mlflow_tracking_uri_the_store_is_mlflow_db_even_beside_an_mlruns_folder(tmp_path, monkeypatch):
+    # MLflow itself keeps using ./mlruns when it holds experiments (and MLflow 3.1 always did).
+    (tmp_path / "mlruns" / "0").mkdir(parents=True)
+    (tmp_path / "mlruns" / "0" / "meta.yaml").write_text("experiment_id: '0'\nname: Default\nlifecycle_stage: active\n")
+    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "sentiment_flow", "status", "nothing"], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "does not exist in sqlite:///mlflow.db" in proc.stderr
+    assert (tmp_path / "mlflow.db").is_file()
+
+
+SECRETS = {
+    "WANDB_API_KEY": "sentinel-wandb-4f1c9a",
+    "HF_TOKEN": "sentinel-hf-8d2e7b",
+    "MLFLOW_TRACKING_PASSWORD": "sentinel-mlflow-3a6c5e",
+}
+
+
+@pytest.mark.slow
+def test_no_secret_reaches_the_store_artifacts_wandb_or_logs(tiny_model_dir, tiny_data_dir, tmp_path):
+    env = {**SECRETS, "WANDB_MODE": "offline"}
+    inputs = tmp_path / "in.csv"
+    inputs.write_text("text\nthe food was great\nthe day was awful\n")
+    steps = [
+        ["-v", "train", "--model", str(tiny_model_dir), "--data", str(tiny_data_dir), "--epochs", "1",
+         "--learning-rate", "5e-3", "--max-length", "32"],
+        ["-v", "promote", "sentiment-english", "--version", "1", "--alias", "champion", "--min-f1-macro", "0"],
+        ["-v", "copy", "models:/sentiment-english@champion", "sentiment-english-prod"],
+        ["-v", "score", "models:/sentiment-english-prod/1", str(inputs), str(tmp_path / "out.csv")],
+    ]
+    logs = []
+    for step in steps:
+        proc = cli(*step, cwd=tmp_path, **env)
+        logs.append(proc.stdout + proc.stderr)
+        assert proc.returncode == 0, logs[-1][-3000:]
+    assert (tmp_path / "mlflow.db").is_file() and list((tmp_path / "wandb").glob("offline-run-*"))
+
+    files = [path for path in tmp_path.rglob("*") if path.is_file()]
+    for secret in SECRETS.values():
+        assert not any(secret in log for log in logs)
+        hits = [path for path in files if secret.encode() in path.read_bytes()]
+        assert hits == []
