@@ -61,6 +61,7 @@ TRAINING_TAGS = ("mlflow_run_id",)
 PASS, FAIL, FORCED, SKIPPED = "pass", "fail", "forced", "skipped"
 FORCEABLE = ("min_f1_macro", "no_regression")  # gates 2-3; --force never skips readiness or the smoke test
 NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
+INVALID = "INVALID_PARAMETER_VALUE"
 # Metrics come back from the store as floats and from tags rounded to 4 digits: a tie must not fail by 1e-17.
 EPSILON = 1e-9
 HISTORY_LIMIT = 20  # entries kept in the alias_history tag; rollback itself follows version tags without limit
@@ -629,6 +630,8 @@ def _registered_model(client: MlflowClient, name: str) -> RegisteredModel:
     try:
         return client.get_registered_model(name)
     except MlflowException as exc:
+        if exc.error_code == INVALID:
+            raise UserError(f"{one_line(exc)}: pass a registered model name such as sentiment-english.") from None
         if exc.error_code != NOT_FOUND:
             raise
     known = [model.name for model in client.search_registered_models(max_results=20)]
@@ -666,7 +669,7 @@ def _alias_version(model: RegisteredModel, alias: str) -> str | None:
 def _all_versions(client: MlflowClient, name: str) -> list[ModelVersion]:
     versions, token = [], None
     while True:
-        page = client.search_model_versions(f"name = '{name}'", page_token=token)
+        page = client.search_model_versions(_name_filter(name), page_token=token)
         versions.extend(page)
         token = page.token
         if not token:
@@ -675,6 +678,13 @@ def _all_versions(client: MlflowClient, name: str) -> list[ModelVersion]:
 
 # ---------------------------------------------------------------------------------------------------------
 # Small helpers
+
+
+def _name_filter(name: str) -> str:
+    """The search filter for one model's versions. MLflow's filter strings have no escape character; a name
+    holding a single quote (it's) is quoted with double quotes instead."""
+    quote = '"' if "'" in name else "'"
+    return f"name = {quote}{name}{quote}"
 
 
 def _key(alias: str, field: str) -> str:

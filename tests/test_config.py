@@ -61,6 +61,8 @@ def test_registered_model_name_defaults_to_sentiment_lang():
         ({"learning_rate": "fast"}, "learning_rate must be 'auto' or a number"),
         ({"learning_rate": "2"}, "learning_rate must be 'auto' or a number"),
         ({"max_train_samples": -1}, "max_train_samples must be 0"),
+        ({"registered_model_name": "a/b"}, "registered_model_name 'a/b' is not a valid MLflow model name"),
+        ({"registered_model_name": " "}, "registered_model_name ' ' is not a valid MLflow model name"),
     ],
 )
 def test_bad_config_values_are_refused_with_the_fix(kwargs, message):

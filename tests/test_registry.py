@@ -45,7 +45,7 @@ def add_version(template, isolated):
         metrics = {key: value for key, value in given.items() if value is not None}
         with mlflow.start_run() as run:
             mlflow.log_metrics(metrics)
-        if not client.search_registered_models(f"name = '{name}'"):
+        if name not in {model.name for model in client.search_registered_models()}:
             client.create_registered_model(name)
         tags = {"lang": "english", "base_model": "tiny-distilbert", "data_hash": data_hash, "mlflow_run_id": run.info.run_id}
         tags.update({k: f"{v:.4f}" for k, v in {**metrics, **(tag_metrics or {})}.items()})
@@ -301,6 +301,25 @@ def test_unknown_model_version_or_alias_is_a_usage_error_naming_the_fix(add_vers
     assert error.value.exit_code == 2
     if args[0] == "no-such-model":
         assert f"Models there: {NAME}." in str(error.value)
+
+
+@pytest.mark.parametrize("name, message", [
+    ("a/b", "Invalid model name 'a/b'. Names cannot contain '/' or ':': pass a registered model name"),
+    ("", "Missing value for required parameter 'name'"),
+])
+def test_names_mlflow_rejects_are_one_line_usage_errors(add_version, name, message):
+    add_version()
+    result = CliRunner().invoke(cli, ["status", name])
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_a_name_with_a_single_quote_works_for_status_and_promote(add_version):
+    v1 = add_version(name="it's")
+    assert [row.version for row in registry.status("it's").versions] == [v1]
+    assert registry.promote("it's", v1, "champion").promoted
+    with pytest.raises(UserError, match=f"its versions are {v1}"):
+        registry.promote("it's", "99", "champion")
 
 
 def test_promoting_to_the_alias_a_version_already_holds_is_a_no_op(add_version):
