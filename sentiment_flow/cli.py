@@ -18,8 +18,32 @@ from sentiment_flow.config import ALIASES, CHAMPION, PromotionConfig, ScoreConfi
 from sentiment_flow.errors import UserError
 
 console = Console(stderr=True)
+
+
+class WholeNumber(click.ParamType):
+    """An integer that also accepts "2.0": MLproject has no integer type, so `mlflow run` passes floats."""
+
+    name = "integer"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not number.is_integer():
+            self.fail(f"{value!r} is not a whole number", param, ctx)
+        return int(number)
+
+
 # config.py postpones annotations, so dataclass field types arrive as strings.
-OPTION_TYPES = {"str": str, "int": int, "float": float}
+OPTION_TYPES = {"str": str, "int": WholeNumber(), "float": float}
+
+
+def optional_flag(name: str, help: str):
+    """A flag that also takes true/false, so an MLproject command can pass it as `--flag {param}`."""
+    return click.option(name, type=click.BOOL, is_flag=False, flag_value=True, default=False, help=help)
 
 
 class Terminated(SystemExit):
@@ -191,9 +215,9 @@ def status(name: str) -> None:
 @click.argument("name")
 @click.option("--version", "version", required=True, help="The model version to promote, e.g. 3.")
 @click.option("--alias", required=True, help=f"The alias to point at it: {', '.join(ALIASES)}.")
-@click.option("--dry-run", is_flag=True, help="Run the gates and report; change nothing.")
+@optional_flag("--dry-run", help="Run the gates and report; change nothing.")
 @click.option("--reason", default="", help="Why; recorded on the version. Required with --force.")
-@click.option("--force", is_flag=True, help="Promote even if gates 2-3 (min_f1_macro, no_regression) fail.")
+@optional_flag("--force", help="Promote even if gates 2-3 (min_f1_macro, no_regression) fail.")
 @config_options(PromotionConfig)
 @user_errors
 def promote(name: str, version: str, alias: str, dry_run: bool, reason: str, force: bool, **thresholds) -> None:

@@ -77,6 +77,16 @@ def test_cli_prints_a_user_error_without_traceback_and_exits_2():
     assert "Traceback" not in result.output
 
 
+def test_cli_integer_options_take_mlprojects_integral_floats_and_refuse_fractions():
+    # `mlflow run -P epochs=1` arrives as 1.0: MLproject has no integer type.
+    accepted = CliRunner().invoke(cli, ["train", "--epochs", "1.0", "--batch-size", "16.0", "--lang", "klingon"])
+    assert accepted.exit_code == 2 and "Unknown lang 'klingon'" in accepted.output
+    refused = CliRunner().invoke(cli, ["train", "--epochs", "2.5"])
+    assert refused.exit_code == 2
+    assert "Error: Invalid value for '--epochs': '2.5' is not a whole number" in refused.output
+    assert "Traceback" not in refused.output
+
+
 def test_conda_env_installs_this_project_so_pyproject_stays_the_one_dependency_list():
     env = yaml.safe_load((REPO_ROOT / "conda.yaml").read_text())
     pip_section = next(dep for dep in env["dependencies"] if isinstance(dep, dict))["pip"]

@@ -584,12 +584,15 @@ def test_mlproject_registry_entry_points_pass_their_parameters_to_the_cli():
     entry_points = yaml.safe_load((REPO_ROOT / "MLproject").read_text())["entry_points"]
     promote, rollback = entry_points["promote"], entry_points["rollback"]
 
-    assert set(promote["parameters"]) == {"model_name", "version", "alias"}
+    assert set(promote["parameters"]) == {"model_name", "version", "alias", "dry_run", "force", "reason"}
     assert set(rollback["parameters"]) == {"model_name", "alias"}
     assert rollback["parameters"]["alias"]["default"] == CHAMPION
     rollback_alias = next(p for p in cli.commands["rollback"].params if p.name == "alias")
     assert rollback_alias.default == CHAMPION
-    assert promote["command"] == "python -m sentiment_flow promote {model_name} --version {version} --alias {alias}"
+    assert promote["command"] == (
+        "python -m sentiment_flow promote {model_name} --version {version} --alias {alias} "
+        "--dry-run {dry_run} --force {force} --reason {reason}"
+    )
     assert rollback["command"] == "python -m sentiment_flow rollback {model_name} --alias {alias}"
 
 
@@ -671,12 +674,26 @@ def test_mlproject_promote_and_rollback_entry_points_run_under_mlflow_run(add_ve
         command = ["mlflow", "run", str(REPO_ROOT), "-e", entry_point, *args, "--env-manager", "local"]
         return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
 
+    dry = mlflow_run("promote", model_name=NAME, version=v2, alias="champion", dry_run="true")
+    assert dry.returncode == 0 and "Dry run, nothing changed" in dry.stderr + dry.stdout
+    assert aliases() == {"champion": v1}
     promoted = mlflow_run("promote", model_name=NAME, version=v2, alias="champion")
     assert promoted.returncode == 0, promoted.stdout + promoted.stderr
     assert aliases() == {"champion": v2}
+    v3 = add_version(0.4)
+    forced = mlflow_run("promote", model_name=NAME, version=v3, alias="challenger", force="true", reason="it's a test")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert version_tags(v3)["promotion.challenger.reason"] == "it's a test"
     rolled = mlflow_run("rollback", model_name=NAME)
     assert rolled.returncode == 0, rolled.stdout + rolled.stderr
-    assert aliases() == {"champion": v1}
+    assert aliases() == {"champion": v1, "challenger": v3}
+    # Failures: `mlflow run` exits 1 whatever the command's code, and no run is left RUNNING.
+    refused = mlflow_run("promote", model_name=NAME, version=add_version(0.1), alias="champion")
+    nothing = mlflow_run("rollback", model_name=NAME)
+    unknown = mlflow_run("promote", model_name="no-such-model", version="1", alias="champion")
+    assert [refused.returncode, nothing.returncode, unknown.returncode] == [1, 1, 1]
+    statuses = list(mlflow.search_runs(search_all_experiments=True)["status"])
+    assert "RUNNING" not in statuses and statuses.count("FAILED") == 3
 
 
 @pytest.fixture
