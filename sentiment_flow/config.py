@@ -122,9 +122,9 @@ class TrainConfig:
             return self.registered_model_name
         return f"sentiment-{self.lang}"
 
-    def to_params(self) -> dict[str, str]:
-        """Every field as MLflow would log it from MLproject."""
-        return {f.name: str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+    def to_params(self) -> dict[str, str | int | float]:
+        """Every field with its type: W&B keeps numbers as numbers, MLflow stores their text."""
+        return dataclasses.asdict(self)
 
 
 # Registry aliases a version moves through, in order. `promote` refuses any other name, so a typo

@@ -109,11 +109,12 @@ def end_project_run(status: str) -> None:
 
 
 @contextmanager
-def tracked_run(params: dict[str, str], run_name: str, tags: dict[str, str]) -> Iterator[TrackedRun]:
+def tracked_run(params: dict[str, str | int | float], run_name: str, tags: dict[str, str]) -> Iterator[TrackedRun]:
     """Start (or, under `mlflow run`, resume) the MLflow run and a W&B run that point at each other.
 
-    An exception inside marks both runs failed; MLflow's context manager records FAILED. A SIGTERM or
-    Ctrl-C (SystemExit, KeyboardInterrupt) ends the MLflow run KILLED instead.
+    Both get the same params: MLflow stores them as text, W&B keeps numbers as numbers. An exception inside
+    marks both runs failed; MLflow's context manager records FAILED. A SIGTERM or Ctrl-C (SystemExit,
+    KeyboardInterrupt) ends the MLflow run KILLED instead.
     """
     import wandb
 
@@ -133,12 +134,16 @@ def tracked_run(params: dict[str, str], run_name: str, tags: dict[str, str]) -> 
             config={**params, "mlflow_run_id": run_id, "mlflow_experiment_id": run.info.experiment_id},
             tags=[tags.get("lang", "")],
         )
-        mlflow.set_tags({"wandb.run_id": wb.id, "wandb.run_path": wb.path, "wandb.mode": mode})
+        # A disabled W&B run still has a made-up id and path ("dummy/..."): record that it is disabled instead.
+        path = "disabled" if mode == "disabled" else wb.path
+        mlflow.set_tags({"wandb.run_path": path, "wandb.mode": mode})
+        if mode != "disabled":
+            mlflow.set_tag("wandb.run_id", wb.id)
         if wb.url:
             mlflow.set_tag("wandb.url", wb.url)
         exit_code = 1
         try:
-            yield TrackedRun(mlflow_run_id=run_id, wandb_run_path=wb.path, wandb_mode=mode)
+            yield TrackedRun(mlflow_run_id=run_id, wandb_run_path=path, wandb_mode=mode)
             exit_code = 0
         except (SystemExit, KeyboardInterrupt):
             mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
@@ -149,17 +154,24 @@ def tracked_run(params: dict[str, str], run_name: str, tags: dict[str, str]) -> 
         log.info("W&B run saved offline in %s; upload it with: wandb sync %s", wb.dir, os.path.dirname(wb.dir))
 
 
-class MlflowMetricsCallback(TrainerCallback):
-    """Forwards the Trainer's logs to the active MLflow run as step metrics.
+class MetricsCallback(TrainerCallback):
+    """Logs the Trainer's logs (loss, learning_rate, eval_f1_macro, ...) to the MLflow and the W&B run, under
+    the same names and steps.
 
-    transformers' own MLflowCallback also logs ~150 TrainingArguments as params (clashing with the
-    MLproject's, which MLflow refuses to change) and starts/ends runs of its own; we own the run.
+    transformers' own MLflowCallback and WandbCallback are off (report_to="none"): the first logs ~150
+    TrainingArguments as params (clashing with the MLproject's, which MLflow refuses to change) and starts
+    runs of its own; the second dumps the same ~167 keys into the W&B config and renames every metric
+    (eval_f1_macro becomes eval/f1_macro).
     """
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        import wandb
+
         if state.is_world_process_zero and logs:
             numeric = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float))}
             mlflow.log_metrics(numeric, step=state.global_step)
+            if wandb.run is not None:
+                wandb.run.log(numeric, step=state.global_step)
 
 
 def log_metrics(metrics: dict[str, float]) -> None:

@@ -73,7 +73,7 @@ def training_arguments(cfg: TrainConfig, output_dir: str, **overrides):
         dataloader_num_workers=min(4, os.cpu_count() or 1) if cuda else 0,
         dataloader_pin_memory=cuda,
         use_cpu=cpu_only(),  # on CPU-only hosts this is what lets torchrun run data-parallel (gloo)
-        report_to=["wandb"],  # MLflow gets the same logs through tracking.MlflowMetricsCallback
+        report_to="none",  # MLflow and W&B get the same logs through tracking.MetricsCallback
     )
     return TrainingArguments(**{**settings, **overrides})
 
@@ -115,11 +115,11 @@ def train(cfg: TrainConfig) -> TrainResult | None:
     params = {
         **cfg.to_params(),
         "resolved_model": resolve_model_path(cfg.model_name),
-        "resolved_learning_rate": str(cfg.lr),
+        "resolved_learning_rate": cfg.lr,
         "resolved_registered_model_name": cfg.registry_name,
         "data_source": data.source,
         "data_hash": data.content_hash,
-        **{f"{split}_rows": str(len(frame)) for split, frame in data.splits.items()},
+        **{f"{split}_rows": len(frame) for split, frame in data.splits.items()},
     }
     tags = {"lang": cfg.lang, "base_model": cfg.model_name, "data_hash": data.content_hash}
     run_name = f"{cfg.lang}-{Path(cfg.model_name).name}"
@@ -131,7 +131,7 @@ def train(cfg: TrainConfig) -> TrainResult | None:
         with run_context as run, _shared_tempdir(state) as ckpt:
             if state.is_main_process:
                 _log_eda(encoded, cfg.max_length)
-            trainer = build_trainer(cfg, model, tokenizer, encoded, ckpt, callbacks=[tracking.MlflowMetricsCallback()])
+            trainer = build_trainer(cfg, model, tokenizer, encoded, ckpt, callbacks=[tracking.MetricsCallback()])
             trainer.train()
 
             # 3. Test once, on the best epoch's weights.

@@ -134,9 +134,32 @@ def test_mlflow_and_wandb_runs_point_at_each_other_and_hold_the_same_metrics(tra
     assert wb["config"]["mlflow_run_id"] == run.info.run_id
     for key in HEADLINE:
         assert wb["summary"][key] == pytest.approx(run.data.metrics[key])
-    # The Trainer's per-epoch evaluations reached W&B too.
-    assert len([row for row in wb["history"] if "eval/f1_macro" in row]) == 2
+    # The Trainer's per-epoch evaluations reached W&B too, under MLflow's names.
+    assert len([row for row in wb["history"] if "eval_f1_macro" in row]) == 2
+    logged = {key for row in wb["history"] for key in row if not key.startswith(("_", "plots/"))}
+    assert logged and logged <= set(run.data.metrics)
     assert wb["exit_code"] == 0
+
+
+def test_mlflow_and_wandb_runs_carry_the_same_params_typed_in_wandb(trained):
+    params, config = trained["runs"][0].data.params, trained["wandb"]["config"]
+    # Training's params in both, and no TrainingArguments dump (per_device_train_batch_size, ...) in W&B.
+    # (MLflow adds the model_config it logs the model with to the MLflow run's params itself.)
+    shared = set(config) - {"mlflow_run_id", "mlflow_experiment_id", "_wandb"}
+    assert shared <= set(params) and len(shared) == 19  # 11 config fields, 5 resolved, 3 row counts
+    assert {key: str(config[key]) for key in shared} == {key: params[key] for key in shared}
+    assert config["epochs"] == 2 and config["resolved_learning_rate"] == 0.005 and config["train_rows"] == 900
+    assert config["learning_rate"] == "5e-3"
+
+
+def test_disabled_wandb_is_recorded_as_disabled_not_as_a_made_up_run_path(tiny_model_dir, tiny_data_dir, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    result = train(tiny_config(tiny_model_dir, tiny_data_dir, epochs=1))
+    tags = mlflow.get_run(result.run_id).data.tags
+    assert result.wandb_run_path == tags["wandb.run_path"] == tags["wandb.mode"] == "disabled"
+    assert "wandb.run_id" not in tags
+    version = mlflow.MlflowClient().get_model_version(result.registered_model_name, result.version)
+    assert version.tags["wandb_run_path"] == "disabled"
 
 
 def test_no_secret_reaches_params_tags_or_wandb_config(tiny_model_dir, tiny_data_dir, monkeypatch):
