@@ -1,4 +1,5 @@
 import dataclasses
+import hashlib
 
 import pytest
 import yaml
@@ -88,7 +89,19 @@ def test_cli_integer_options_take_mlprojects_integral_floats_and_refuse_fraction
 
 
 def test_conda_env_installs_this_project_so_pyproject_stays_the_one_dependency_list():
-    env = yaml.safe_load((REPO_ROOT / "conda.yaml").read_text())
+    text = (REPO_ROOT / "conda.yaml").read_text()
+    env = yaml.safe_load(text)
     pip_section = next(dep for dep in env["dependencies"] if isinstance(dep, dict))["pip"]
     assert pip_section == [".[offline]"]
     assert any(str(dep).startswith("python=") for dep in env["dependencies"])
+
+
+def test_conda_yaml_changes_when_the_dependencies_do():
+    # MLflow reuses a conda env while conda.yaml's text is unchanged; ".[offline]" alone never changes.
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    dependencies = project["dependencies"] + project["optional-dependencies"]["offline"]
+    digest = hashlib.sha256("\n".join(dependencies).encode()).hexdigest()[:16]
+    assert f"# pyproject dependencies sha256: {digest}\n" in (REPO_ROOT / "conda.yaml").read_text(), (
+        f"pyproject.toml's dependencies changed: set conda.yaml's digest line to {digest}"
+    )
