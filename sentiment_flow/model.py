@@ -63,6 +63,23 @@ def model_source(name: str) -> str:
     return resolve_model_path(name)
 
 
+def license_note(name: str) -> str | None:
+    """The logged model's LICENSE.txt where MLflow's own would be wrong; None for a Hub id, where MLflow fetches
+    the license file (or writes a note with the repository's URL)."""
+    if name == OFFLINE_MODEL:
+        return (
+            f"Fine-tuned from all-MiniLM-L6-v2 as packaged in {model_source(name)}. Its weights are distributed by "
+            "the Sentence Transformers team under the Apache License 2.0: "
+            "https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2\n"
+        )
+    if Path(name).expanduser().exists():
+        return (
+            f"Fine-tuned from the local model {model_source(name)}; it is subject to that model's license, "
+            "which this record does not know: check where that model came from.\n"
+        )
+    return None
+
+
 def load_tokenizer_and_model(name: str):
     """(tokenizer, AutoModelForSequenceClassification with a fresh 3-way head and LABELS in its config)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -251,6 +252,15 @@ def share_model_files(info) -> None:
         return
     for path in Path(local_file_uri_to_path(location)).rglob("*"):
         path.chmod(path.stat().st_mode | (0o055 if path.is_dir() else 0o044))
+
+
+def replace_license(info, text: str) -> None:
+    """Overwrite the LICENSE.txt MLflow wrote into a logged model: for a model that is no Hub repository it
+    points at https://huggingface.co/<local path>."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder, "LICENSE.txt")
+        path.write_text(text, encoding="utf-8")
+        mlflow.MlflowClient().log_model_artifact(info.model_id, str(path))
 
 
 def register_version(

@@ -15,7 +15,7 @@ from sentiment_flow import metrics as M
 from sentiment_flow import plots, tracking
 from sentiment_flow.config import LABELS, TrainConfig
 from sentiment_flow.data import load_data, tokenize
-from sentiment_flow.model import check_max_length, load_tokenizer_and_model, model_source
+from sentiment_flow.model import check_max_length, license_note, load_tokenizer_and_model, model_source
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,8 @@ def train(cfg: TrainConfig) -> TrainResult | None:
             # 4. The model, as MLflow's transformers flavor.
             extra = ("fugashi", "unidic-lite") if cfg.lang == "japanese" else ()
             info = tracking.log_model(trainer.model, tokenizer, None, cfg.max_length, extra)
+            if note := license_note(cfg.model_name):
+                tracking.replace_license(info, note)
             tracking.share_model_files(info)
 
             # 5. Registered last, with what an ML ops reviewer needs: a version exists only once everything

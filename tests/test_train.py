@@ -129,6 +129,14 @@ def test_version_carries_lineage_tags_and_a_description(trained):
     assert "models:/sentiment-english@champion" in model.description
 
 
+def test_logged_license_names_the_local_base_model_instead_of_a_broken_hub_link(trained, tmp_path):
+    version = trained["version"]
+    path = mlflow.artifacts.download_artifacts(f"models:/{version.name}/{version.version}", dst_path=str(tmp_path))
+    text = Path(path, "LICENSE.txt").read_text()
+    assert "huggingface.co/" not in text
+    assert text.startswith(f"Fine-tuned from the local model {trained['runs'][0].data.params['model']}")
+
+
 def test_logged_model_files_are_readable_by_group_and_others(trained, tmp_path):
     location = trained["client"].get_model_version_download_uri(trained["version"].name, trained["version"].version)
     logged = mlflow.MlflowClient().get_logged_model(location.removeprefix("models:/")) if location.startswith("models:/") else None
