@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 import signal
 import sys
 
@@ -18,8 +19,27 @@ from sentiment_flow.errors import UserError
 from sentiment_flow.server import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS
 
 console = Console(stderr=True)
+
+
+class WholeNumber(click.ParamType):
+    """An integer that also accepts "2.0": MLproject has no integer type, so `mlflow run` passes floats."""
+
+    name = "integer"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not number.is_integer():
+            self.fail(f"{value!r} is not a whole number", param, ctx)
+        return int(number)
+
+
 # config.py postpones annotations, so dataclass field types arrive as strings.
-OPTION_TYPES = {"str": str, "int": int, "float": float}
+OPTION_TYPES = {"str": str, "int": WholeNumber(), "float": float}
 AUTH_ERRORS = {
     "UNAUTHENTICATED": "The tracking server refused the request (HTTP 401, not logged in): set "
     "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a user of that server (a wrong password gets "
@@ -29,24 +49,66 @@ AUTH_ERRORS = {
 }
 
 
+def optional_flag(name: str, help: str):
+    """A flag that also takes true/false, so an MLproject command can pass it as `--flag {param}`."""
+    return click.option(name, type=click.BOOL, is_flag=False, flag_value=True, default=False, help=help)
+
+
+class Terminated(SystemExit):
+    """SIGTERM (from `kill`, a scheduler, or `mlflow run` dying): unwinds like Ctrl-C, so cleanups run."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated(128 + signum)
+
+
+def _die_with_parent() -> None:
+    """Under `mlflow run` (which sets MLFLOW_RUN_ID): receive SIGTERM when that process dies.
+
+    `mlflow run` starts the entry point with `bash -c` (bash execs the single command), then only waits for
+    it; killed itself, it leaves the entry point running orphaned, still training and registering.
+    """
+    if sys.platform != "linux" or not os.environ.get("MLFLOW_RUN_ID"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1  # <linux/prctl.h>
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def user_errors(func):
-    """Print a UserError as one line (no traceback) and exit with its code."""
+    """Print a UserError or MLflow store failure as one line (no traceback) and exit with its code."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        from mlflow.exceptions import MlflowException  # imported here: --help stays fast
+
+        from sentiment_flow import tracking
+
         try:
-            return func(*args, **kwargs)
+            result = func(*args, **kwargs)
+        except (Terminated, KeyboardInterrupt):
+            tracking.end_project_run("KILLED")
+            raise
+        except MlflowException as exc:
+            # A server with --auth answers 401/403 with these codes. Any other store error's text may hold the
+            # tracking URI with its password, and a traceback helps no user here. The store is what failed:
+            # the project run is left to `mlflow run`, which marks it FAILED.
+            error = UserError(AUTH_ERRORS[exc.error_code]) if exc.error_code in AUTH_ERRORS else tracking.store_error(exc)
+            _fail(error)
         except UserError as exc:
-            console.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
-            sys.exit(exc.exit_code)
-        except Exception as exc:
-            # A server with --auth answers 401/403; MlflowException carries them as these codes.
-            if getattr(exc, "error_code", None) not in AUTH_ERRORS:
-                raise
-            console.print(f"[bold red]Error:[/] {escape(AUTH_ERRORS[exc.error_code])}", highlight=False, soft_wrap=True)
-            sys.exit(UserError.exit_code)
+            tracking.end_project_run("FAILED")
+            _fail(exc)
+        # Under `mlflow run`, end its run here too: killed itself, `mlflow run` would leave it RUNNING.
+        tracking.end_project_run("FINISHED")
+        return result
 
     return wrapper
+
+
+def _fail(error: UserError) -> None:
+    console.print(f"[bold red]Error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+    sys.exit(error.exit_code)
 
 
 def config_options(config_cls):
@@ -72,7 +134,12 @@ def config_options(config_cls):
 @click.version_option(package_name="sentiment-flow")
 def cli(verbose: bool) -> None:
     """Fine-tune transformer sentiment classifiers and run them through MLflow."""
+    from sentiment_flow import tracking
+
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    tracking.configure_store()
+    signal.signal(signal.SIGTERM, _terminate)
+    _die_with_parent()
 
 
 @cli.command()
@@ -116,15 +183,11 @@ def score(model_uri: str, input_path: str, output_path: str, probabilities: bool
     MODEL_URI is models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model or a local model directory.
     OUTPUT appears only once every row is written.
     """
-    from sentiment_flow import tracking
     from sentiment_flow.scoring import score_csv
 
-    # `kill` and schedulers send SIGTERM: unwind like Ctrl-C, so the partial output is removed and the run ends KILLED.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    with tracking.ending_project_run():
-        summary = score_csv(
-            model_uri, input_path, output_path, ScoreConfig(**options), probabilities=probabilities, overwrite=overwrite
-        )
+    summary = score_csv(
+        model_uri, input_path, output_path, ScoreConfig(**options), probabilities=probabilities, overwrite=overwrite
+    )
     table = Table(title=f"Scored {escape(str(summary.output))}", show_header=False)
     table.add_row("model", escape(summary.model_version))
     table.add_row("rows", f"{summary.rows:,} in {summary.seconds:.1f} s ({summary.rows / summary.seconds:,.0f} rows/s)")
@@ -175,17 +238,15 @@ def status(name: str) -> None:
 @click.argument("name")
 @click.option("--version", "version", required=True, help="The model version to promote, e.g. 3.")
 @click.option("--alias", required=True, help=f"The alias to point at it: {', '.join(ALIASES)}.")
-@click.option("--dry-run", is_flag=True, help="Run the gates and report; change nothing.")
+@optional_flag("--dry-run", help="Run the gates and report; change nothing.")
 @click.option("--reason", default="", help="Why; recorded on the version. Required with --force.")
-@click.option("--force", is_flag=True, help="Promote even if gates 2-3 (min_f1_macro, no_regression) fail.")
+@optional_flag("--force", help="Promote even if gates 2-3 (min_f1_macro, no_regression) fail.")
 @config_options(PromotionConfig)
 @user_errors
 def promote(name: str, version: str, alias: str, dry_run: bool, reason: str, force: bool, **thresholds) -> None:
     """Run the gates on version VERSION of NAME, then point ALIAS at it. Exit 0 promoted, 1 refused, 2 bad input."""
     from sentiment_flow import registry
 
-    # `kill` sends SIGTERM: unwind like Ctrl-C, so the promotion's pending announcement is withdrawn.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     report = registry.promote(
         name, version, alias, config=PromotionConfig(**thresholds), dry_run=dry_run, force=force, reason=reason
     )
@@ -259,8 +320,6 @@ def server(data_dir: str, backend_store_uri: str | None, artifacts_destination: 
     """Run a team tracking server: `mlflow server` on PostgreSQL with proxied artifacts, until Ctrl-C or SIGTERM."""
     from sentiment_flow import server as team_server
 
-    # `kill` and service managers send SIGTERM: unwind like Ctrl-C, so PostgreSQL is shut down cleanly too.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     with team_server.start(
         data_dir, backend_store_uri=backend_store_uri, artifacts_destination=artifacts_destination,
         host=host, port=port, workers=workers, auth=auth,

@@ -81,6 +81,12 @@ class TrainConfig:
             raise UserError(f"max_train_samples must be 0 (all) or positive, got {self.max_train_samples}.")
         if self.weight_decay < 0:
             raise UserError(f"weight_decay must be >= 0, got {self.weight_decay}.")
+        # MLflow's rule for registered model names; checked here, not after hours of training.
+        if not self.registry_name.strip() or any(char in self.registry_name for char in "/:"):
+            raise UserError(
+                f"registered_model_name {self.registered_model_name!r} is not a valid MLflow model name: "
+                f"use a non-empty name without '/' or ':', e.g. sentiment-{self.lang}."
+            )
         if self.learning_rate != AUTO:
             try:
                 lr = float(self.learning_rate)
@@ -116,9 +122,9 @@ class TrainConfig:
             return self.registered_model_name
         return f"sentiment-{self.lang}"
 
-    def to_params(self) -> dict[str, str]:
-        """Every field as MLflow would log it from MLproject."""
-        return {f.name: str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+    def to_params(self) -> dict[str, str | int | float]:
+        """Every field with its type: W&B keeps numbers as numbers, MLflow stores their text."""
+        return dataclasses.asdict(self)
 
 
 # Registry aliases a version moves through, in order. `promote` refuses any other name, so a typo

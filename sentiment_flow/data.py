@@ -47,6 +47,7 @@ def load_data(data: str, lang: str, max_train_samples: int = 0, seed: int = 0) -
     content_hash = _content_hash(splits)
     if max_train_samples and max_train_samples < len(splits["train"]):
         splits["train"] = splits["train"].sample(n=max_train_samples, random_state=seed).reset_index(drop=True)
+    _check_every_class(splits["train"], f"{source} [train]", max_train_samples)
     return SentimentData(splits=splits, source=source, content_hash=content_hash)
 
 
@@ -115,6 +116,19 @@ def _validate(frame: pd.DataFrame, where: str) -> pd.DataFrame:
         log.warning("%s: dropping %d row(s) with empty text", where, int(blank.sum()))
     out = pd.DataFrame({"text": text[~blank].astype(str), "label": labels[~blank].astype(int)})
     return out.reset_index(drop=True)
+
+
+def _check_every_class(train: pd.DataFrame, where: str, max_train_samples: int) -> None:
+    """Refuse a training split missing a class: the 3-class head would never learn to predict it."""
+    counts = train["label"].value_counts()
+    missing = [label for i, label in enumerate(LABELS) if i not in counts]
+    if missing:
+        found = ", ".join(f"{label} {int(counts.get(i, 0))}" for i, label in enumerate(LABELS))
+        fix = " or raise --max-train-samples" if max_train_samples else ""
+        raise UserError(
+            f"{where}: no {' or '.join(missing)} rows (counts: {found}); a {len(LABELS)}-class model cannot learn "
+            f"a class it never sees. Add rows of every class{fix}."
+        )
 
 
 def label_id(value) -> int | None:

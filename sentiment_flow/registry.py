@@ -60,9 +60,14 @@ log = logging.getLogger(__name__)
 
 KEY_METRICS = ("test_f1_macro", "test_accuracy")
 READY = "READY"
+FINISHED = "FINISHED"
+# Written by training when it registers a version, after every other step; a version without it was not
+# registered by a training that got that far.
+TRAINING_TAGS = ("mlflow_run_id",)
 PASS, FAIL, FORCED, SKIPPED = "pass", "fail", "forced", "skipped"
 FORCEABLE = ("min_f1_macro", "no_regression")  # gates 2-3; --force never skips readiness or the smoke test
 NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
+INVALID = "INVALID_PARAMETER_VALUE"
 # Metrics come back from the store as floats and from tags rounded to 4 digits: a tie must not fail by 1e-17.
 EPSILON = 1e-9
 HISTORY_LIMIT = 20  # entries kept in the alias_history tag; rollback itself follows version tags without limit
@@ -219,6 +224,7 @@ class _Evidence:
     source: str  # where the metrics were found, for the gate table
     searched: str  # where they were looked for
     data_hash: str  # "" when unknown
+    run_status: str | None  # the source run's status; None when that run is not in this store
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -453,13 +459,9 @@ def _gates(
     mine = _evidence(client, candidate)
     theirs = _evidence(client, champion) if champion else None
     champion_status = champion.status if champion else "none"
-    # 1. Registered completely, with the metrics the next gates need.
-    rows = [
-        Gate(
-            "ready", candidate.status, champion_status, READY, PASS if candidate.status == READY else FAIL,
-            "" if candidate.status == READY else "registration has not finished (or failed); register it again",
-        )
-    ]
+    # 1. Registered completely, by a training that finished, with the metrics the next gates need.
+    unready = _unready(candidate, mine)
+    rows = [Gate("ready", candidate.status, champion_status, READY, FAIL if unready else PASS, unready)]
     missing = [key for key in KEY_METRICS if key not in mine.metrics]
     rows.append(
         Gate(
@@ -558,6 +560,18 @@ def _smoke_gate(uri: str) -> Gate:
     return Gate("smoke_test", candidate, "-", expected, FAIL if notes else PASS, "; ".join(notes))
 
 
+def _unready(mv: ModelVersion, evidence: _Evidence) -> str:
+    """Why `mv` is not ready to serve ("" when it is)."""
+    if mv.status != READY:
+        return "registration has not finished (or failed); register it again"
+    if evidence.run_status not in (None, FINISHED):
+        return f"its source run {mv.run_id} is {evidence.run_status}, not {FINISHED}: the training did not complete"
+    missing = [tag for tag in TRAINING_TAGS if tag not in mv.tags]
+    if missing:
+        return f"no {', '.join(missing)} tag: not registered by a training that completed"
+    return ""
+
+
 def _outcome(ok: bool, force: bool, measurable: bool) -> str:
     if ok:
         return PASS
@@ -583,7 +597,8 @@ def _evidence(client: MlflowClient, mv: ModelVersion) -> _Evidence:
             sources.append("version tags")
     searched = f"run {mv.run_id} nor the version tags" if run else "the version tags nor a source run in this store"
     data_hash = mv.tags.get("data_hash") or (run.data.tags.get("data_hash", "") if run else "")
-    return _Evidence(metrics, " and ".join(sorted(set(sources))), searched, data_hash)
+    run_status = run.info.status if run else None
+    return _Evidence(metrics, " and ".join(sorted(set(sources))), searched, data_hash, run_status)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -751,6 +766,8 @@ def _registered_model(client: MlflowClient, name: str) -> RegisteredModel:
     try:
         return client.get_registered_model(name)
     except MlflowException as exc:
+        if exc.error_code == INVALID:
+            raise UserError(f"{one_line(exc)}: pass a registered model name such as sentiment-english.") from None
         if exc.error_code != NOT_FOUND:
             raise
     known = [model.name for model in client.search_registered_models(max_results=20)]
@@ -788,7 +805,7 @@ def _alias_version(model: RegisteredModel, alias: str) -> str | None:
 def _all_versions(client: MlflowClient, name: str) -> list[ModelVersion]:
     versions, token = [], None
     while True:
-        page = client.search_model_versions(f"name = '{name}'", page_token=token)
+        page = client.search_model_versions(_name_filter(name), page_token=token)
         versions.extend(page)
         token = page.token
         if not token:
@@ -797,6 +814,13 @@ def _all_versions(client: MlflowClient, name: str) -> list[ModelVersion]:
 
 # ---------------------------------------------------------------------------------------------------------
 # Small helpers
+
+
+def _name_filter(name: str) -> str:
+    """The search filter for one model's versions. MLflow's filter strings have no escape character; a name
+    holding a single quote (it's) is quoted with double quotes instead."""
+    quote = '"' if "'" in name else "'"
+    return f"name = {quote}{name}{quote}"
 
 
 def _key(alias: str, field: str) -> str:

@@ -5,19 +5,35 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import mlflow
+from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
 from transformers import TrainerCallback
+
+from sentiment_flow.errors import UserError, one_line
 
 log = logging.getLogger(__name__)
 
 WANDB_PROJECT = "sentiment-flow"
 MODEL_ARTIFACT = "model"
 INPUT_COLUMN = "text"  # the signature's one input column: what serving payloads name
+# The README's store: explicit, because MLflow's own default depends on its version and on whether ./mlruns exists.
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+# MLflow retries an unreachable server for about 4 minutes (7 retries, backoff factor 2, 120 s timeout)
+# before it fails with a traceback. These fail within seconds; a user may set any of them higher.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
 
 
 @dataclass(frozen=True)
@@ -43,11 +59,68 @@ def wandb_mode() -> str:
     return "offline"
 
 
+def configure_store() -> None:
+    """The tracking URI (sqlite:///mlflow.db unless MLFLOW_TRACKING_URI is set) and quick-failing HTTP defaults."""
+    os.environ.setdefault("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def redacted_uri(uri: str | None = None) -> str:
+    """The tracking URI (or `uri`) with any password replaced by ***: safe to print."""
+    uri = uri or mlflow.get_tracking_uri()
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    userinfo = parts.netloc.rpartition("@")[0]
+    user = userinfo.partition(":")[0]
+    return uri.replace(f"{userinfo}@", f"{user}:***@", 1)
+
+
+def store_error(exc: MlflowException) -> UserError:
+    """A one-line UserError for an MLflow store failure, with credentials redacted from the URI and the message."""
+    uri = mlflow.get_tracking_uri()
+    message = one_line(exc)
+    if message.startswith("API request to"):  # the transport failed: requests' text repeats the URL
+        return UserError(
+            f"Cannot reach the MLflow tracking server at {redacted_uri(uri)}. Start it, or point "
+            "MLFLOW_TRACKING_URI at a reachable one (MLFLOW_HTTP_REQUEST_MAX_RETRIES and "
+            "MLFLOW_HTTP_REQUEST_TIMEOUT wait longer)."
+        )
+    secret = urlsplit(uri).password
+    if secret:
+        message = message.replace(secret, "***")
+    return UserError(f"The MLflow store at {redacted_uri(uri)} failed: {message}.")
+
+
+def check_store() -> None:
+    """One cheap request to the tracking store, so an unreachable server fails before minutes of work."""
+    mlflow.MlflowClient().search_experiments(max_results=1)
+
+
+def end_project_run(status: str) -> None:
+    """End the run `mlflow run` started for this process (MLFLOW_RUN_ID) with `status` if it is still running.
+
+    `mlflow run` marks it FAILED itself, but not when it was killed too: then nobody else ends it.
+    """
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    client = mlflow.MlflowClient()
+    try:
+        if client.get_run(run_id).info.status == RunStatus.to_string(RunStatus.RUNNING):
+            client.set_terminated(run_id, status)
+    except mlflow.exceptions.MlflowException as exc:  # the store itself may be what failed: report that instead
+        log.debug("could not end run %s %s: %s", run_id, status, exc)
+
+
 @contextmanager
-def tracked_run(params: dict[str, str], run_name: str, tags: dict[str, str]) -> Iterator[TrackedRun]:
+def tracked_run(params: dict[str, str | int | float], run_name: str, tags: dict[str, str]) -> Iterator[TrackedRun]:
     """Start (or, under `mlflow run`, resume) the MLflow run and a W&B run that point at each other.
 
-    An exception inside marks both runs failed; MLflow's context manager records FAILED.
+    Both get the same params: MLflow stores them as text, W&B keeps numbers as numbers. An exception inside
+    marks both runs failed; MLflow's context manager records FAILED. A SIGTERM or Ctrl-C (SystemExit,
+    KeyboardInterrupt) ends the MLflow run KILLED instead.
     """
     import wandb
 
@@ -67,54 +140,44 @@ def tracked_run(params: dict[str, str], run_name: str, tags: dict[str, str]) -> 
             config={**params, "mlflow_run_id": run_id, "mlflow_experiment_id": run.info.experiment_id},
             tags=[tags.get("lang", "")],
         )
-        mlflow.set_tags({"wandb.run_id": wb.id, "wandb.run_path": wb.path, "wandb.mode": mode})
+        # A disabled W&B run still has a made-up id and path ("dummy/..."): record that it is disabled instead.
+        path = "disabled" if mode == "disabled" else wb.path
+        mlflow.set_tags({"wandb.run_path": path, "wandb.mode": mode})
+        if mode != "disabled":
+            mlflow.set_tag("wandb.run_id", wb.id)
         if wb.url:
             mlflow.set_tag("wandb.url", wb.url)
         exit_code = 1
         try:
-            yield TrackedRun(mlflow_run_id=run_id, wandb_run_path=wb.path, wandb_mode=mode)
+            yield TrackedRun(mlflow_run_id=run_id, wandb_run_path=path, wandb_mode=mode)
             exit_code = 0
+        except (SystemExit, KeyboardInterrupt):
+            mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+            raise
         finally:
             wb.finish(exit_code=exit_code)
     if mode == "offline":
         log.info("W&B run saved offline in %s; upload it with: wandb sync %s", wb.dir, os.path.dirname(wb.dir))
 
 
-@contextmanager
-def ending_project_run() -> Iterator[None]:
-    """Under `mlflow run` (MLFLOW_RUN_ID set), end its run FINISHED, FAILED, or KILLED (an interrupt) with the block.
+class MetricsCallback(TrainerCallback):
+    """Logs the Trainer's logs (loss, learning_rate, eval_f1_macro, ...) to the MLflow and the W&B run, under
+    the same names and steps.
 
-    `mlflow run` marks the run itself only while it lives: killed by SIGTERM, it leaves the run RUNNING.
-    A SIGTERM handler that exits (as `sentiment-flow score`'s does) ends it KILLED, as Ctrl-C does (though
-    after Ctrl-C `mlflow run` 3.x overwrites KILLED with FAILED: its is_terminated check compares a status
-    name with status numbers).
-    """
-    run_id = os.environ.get("MLFLOW_RUN_ID")
-    if not run_id:
-        yield
-        return
-    status = "FAILED"
-    try:
-        yield
-        status = "FINISHED"
-    except (KeyboardInterrupt, SystemExit):
-        status = "KILLED"
-        raise
-    finally:
-        mlflow.MlflowClient().set_terminated(run_id, status)
-
-
-class MlflowMetricsCallback(TrainerCallback):
-    """Forwards the Trainer's logs to the active MLflow run as step metrics.
-
-    transformers' own MLflowCallback also logs ~150 TrainingArguments as params (clashing with the
-    MLproject's, which MLflow refuses to change) and starts/ends runs of its own; we own the run.
+    transformers' own MLflowCallback and WandbCallback are off (report_to="none"): the first logs ~150
+    TrainingArguments as params (clashing with the MLproject's, which MLflow refuses to change) and starts
+    runs of its own; the second dumps the same ~167 keys into the W&B config and renames every metric
+    (eval_f1_macro becomes eval/f1_macro).
     """
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        import wandb
+
         if state.is_world_process_zero and logs:
             numeric = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float))}
             mlflow.log_metrics(numeric, step=state.global_step)
+            if wandb.run is not None:
+                wandb.run.log(numeric, step=state.global_step)
 
 
 def log_metrics(metrics: dict[str, float]) -> None:
@@ -185,6 +248,59 @@ def log_model(
         pip_requirements=pip_requirements(extra_requirements),
         registered_model_name=registered_model_name,
     )
+
+
+def share_model_files(info) -> None:
+    """Make a model logged to a local artifact store readable by the group and others, like its other files.
+
+    safetensors writes the weights 0600, and a local store keeps that mode when it copies them in (a tracking
+    server writes uploads with its own umask): another user of a shared store could not load the model.
+    """
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    location = mlflow.MlflowClient().get_logged_model(info.model_id).artifact_location
+    if urlsplit(location).scheme not in ("", "file"):
+        return
+    for path in Path(local_file_uri_to_path(location)).rglob("*"):
+        path.chmod(path.stat().st_mode | (0o055 if path.is_dir() else 0o044))
+
+
+def replace_license(info, text: str) -> None:
+    """Overwrite the LICENSE.txt MLflow wrote into a logged model: for a model that is no Hub repository it
+    points at https://huggingface.co/<local path>."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder, "LICENSE.txt")
+        path.write_text(text, encoding="utf-8")
+        mlflow.MlflowClient().log_model_artifact(info.model_id, str(path))
+
+
+def register_version(
+    model_uri: str, name: str, tags: dict[str, str], description: str, model_description: str
+) -> str:
+    """Register `model_uri` as a new version of `name`, created with its tags; returns the version.
+
+    A new registered model gets `model_description`. If the version's description cannot be written (or the
+    process is stopped meanwhile) the version is deleted.
+    """
+    version = str(mlflow.register_model(model_uri, name, tags=tags).version)
+    client = mlflow.MlflowClient()
+    try:
+        if not client.get_registered_model(name).description:
+            client.update_registered_model(name, description=model_description)
+        client.update_model_version(name, version, description=description)
+    except BaseException:
+        delete_version(name, version)
+        raise
+    return version
+
+
+def delete_version(name: str, version: str) -> None:
+    """Delete a version whose training did not finish; log (never raise) if that fails too."""
+    try:
+        mlflow.MlflowClient().delete_model_version(name, version)
+        log.warning("Deleted %s version %s: the training did not finish", name, version)
+    except Exception:  # noqa: BLE001 - the error that stopped training is the one to raise
+        log.exception("Could not delete %s version %s; its run is not FINISHED, so promote refuses it", name, version)
 
 
 def describe_version(name: str, version: str, tags: dict[str, str], description: str) -> None:

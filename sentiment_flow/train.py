@@ -15,7 +15,7 @@ from sentiment_flow import metrics as M
 from sentiment_flow import plots, tracking
 from sentiment_flow.config import LABELS, TrainConfig
 from sentiment_flow.data import load_data, tokenize
-from sentiment_flow.model import load_tokenizer_and_model, resolve_model_path
+from sentiment_flow.model import check_max_length, license_note, load_tokenizer_and_model, model_source
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def training_arguments(cfg: TrainConfig, output_dir: str, **overrides):
         dataloader_num_workers=min(4, os.cpu_count() or 1) if cuda else 0,
         dataloader_pin_memory=cuda,
         use_cpu=cpu_only(),  # on CPU-only hosts this is what lets torchrun run data-parallel (gloo)
-        report_to=["wandb"],  # MLflow gets the same logs through tracking.MlflowMetricsCallback
+        report_to="none",  # MLflow and W&B get the same logs through tracking.MetricsCallback
     )
     return TrainingArguments(**{**settings, **overrides})
 
@@ -106,57 +106,75 @@ def train(cfg: TrainConfig) -> TrainResult | None:
     state = PartialState(cpu=cpu_only())
 
     # 1. Fail fast: every input problem surfaces here, before a run is started or a step is taken.
+    if state.is_main_process:
+        tracking.check_store()
     data = load_data(cfg.data, cfg.lang, cfg.max_train_samples, cfg.seed)
     set_seed(cfg.seed)  # before the model: the new classification head is randomly initialised
     tokenizer, model = load_tokenizer_and_model(cfg.model_name)
+    check_max_length(cfg.model_name, tokenizer, model, cfg.max_length)
     encoded = tokenize(data, tokenizer, cfg.max_length)
 
     params = {
         **cfg.to_params(),
-        "resolved_model": resolve_model_path(cfg.model_name),
-        "resolved_learning_rate": str(cfg.lr),
+        "resolved_model": model_source(cfg.model_name),
+        "resolved_learning_rate": cfg.lr,
         "resolved_registered_model_name": cfg.registry_name,
         "data_source": data.source,
         "data_hash": data.content_hash,
-        **{f"{split}_rows": str(len(frame)) for split, frame in data.splits.items()},
+        **{f"{split}_rows": len(frame) for split, frame in data.splits.items()},
     }
     tags = {"lang": cfg.lang, "base_model": cfg.model_name, "data_hash": data.content_hash}
     run_name = f"{cfg.lang}-{Path(cfg.model_name).name}"
 
     # 2. One MLflow run and one W&B run record everything below.
     run_context = tracking.tracked_run(params, run_name, tags) if state.is_main_process else nullcontext()
-    with run_context as run, _shared_tempdir(state) as ckpt:
-        if state.is_main_process:
-            _log_eda(encoded, cfg.max_length)
-        trainer = build_trainer(cfg, model, tokenizer, encoded, ckpt, callbacks=[tracking.MlflowMetricsCallback()])
-        trainer.train()
+    version = None
+    try:
+        with run_context as run, _shared_tempdir(state) as ckpt:
+            if state.is_main_process:
+                _log_eda(encoded, cfg.max_length)
+            trainer = build_trainer(cfg, model, tokenizer, encoded, ckpt, callbacks=[tracking.MetricsCallback()])
+            trainer.train()
 
-        # 3. Test once, on the best epoch's weights.
-        # group_by_length orders evaluation batches by length too: take the labels from the same
-        # prediction output, never from the dataset's original order.
-        prediction = trainer.predict(encoded["test"])
-        if not state.is_main_process:
-            return None
-        y_true, y_pred = prediction.label_ids, prediction.predictions.argmax(axis=-1)
-        test_metrics = {f"test_{k}": v for k, v in M.classification_metrics(y_true, y_pred, per_class=True).items()}
-        tracking.log_metrics(test_metrics)
-        tracking.log_figure(plots.confusion_matrix(y_true, y_pred), "confusion_matrix.png")
-        tracking.log_text(M.report(y_true, y_pred), "classification_report.txt")
+            # 3. Test once, on the best epoch's weights.
+            # group_by_length orders evaluation batches by length too: take the labels from the same
+            # prediction output, never from the dataset's original order.
+            prediction = trainer.predict(encoded["test"])
+            if not state.is_main_process:
+                return None
+            y_true, y_pred = prediction.label_ids, prediction.predictions.argmax(axis=-1)
+            test_metrics = {f"test_{k}": v for k, v in M.classification_metrics(y_true, y_pred, per_class=True).items()}
+            tracking.log_metrics(test_metrics)
+            tracking.log_figure(plots.confusion_matrix(y_true, y_pred), "confusion_matrix.png")
+            tracking.log_text(M.report(y_true, y_pred), "classification_report.txt")
 
-        # 4. The model, as MLflow's transformers flavor, registered with what an ML ops reviewer needs.
-        extra = ("fugashi", "unidic-lite") if cfg.lang == "japanese" else ()
-        info = tracking.log_model(trainer.model, tokenizer, cfg.registry_name, cfg.max_length, extra)
-        version = str(info.registered_model_version)
-        version_tags = {
-            **tags,
-            "data_source": data.source,
-            "max_length": str(cfg.max_length),
-            "git_commit": _git_commit(),
-            "mlflow_run_id": run.mlflow_run_id,
-            "wandb_run_path": run.wandb_run_path,
-            **{k: f"{test_metrics[k]:.4f}" for k in HEADLINE_METRICS},
-        }
-        tracking.describe_version(cfg.registry_name, version, version_tags, _description(cfg, data, test_metrics))
+            # 4. The model, as MLflow's transformers flavor.
+            extra = ("fugashi", "unidic-lite") if cfg.lang == "japanese" else ()
+            info = tracking.log_model(trainer.model, tokenizer, None, cfg.max_length, extra)
+            if note := license_note(cfg.model_name):
+                tracking.replace_license(info, note)
+            tracking.share_model_files(info)
+
+            # 5. Registered last, with what an ML ops reviewer needs: a version exists only once everything
+            # above succeeded. `promote` refuses a version whose run did not end FINISHED.
+            version_tags = {
+                **tags,
+                "data_source": data.source,
+                "max_length": str(cfg.max_length),
+                "git_commit": _git_commit(),
+                "mlflow_run_id": run.mlflow_run_id,
+                "wandb_run_path": run.wandb_run_path,
+                **{k: f"{test_metrics[k]:.4f}" for k in HEADLINE_METRICS},
+            }
+            description = _description(cfg, data, test_metrics)
+            version = tracking.register_version(
+                info.model_uri, cfg.registry_name, version_tags, description, _model_description(cfg)
+            )
+    except BaseException:
+        # Stopped or failed while registering or closing the runs: leave nothing promotable behind.
+        if version is not None:
+            tracking.delete_version(cfg.registry_name, version)
+        raise
 
     return TrainResult(
         run_id=run.mlflow_run_id,
@@ -195,6 +213,14 @@ def _git_commit() -> str:
     from mlflow.utils.git_utils import get_git_commit
 
     return get_git_commit(str(Path(__file__).resolve().parent)) or "unknown"
+
+
+def _model_description(cfg: TrainConfig) -> str:
+    return (
+        f"Sentiment classifier ({'/'.join(LABELS)}) for {cfg.lang} text, one version per `sentiment-flow train` "
+        f"run; each version's description and tags say what it was trained from and how it tested. Serving and "
+        f"batch scoring read models:/{cfg.registry_name}@champion; see `sentiment-flow status {cfg.registry_name}`."
+    )
 
 
 def _description(cfg: TrainConfig, data, test_metrics: dict[str, float]) -> str:

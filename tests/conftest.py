@@ -119,11 +119,11 @@ def register_tiny_model(tiny_model_dir):
         lang: str = "english",
     ) -> str:
         metrics = {k: v for k, v in {"test_f1_macro": test_f1_macro, "test_accuracy": test_accuracy}.items() if v is not None}
-        with mlflow.start_run():
+        with mlflow.start_run() as run:
             mlflow.log_metrics(metrics)
             info = tracking.log_model(model, tokenizer, name)
             version = str(info.registered_model_version)
-            tags = {"lang": lang, "base_model": "tiny-distilbert", "data_hash": data_hash}
+            tags = {"lang": lang, "base_model": "tiny-distilbert", "data_hash": data_hash, "mlflow_run_id": run.info.run_id}
             tags.update({k: f"{v:.4f}" for k, v in metrics.items()})
             tracking.describe_version(name, version, tags, "Tiny test model.")
         return version

@@ -1,4 +1,5 @@
 import dataclasses
+import hashlib
 
 import pytest
 import yaml
@@ -61,6 +62,8 @@ def test_registered_model_name_defaults_to_sentiment_lang():
         ({"learning_rate": "fast"}, "learning_rate must be 'auto' or a number"),
         ({"learning_rate": "2"}, "learning_rate must be 'auto' or a number"),
         ({"max_train_samples": -1}, "max_train_samples must be 0"),
+        ({"registered_model_name": "a/b"}, "registered_model_name 'a/b' is not a valid MLflow model name"),
+        ({"registered_model_name": " "}, "registered_model_name ' ' is not a valid MLflow model name"),
     ],
 )
 def test_bad_config_values_are_refused_with_the_fix(kwargs, message):
@@ -75,8 +78,30 @@ def test_cli_prints_a_user_error_without_traceback_and_exits_2():
     assert "Traceback" not in result.output
 
 
+def test_cli_integer_options_take_mlprojects_integral_floats_and_refuse_fractions():
+    # `mlflow run -P epochs=1` arrives as 1.0: MLproject has no integer type.
+    accepted = CliRunner().invoke(cli, ["train", "--epochs", "1.0", "--batch-size", "16.0", "--lang", "klingon"])
+    assert accepted.exit_code == 2 and "Unknown lang 'klingon'" in accepted.output
+    refused = CliRunner().invoke(cli, ["train", "--epochs", "2.5"])
+    assert refused.exit_code == 2
+    assert "Error: Invalid value for '--epochs': '2.5' is not a whole number" in refused.output
+    assert "Traceback" not in refused.output
+
+
 def test_conda_env_installs_this_project_so_pyproject_stays_the_one_dependency_list():
-    env = yaml.safe_load((REPO_ROOT / "conda.yaml").read_text())
+    text = (REPO_ROOT / "conda.yaml").read_text()
+    env = yaml.safe_load(text)
     pip_section = next(dep for dep in env["dependencies"] if isinstance(dep, dict))["pip"]
     assert pip_section == [".[offline]"]
     assert any(str(dep).startswith("python=") for dep in env["dependencies"])
+
+
+def test_conda_yaml_changes_when_the_dependencies_do():
+    # MLflow reuses a conda env while conda.yaml's text is unchanged; ".[offline]" alone never changes.
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    dependencies = project["dependencies"] + project["optional-dependencies"]["offline"]
+    digest = hashlib.sha256("\n".join(dependencies).encode()).hexdigest()[:16]
+    assert f"# pyproject dependencies sha256: {digest}\n" in (REPO_ROOT / "conda.yaml").read_text(), (
+        f"pyproject.toml's dependencies changed: set conda.yaml's digest line to {digest}"
+    )

@@ -58,8 +58,20 @@ def test_integer_labels_and_mixed_case_names_are_accepted(tmp_path):
 
 def test_rows_with_empty_text_are_dropped(tmp_path):
     frame = pd.DataFrame({"text": ["good", "", None, "bad"], "label": ["positive"] * 2 + ["negative"] * 2})
-    data = load_data(str(write_splits(tmp_path / "d", train=frame)), "english")
-    assert list(data.splits["train"]["text"]) == ["good", "bad"]
+    data = load_data(str(write_splits(tmp_path / "d", valid=frame)), "english")
+    assert list(data.splits["valid"]["text"]) == ["good", "bad"]
+
+
+def test_a_training_split_missing_a_class_is_refused_with_the_counts(tmp_path):
+    frame = pd.DataFrame({"text": ["good", "fine", "great"], "label": ["positive", "neutral", "positive"]})
+    with pytest.raises(UserError, match=r"\[train\]: no negative rows \(counts: positive 2, neutral 1, negative 0\); "
+                                        r"a 3-class model cannot learn a class it never sees"):
+        load_data(str(write_splits(tmp_path / "d", train=frame)), "english")
+
+
+def test_a_sample_too_small_to_hold_every_class_names_max_train_samples(tiny_data_dir):
+    with pytest.raises(UserError, match=r"counts: .*0.*raise --max-train-samples"):
+        load_data(str(tiny_data_dir), "english", max_train_samples=1)
 
 
 def test_missing_data_folder_names_the_fix(tmp_path):

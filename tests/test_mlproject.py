@@ -1,8 +1,10 @@
 """End to end: `mlflow run . --env-manager local` in a subprocess, as a user runs it."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -16,12 +18,19 @@ from conftest import REPO_ROOT
 pytestmark = pytest.mark.slow
 
 
-def mlflow_run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def mlflow_run_command(*args: str) -> list[str]:
+    bin_dir = str(Path(sys.executable).parent)
+    return [f"{bin_dir}/mlflow", "run", str(REPO_ROOT), "--env-manager", "local", "--experiment-name", "e2e", *args]
+
+
+def mlflow_run_env(**extra: str) -> dict[str, str]:
     bin_dir = str(Path(sys.executable).parent)  # `mlflow run` starts `python` from PATH
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", **extra}
+
+
+def mlflow_run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [f"{bin_dir}/mlflow", "run", str(REPO_ROOT), "--env-manager", "local", "--experiment-name", "e2e", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
+        mlflow_run_command(*args), cwd=cwd, env=mlflow_run_env(), capture_output=True, text=True, timeout=600
     )
 
 
@@ -62,3 +71,50 @@ def test_mlflow_run_with_bad_data_fails_the_run_with_a_clear_message(tiny_model_
     runs = mlflow.search_runs(experiment_names=["e2e"])
     assert list(runs["status"]) == ["FAILED"]
     assert mlflow.MlflowClient().search_registered_models() == []
+
+
+def test_sigterm_to_mlflow_run_stops_the_training_child_and_registers_nothing(tiny_model_dir, tiny_data_dir, tmp_path):
+    import psutil
+
+    temp = tmp_path / "tmp"  # where the training's checkpoint folder goes
+    temp.mkdir()
+    command = mlflow_run_command(
+        "-P", f"model={tiny_model_dir}", "-P", f"data={tiny_data_dir}", "-P", "epochs=500", "-P", "max_length=32",
+        "-P", "registered_model_name=killed",
+    )
+    client = mlflow.MlflowClient()
+    client.search_experiments()  # create the schema now: two processes migrating one new sqlite file race
+    log = tmp_path / "mlflow-run.log"
+    with open(log, "w") as out:
+        parent = subprocess.Popen(command, cwd=tmp_path, env=mlflow_run_env(TMPDIR=str(temp)),
+                                  stdout=out, stderr=subprocess.STDOUT)
+    children = []
+    try:
+        deadline = time.monotonic() + 180
+        run = None
+        # Training is about to start once the run is tracked and the checkpoint folder exists.
+        while run is None or "wandb.run_id" not in run.data.tags or not list(temp.glob("sentiment_flow-*")):
+            assert time.monotonic() < deadline and parent.poll() is None, log.read_text()[-3000:]
+            time.sleep(1)
+            experiment = client.get_experiment_by_name("e2e")
+            runs = client.search_runs([experiment.experiment_id]) if experiment else []
+            run = runs[0] if runs else None
+        time.sleep(3)  # into the training loop
+        children = psutil.Process(parent.pid).children(recursive=True)
+        assert children
+
+        parent.send_signal(signal.SIGTERM)  # the `mlflow run` process only, as `kill PID` does
+        parent.wait(timeout=30)
+        _, alive = psutil.wait_procs(children, timeout=60)
+        assert not alive, "the training outlived `mlflow run`"
+    finally:
+        parent.kill()
+        for child in children:
+            if child.is_running():
+                child.kill()
+
+    assert client.get_run(run.info.run_id).info.status == "KILLED"
+    assert client.search_registered_models() == []
+    assert list(temp.glob("sentiment_flow-*")) == []
+    (wandb_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    assert read_offline_run(wandb_dir)["exit_code"] not in (None, 0)  # finished, and marked failed

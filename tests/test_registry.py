@@ -45,9 +45,9 @@ def add_version(template, isolated):
         metrics = {key: value for key, value in given.items() if value is not None}
         with mlflow.start_run() as run:
             mlflow.log_metrics(metrics)
-        if not client.search_registered_models(f"name = '{name}'"):
+        if name not in {model.name for model in client.search_registered_models()}:
             client.create_registered_model(name)
-        tags = {"lang": "english", "base_model": "tiny-distilbert", "data_hash": data_hash}
+        tags = {"lang": "english", "base_model": "tiny-distilbert", "data_hash": data_hash, "mlflow_run_id": run.info.run_id}
         tags.update({k: f"{v:.4f}" for k, v in {**metrics, **(tag_metrics or {})}.items()})
         return str(client.create_model_version(name, source or template.model_uri, run.info.run_id, tags=tags).version)
 
@@ -213,6 +213,29 @@ def test_a_candidate_below_the_minimum_f1_is_refused(add_version):
     assert registry.promote(NAME, v1, "champion", config=PromotionConfig(min_f1_macro=0.4)).promoted
 
 
+@pytest.mark.parametrize("status", ["FAILED", "KILLED", "RUNNING"])
+def test_a_version_whose_training_run_did_not_finish_fails_the_ready_gate(add_version, status):
+    client = MlflowClient()
+    v1 = add_version(0.9)
+    run_id = client.get_model_version(NAME, v1).run_id
+    client.update_run(run_id, status=status)
+
+    report = registry.promote(NAME, v1, "champion", dry_run=True, force=True, reason="forcing never skips readiness")
+
+    assert report.failed == ("ready",) and report.exit_code == 1
+    assert f"is {status}, not FINISHED" in report.gates[0].note
+
+
+def test_a_version_without_the_tags_training_writes_fails_the_ready_gate(add_version):
+    v1 = add_version(0.9)
+    MlflowClient().delete_model_version_tag(NAME, v1, "mlflow_run_id")
+
+    report = registry.promote(NAME, v1, "champion", dry_run=True)
+
+    assert report.failed == ("ready",)
+    assert "no mlflow_run_id tag" in report.gates[0].note
+
+
 def test_metrics_come_from_the_source_run_before_the_version_tags(add_version):
     # The run says 0.45, a (hand-edited) tag says 0.90: the run is the record training wrote.
     v1 = add_version(0.45, tag_metrics={"test_f1_macro": 0.9})
@@ -227,7 +250,7 @@ def test_metrics_fall_back_to_the_version_tags_when_the_run_is_not_in_this_store
     # As for a version copied from another tracking server: it names a run this store does not have.
     client = MlflowClient()
     client.create_registered_model(NAME)
-    tags = {"test_f1_macro": "0.7100", "test_accuracy": "0.7200", "data_hash": DATA_HASH}
+    tags = {"test_f1_macro": "0.7100", "test_accuracy": "0.7200", "data_hash": DATA_HASH, "mlflow_run_id": "f" * 32}
     v1 = str(client.create_model_version(NAME, template.model_uri, run_id="f" * 32, tags=tags).version)
 
     report = registry.promote(NAME, v1, "champion")
@@ -278,6 +301,25 @@ def test_unknown_model_version_or_alias_is_a_usage_error_naming_the_fix(add_vers
     assert error.value.exit_code == 2
     if args[0] == "no-such-model":
         assert f"Models there: {NAME}." in str(error.value)
+
+
+@pytest.mark.parametrize("name, message", [
+    ("a/b", "Invalid model name 'a/b'. Names cannot contain '/' or ':': pass a registered model name"),
+    ("", "Missing value for required parameter 'name'"),
+])
+def test_names_mlflow_rejects_are_one_line_usage_errors(add_version, name, message):
+    add_version()
+    result = CliRunner().invoke(cli, ["status", name])
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_a_name_with_a_single_quote_works_for_status_and_promote(add_version):
+    v1 = add_version(name="it's")
+    assert [row.version for row in registry.status("it's").versions] == [v1]
+    assert registry.promote("it's", v1, "champion").promoted
+    with pytest.raises(UserError, match=f"its versions are {v1}"):
+        registry.promote("it's", "99", "champion")
 
 
 def test_promoting_to_the_alias_a_version_already_holds_is_a_no_op(add_version):
@@ -547,12 +589,15 @@ def test_mlproject_registry_entry_points_pass_their_parameters_to_the_cli():
     entry_points = yaml.safe_load((REPO_ROOT / "MLproject").read_text())["entry_points"]
     promote, rollback = entry_points["promote"], entry_points["rollback"]
 
-    assert set(promote["parameters"]) == {"model_name", "version", "alias"}
+    assert set(promote["parameters"]) == {"model_name", "version", "alias", "dry_run", "force", "reason"}
     assert set(rollback["parameters"]) == {"model_name", "alias"}
     assert rollback["parameters"]["alias"]["default"] == CHAMPION
     rollback_alias = next(p for p in cli.commands["rollback"].params if p.name == "alias")
     assert rollback_alias.default == CHAMPION
-    assert promote["command"] == "python -m sentiment_flow promote {model_name} --version {version} --alias {alias}"
+    assert promote["command"] == (
+        "python -m sentiment_flow promote {model_name} --version {version} --alias {alias} "
+        "--dry-run {dry_run} --force {force} --reason {reason}"
+    )
     assert rollback["command"] == "python -m sentiment_flow rollback {model_name} --alias {alias}"
 
 
@@ -635,12 +680,26 @@ def test_mlproject_promote_and_rollback_entry_points_run_under_mlflow_run(add_ve
         command = ["mlflow", "run", str(REPO_ROOT), "-e", entry_point, *args, "--env-manager", "local"]
         return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
 
+    dry = mlflow_run("promote", model_name=NAME, version=v2, alias="champion", dry_run="true")
+    assert dry.returncode == 0 and "Dry run, nothing changed" in dry.stderr + dry.stdout
+    assert aliases() == {"champion": v1}
     promoted = mlflow_run("promote", model_name=NAME, version=v2, alias="champion")
     assert promoted.returncode == 0, promoted.stdout + promoted.stderr
     assert aliases() == {"champion": v2}
+    v3 = add_version(0.4)
+    forced = mlflow_run("promote", model_name=NAME, version=v3, alias="challenger", force="true", reason="it's a test")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert version_tags(v3)["promotion.challenger.reason"] == "it's a test"
     rolled = mlflow_run("rollback", model_name=NAME)
     assert rolled.returncode == 0, rolled.stdout + rolled.stderr
-    assert aliases() == {"champion": v1}
+    assert aliases() == {"champion": v1, "challenger": v3}
+    # Failures: `mlflow run` exits 1 whatever the command's code, and no run is left RUNNING.
+    refused = mlflow_run("promote", model_name=NAME, version=add_version(0.1), alias="champion")
+    nothing = mlflow_run("rollback", model_name=NAME)
+    unknown = mlflow_run("promote", model_name="no-such-model", version="1", alias="champion")
+    assert [refused.returncode, nothing.returncode, unknown.returncode] == [1, 1, 1]
+    statuses = list(mlflow.search_runs(search_all_experiments=True)["status"])
+    assert "RUNNING" not in statuses and statuses.count("FAILED") == 3
 
 
 @pytest.fixture

@@ -557,7 +557,7 @@ def test_mlflow_run_score_with_a_missing_input_fails_its_run_in_one_line(isolate
     ("signum", "statuses"),
     [
         (signal.SIGTERM, {"KILLED"}),  # `mlflow run` dies without a word: the scorer ends the run
-        # Ctrl-C: the scorer ends the run KILLED, then `mlflow run` 3.x overwrites it FAILED (see ending_project_run).
+        # Ctrl-C: the scorer ends the run KILLED, then `mlflow run` 3.x overwrites it FAILED (its is_terminated compares a status name with status numbers).
         (signal.SIGINT, {"KILLED", "FAILED"}),
     ],
 )

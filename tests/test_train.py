@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -9,6 +13,7 @@ from sentiment_flow.config import TrainConfig
 from sentiment_flow.errors import UserError
 from sentiment_flow.train import train
 
+from conftest import free_port, subprocess_env
 from wandb_offline import read_offline_run
 
 HEADLINE = ("test_accuracy", "test_f1_macro", "test_f1_weighted")
@@ -122,6 +127,25 @@ def test_version_carries_lineage_tags_and_a_description(trained):
     assert float(tags["test_f1_macro"]) == pytest.approx(run.data.metrics["test_f1_macro"], abs=1e-4)
     assert version.run_id == run.info.run_id
     assert "macro-F1" in version.description and "english" in version.description
+    model = trained["client"].get_registered_model(version.name)
+    assert "models:/sentiment-english@champion" in model.description
+
+
+def test_logged_license_names_the_local_base_model_instead_of_a_broken_hub_link(trained, tmp_path):
+    version = trained["version"]
+    path = mlflow.artifacts.download_artifacts(f"models:/{version.name}/{version.version}", dst_path=str(tmp_path))
+    text = Path(path, "LICENSE.txt").read_text()
+    assert "huggingface.co/" not in text
+    assert text.startswith(f"Fine-tuned from the local model {trained['runs'][0].data.params['model']}")
+
+
+def test_logged_model_files_are_readable_by_group_and_others(trained, tmp_path):
+    location = trained["client"].get_model_version_download_uri(trained["version"].name, trained["version"].version)
+    logged = mlflow.MlflowClient().get_logged_model(location.removeprefix("models:/")) if location.startswith("models:/") else None
+    root = Path((logged.artifact_location if logged else location).removeprefix("file://"))
+    files = [path for path in root.rglob("*") if path.is_file()]
+    assert any(path.name == "model.safetensors" for path in files)
+    assert [path.name for path in files if path.stat().st_mode & 0o044 != 0o044] == []
 
 
 def test_mlflow_and_wandb_runs_point_at_each_other_and_hold_the_same_metrics(trained):
@@ -131,9 +155,32 @@ def test_mlflow_and_wandb_runs_point_at_each_other_and_hold_the_same_metrics(tra
     assert wb["config"]["mlflow_run_id"] == run.info.run_id
     for key in HEADLINE:
         assert wb["summary"][key] == pytest.approx(run.data.metrics[key])
-    # The Trainer's per-epoch evaluations reached W&B too.
-    assert len([row for row in wb["history"] if "eval/f1_macro" in row]) == 2
+    # The Trainer's per-epoch evaluations reached W&B too, under MLflow's names.
+    assert len([row for row in wb["history"] if "eval_f1_macro" in row]) == 2
+    logged = {key for row in wb["history"] for key in row if not key.startswith(("_", "plots/"))}
+    assert logged and logged <= set(run.data.metrics)
     assert wb["exit_code"] == 0
+
+
+def test_mlflow_and_wandb_runs_carry_the_same_params_typed_in_wandb(trained):
+    params, config = trained["runs"][0].data.params, trained["wandb"]["config"]
+    # Training's params in both, and no TrainingArguments dump (per_device_train_batch_size, ...) in W&B.
+    # (MLflow adds the model_config it logs the model with to the MLflow run's params itself.)
+    shared = set(config) - {"mlflow_run_id", "mlflow_experiment_id", "_wandb"}
+    assert shared <= set(params) and len(shared) == 19  # 11 config fields, 5 resolved, 3 row counts
+    assert {key: str(config[key]) for key in shared} == {key: params[key] for key in shared}
+    assert config["epochs"] == 2 and config["resolved_learning_rate"] == 0.005 and config["train_rows"] == 900
+    assert config["learning_rate"] == "5e-3"
+
+
+def test_disabled_wandb_is_recorded_as_disabled_not_as_a_made_up_run_path(tiny_model_dir, tiny_data_dir, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    result = train(tiny_config(tiny_model_dir, tiny_data_dir, epochs=1))
+    tags = mlflow.get_run(result.run_id).data.tags
+    assert result.wandb_run_path == tags["wandb.run_path"] == tags["wandb.mode"] == "disabled"
+    assert "wandb.run_id" not in tags
+    version = mlflow.MlflowClient().get_model_version(result.registered_model_name, result.version)
+    assert version.tags["wandb_run_path"] == "disabled"
 
 
 def test_no_secret_reaches_params_tags_or_wandb_config(tiny_model_dir, tiny_data_dir, monkeypatch):
@@ -167,3 +214,96 @@ def test_a_crash_during_training_leaves_the_run_failed_and_registers_nothing(
     runs = mlflow.search_runs(search_all_experiments=True)
     assert list(runs["status"]) == ["FAILED"]
     assert mlflow.MlflowClient().search_registered_models() == []
+
+
+def test_max_length_beyond_the_model_limit_is_refused_before_any_run(tiny_model_dir, tiny_data_dir):
+    with pytest.raises(UserError, match="exceeds the 64-token limit"):
+        train(tiny_config(tiny_model_dir, tiny_data_dir, max_length=100000))
+    assert mlflow.search_runs(search_all_experiments=True).empty
+
+
+def test_a_training_stopped_while_registering_leaves_no_version_and_a_killed_run(
+    tiny_model_dir, tiny_data_dir, monkeypatch
+):
+    # As a SIGTERM arriving between creating the version and describing it (the CLI's handler raises SystemExit).
+    def stopped(self, *args, **kwargs):
+        raise SystemExit(143)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "update_model_version", stopped)
+    with pytest.raises(SystemExit):
+        train(tiny_config(tiny_model_dir, tiny_data_dir, epochs=1))
+    client = mlflow.MlflowClient()
+    assert client.search_model_versions("name = 'sentiment-english'") == []
+    assert list(mlflow.search_runs(search_all_experiments=True)["status"]) == ["KILLED"]
+
+
+def cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "sentiment_flow", *args], cwd=cwd, env=subprocess_env(**env),
+        capture_output=True, text=True, timeout=300,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", [["train"], ["status", "sentiment-english"]])
+def test_an_unreachable_server_fails_fast_in_one_line_without_its_password(command, tiny_model_dir, tiny_data_dir, tmp_path):
+    uri = f"http://alice:hunter2pw@127.0.0.1:{free_port()}"  # nothing listens there
+    if command == ["train"]:
+        command += ["--model", str(tiny_model_dir), "--data", str(tiny_data_dir)]
+    start = time.monotonic()
+    proc = cli(*command, cwd=tmp_path, MLFLOW_TRACKING_URI=uri)
+    assert time.monotonic() - start < 15
+    assert proc.returncode == 2
+    output = proc.stdout + proc.stderr
+    assert "hunter2pw" not in output and "Traceback" not in output
+    errors = [line for line in output.splitlines() if line.startswith("Error:")]
+    assert errors == [f"Error: Cannot reach the MLflow tracking server at http://alice:***@{uri.rpartition('@')[2]}. "
+                      "Start it, or point MLFLOW_TRACKING_URI at a reachable one (MLFLOW_HTTP_REQUEST_MAX_RETRIES "
+                      "and MLFLOW_HTTP_REQUEST_TIMEOUT wait longer)."]
+
+
+def test_without_mlflow_tracking_uri_the_store_is_mlflow_db_even_beside_an_mlruns_folder(tmp_path, monkeypatch):
+    # MLflow itself keeps using ./mlruns when it holds experiments (and MLflow 3.1 always did).
+    (tmp_path / "mlruns" / "0").mkdir(parents=True)
+    (tmp_path / "mlruns" / "0" / "meta.yaml").write_text("experiment_id: '0'\nname: Default\nlifecycle_stage: active\n")
+    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "sentiment_flow", "status", "nothing"], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "does not exist in sqlite:///mlflow.db" in proc.stderr
+    assert (tmp_path / "mlflow.db").is_file()
+
+
+SECRETS = {
+    "WANDB_API_KEY": "sentinel-wandb-4f1c9a",
+    "HF_TOKEN": "sentinel-hf-8d2e7b",
+    "MLFLOW_TRACKING_PASSWORD": "sentinel-mlflow-3a6c5e",
+}
+
+
+@pytest.mark.slow
+def test_no_secret_reaches_the_store_artifacts_wandb_or_logs(tiny_model_dir, tiny_data_dir, tmp_path):
+    env = {**SECRETS, "WANDB_MODE": "offline"}
+    inputs = tmp_path / "in.csv"
+    inputs.write_text("text\nthe food was great\nthe day was awful\n")
+    steps = [
+        ["-v", "train", "--model", str(tiny_model_dir), "--data", str(tiny_data_dir), "--epochs", "1",
+         "--learning-rate", "5e-3", "--max-length", "32"],
+        ["-v", "promote", "sentiment-english", "--version", "1", "--alias", "champion", "--min-f1-macro", "0"],
+        ["-v", "copy", "models:/sentiment-english@champion", "sentiment-english-prod"],
+        ["-v", "score", "models:/sentiment-english-prod/1", str(inputs), str(tmp_path / "out.csv")],
+    ]
+    logs = []
+    for step in steps:
+        proc = cli(*step, cwd=tmp_path, **env)
+        logs.append(proc.stdout + proc.stderr)
+        assert proc.returncode == 0, logs[-1][-3000:]
+    assert (tmp_path / "mlflow.db").is_file() and list((tmp_path / "wandb").glob("offline-run-*"))
+
+    files = [path for path in tmp_path.rglob("*") if path.is_file()]
+    for secret in SECRETS.values():
+        assert not any(secret in log for log in logs)
+        hits = [path for path in files if secret.encode() in path.read_bytes()]
+        assert hits == []
