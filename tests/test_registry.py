@@ -724,7 +724,8 @@ def test_promotion_rollback_and_copy_work_against_an_mlflow_server_over_http(mlf
         mlflow.log_metrics({"test_f1_macro": 0.8, "test_accuracy": 0.8})
     client = MlflowClient()
     source = client.get_model_version(NAME, v1).source  # models:/m-<logged model id>; the server checks the pair
-    v2 = str(client.create_model_version(NAME, source, run.info.run_id, model_id=source.split("/")[-1]).version)
+    tags = {"mlflow_run_id": run.info.run_id}  # as training writes it: the ready gate requires it
+    v2 = str(client.create_model_version(NAME, source, run.info.run_id, tags=tags, model_id=source.split("/")[-1]).version)
 
     assert registry.promote(NAME, v1, "champion").promoted
     report = registry.promote(NAME, v2, "champion")
