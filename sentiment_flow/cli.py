@@ -59,6 +59,9 @@ class Terminated(SystemExit):
 
 
 def _terminate(signum, frame) -> None:
+    # Once: under `mlflow run` a second SIGTERM follows when that parent dies (PDEATHSIG), and it must not
+    # cut short the cleanup the first one started (partial files, ending the run KILLED).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Terminated(128 + signum)
 
 
@@ -88,6 +91,7 @@ def user_errors(func):
         try:
             result = func(*args, **kwargs)
         except (Terminated, KeyboardInterrupt):
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # after Ctrl-C too: `mlflow run` then sends SIGTERM
             tracking.end_project_run("KILLED")
             raise
         except MlflowException as exc:

@@ -81,19 +81,28 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return model_dir
 
 
+def isolate(mp: pytest.MonkeyPatch, root: Path) -> str:
+    """Point the cwd, the MLflow store and W&B (offline) at `root`; returns the store URI.
+
+    Module-scoped fixtures call it with their own `pytest.MonkeyPatch.context()`.
+    """
+    uri = f"sqlite:///{root}/mlflow.db"
+    mp.chdir(root)
+    mp.setenv("MLFLOW_TRACKING_URI", uri)
+    mp.delenv("MLFLOW_RUN_ID", raising=False)
+    mp.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    mp.delenv("WANDB_API_KEY", raising=False)
+    mp.setenv("WANDB_MODE", "offline")
+    mp.setenv("WANDB_DIR", str(root))
+    mp.setenv("WANDB_SILENT", "true")
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
     """Each test: its own cwd and sqlite MLflow store, W&B offline into tmp_path, no Hub access."""
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    mlflow.set_tracking_uri(uri)
+    isolate(monkeypatch, tmp_path)
     yield tmp_path
     while mlflow.active_run():
         mlflow.end_run()

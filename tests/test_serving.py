@@ -23,7 +23,7 @@ from sentiment_flow.config import LABELS
 from sentiment_flow.tracking import INPUT_COLUMN
 from sentiment_flow.train import train
 
-from conftest import free_port, http_service, synthetic_split
+from conftest import free_port, http_service, isolate, synthetic_split
 from test_train import tiny_config
 
 pytestmark = pytest.mark.slow  # a training and a server start per module
@@ -43,14 +43,7 @@ def served(tiny_model_dir, tiny_data_dir, tmp_path_factory):
     """`mlflow models serve -m models:/NAME/VERSION` of a freshly trained tiny model, on a free loopback port."""
     root = tmp_path_factory.mktemp("served")
     with pytest.MonkeyPatch.context() as mp:
-        uri = f"sqlite:///{root}/mlflow.db"
-        mp.chdir(root)
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.setenv("WANDB_MODE", "offline")
-        mp.setenv("WANDB_DIR", str(root))
-        mp.setenv("WANDB_SILENT", "true")
-        mp.delenv("MLFLOW_RUN_ID", raising=False)
-        mlflow.set_tracking_uri(uri)
+        isolate(mp, root)
         result = train(tiny_config(tiny_model_dir, tiny_data_dir))
         scorer = scoring.load_scorer(result.model_uri)
         port = free_port()

@@ -13,7 +13,7 @@ from sentiment_flow.config import TrainConfig
 from sentiment_flow.errors import UserError
 from sentiment_flow.train import train
 
-from conftest import free_port, subprocess_env
+from conftest import free_port, isolate, subprocess_env
 from wandb_offline import read_offline_run
 
 HEADLINE = ("test_accuracy", "test_f1_macro", "test_f1_weighted")
@@ -29,14 +29,7 @@ def trained_module(tiny_model_dir, tiny_data_dir, tmp_path_factory):
     """One tiny training shared by the assertions below (it takes a few seconds)."""
     root = tmp_path_factory.mktemp("trained")
     with pytest.MonkeyPatch.context() as mp:
-        uri = f"sqlite:///{root}/mlflow.db"
-        mp.chdir(root)
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.setenv("WANDB_MODE", "offline")
-        mp.setenv("WANDB_DIR", str(root))
-        mp.setenv("WANDB_SILENT", "true")
-        mp.delenv("MLFLOW_RUN_ID", raising=False)
-        mlflow.set_tracking_uri(uri)
+        uri = isolate(mp, root)
         result = train(tiny_config(tiny_model_dir, tiny_data_dir))
         client = mlflow.MlflowClient(uri)
         runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
