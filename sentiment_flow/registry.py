@@ -78,7 +78,7 @@ PENDING_PREFIX = "promotion_pending"
 CHECKING, WRITTEN, WON = "checking", "written", "won"  # before its write, after it, holding the alias after all
 SETTLE_TIMEOUT = 120.0  # seconds to wait for overlapping promotions to write before reading the holder anyway
 STALE_AFTER = 900.0  # seconds after which an announcement is a leftover of a killed process and ignored
-SETTLE_POLL = 0.2  # seconds between reads while waiting
+SETTLE_POLL = 0.5  # seconds between reads while waiting: 8 racers polling faster slowed an auth server down
 MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>[^/@]+)|@(?P<alias>[^/@]+))$")
 
 
