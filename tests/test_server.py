@@ -262,7 +262,9 @@ def test_eight_promotions_at_once_leave_one_holder_and_every_other_process_fails
     for _ in range(16):
         with mlflow.start_run() as run:
             mlflow.log_metrics({"test_f1_macro": 0.8, "test_accuracy": 0.8})
-        created = client.create_model_version(RACE, source, run.info.run_id, model_id=source.split("/")[-1])
+        # The tag training writes last: without it the ready gate refuses the version.
+        tags = {"mlflow_run_id": run.info.run_id}
+        created = client.create_model_version(RACE, source, run.info.run_id, tags=tags, model_id=source.split("/")[-1])
         versions.append(str(created.version))
     assert registry.promote(RACE, first, "champion").promoted
     # Alternate halves, so the holder of one round is never among the next round's candidates.
