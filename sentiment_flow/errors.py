@@ -1,5 +1,7 @@
 """Errors the user can fix; the CLI prints their message without a traceback."""
 
+from urllib.parse import urlsplit
+
 
 class UserError(Exception):
     """Bad input or environment, with a message that names what was found and how to fix it."""
@@ -10,3 +12,12 @@ class UserError(Exception):
 def one_line(exc: BaseException) -> str:
     """An exception's message on one line, without a trailing period, for embedding in a UserError."""
     return " ".join(str(exc).split()).rstrip(".")
+
+
+def redact_uri(uri: str) -> str:
+    """`uri` with the password of user:password@ replaced by ***: safe to print."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    userinfo = parts.netloc.rpartition("@")[0]
+    return uri.replace(f"{userinfo}@", f"{userinfo.partition(':')[0]}:***@", 1)

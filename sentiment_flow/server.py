@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from sentiment_flow.errors import UserError
+from sentiment_flow.errors import UserError, redact_uri
 
 DEFAULT_DATA_DIR = "mlflow-server"
 DEFAULT_HOST = "127.0.0.1"
@@ -94,7 +94,7 @@ def start(
     if backend_store_uri and not backend_store_uri.startswith(("postgresql://", "postgresql+")):
         raise UserError(
             f"--backend-store-uri must be a PostgreSQL URI like postgresql://mlflow@db.internal:5432/mlflow, "
-            f"got {_redact(backend_store_uri)!r}."
+            f"got {redact_uri(backend_store_uri)!r}."
         )
     data_dir.mkdir(parents=True, exist_ok=True)
     artifacts = artifacts_destination or str(data_dir / "artifacts")
@@ -126,7 +126,7 @@ def start(
                 start_new_session=True,
             )
         url = f"http://{_client_host(host)}:{port}"
-        server = TeamServer(url, process, log_path, artifacts, _redact(store), postgres)
+        server = TeamServer(url, process, log_path, artifacts, redact_uri(store), postgres)
     except BaseException:
         if postgres is not None:
             postgres.cleanup()
@@ -247,11 +247,3 @@ def _psycopg2(uri: str) -> str:
 def _client_host(host: str) -> str:
     """The host clients should use: a wildcard bind is reached by this machine's name."""
     return socket.gethostname() if host in ("0.0.0.0", "::", "") else host
-
-
-def _redact(uri: str) -> str:
-    """The URI without the password of user:password@."""
-    parts = urlsplit(uri)
-    if not parts.password:
-        return uri
-    return uri.replace(f":{parts.password}@", ":***@", 1)

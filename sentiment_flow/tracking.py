@@ -18,7 +18,7 @@ from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from transformers import TrainerCallback
 
-from sentiment_flow.errors import UserError, one_line
+from sentiment_flow.errors import UserError, one_line, redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +68,7 @@ def configure_store() -> None:
 
 def redacted_uri(uri: str | None = None) -> str:
     """The tracking URI (or `uri`) with any password replaced by ***: safe to print."""
-    uri = uri or mlflow.get_tracking_uri()
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    userinfo = parts.netloc.rpartition("@")[0]
-    user = userinfo.partition(":")[0]
-    return uri.replace(f"{userinfo}@", f"{user}:***@", 1)
+    return redact_uri(uri or mlflow.get_tracking_uri())
 
 
 def store_error(exc: MlflowException) -> UserError:
@@ -301,11 +295,3 @@ def delete_version(name: str, version: str) -> None:
         log.warning("Deleted %s version %s: the training did not finish", name, version)
     except Exception:  # noqa: BLE001 - the error that stopped training is the one to raise
         log.exception("Could not delete %s version %s; its run is not FINISHED, so promote refuses it", name, version)
-
-
-def describe_version(name: str, version: str, tags: dict[str, str], description: str) -> None:
-    """Tags and a description on a registered model version."""
-    client = mlflow.MlflowClient()
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, value)
-    client.update_model_version(name, version, description=description)

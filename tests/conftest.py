@@ -130,12 +130,10 @@ def register_tiny_model(tiny_model_dir):
         metrics = {k: v for k, v in {"test_f1_macro": test_f1_macro, "test_accuracy": test_accuracy}.items() if v is not None}
         with mlflow.start_run() as run:
             mlflow.log_metrics(metrics)
-            info = tracking.log_model(model, tokenizer, name)
-            version = str(info.registered_model_version)
+            info = tracking.log_model(model, tokenizer, None)
             tags = {"lang": lang, "base_model": "tiny-distilbert", "data_hash": data_hash, "mlflow_run_id": run.info.run_id}
             tags.update({k: f"{v:.4f}" for k, v in metrics.items()})
-            tracking.describe_version(name, version, tags, "Tiny test model.")
-        return version
+            return tracking.register_version(info.model_uri, name, tags, "Tiny test model.", "Tiny test models.")
 
     return register
 
