@@ -4,7 +4,7 @@
 Not named copy.py: Python puts this folder first on sys.path, where a copy.py would shadow the
 standard library's `copy` for every script here.
 """
-from sentiment_flow.cli import copy
+from sentiment_flow.cli import copy_command
 
 if __name__ == "__main__":
-    copy(prog_name="copy_version.py")
+    copy_command(prog_name="copy_version.py")

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sentiment_flow.config import ALIASES, CHAMPION, PromotionConfig, ScoreConfig, TrainConfig
+from sentiment_flow.config import ALIASES, CHAMPION, HEADLINE_METRICS, KEY_METRICS, PromotionConfig, ScoreConfig, TrainConfig
 from sentiment_flow.errors import UserError
 from sentiment_flow.server import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS
 
@@ -146,18 +146,18 @@ def cli(verbose: bool) -> None:
     _die_with_parent()
 
 
-@cli.command()
+@cli.command("train")
 @config_options(TrainConfig)
 @user_errors
-def train(**options) -> None:
+def train_command(**options) -> None:
     """Fine-tune, evaluate, track to MLflow + W&B, and register the model."""
-    from sentiment_flow.train import train as run_training
+    from sentiment_flow.train import train
 
-    result = run_training(TrainConfig(**options))
+    result = train(TrainConfig(**options))
     if result is None:  # a non-main process of a torchrun/accelerate job: the main one reports
         return
     table = Table(title=f"Registered {result.model_uri}", show_header=False)
-    for key in ("test_accuracy", "test_f1_macro", "test_f1_weighted"):
+    for key in HEADLINE_METRICS:
         table.add_row(key, f"{result.metrics[key]:.4f}")
     table.add_row("MLflow run", result.run_id)
     table.add_row("W&B run", result.wandb_run_path)
@@ -210,10 +210,10 @@ def score(model_uri: str, input_path: str, output_path: str, probabilities: bool
 OUTCOME_STYLE = {"pass": "green", "fail": "bold red", "forced": "yellow", "skipped": "dim"}
 
 
-@cli.command()
+@cli.command("status")
 @click.argument("name")
 @user_errors
-def status(name: str) -> None:
+def status_command(name: str) -> None:
     """Versions of registered model NAME: aliases, test metrics, lineage, created and promoted times."""
     from sentiment_flow import registry
 
@@ -226,7 +226,7 @@ def status(name: str) -> None:
         table.add_row(
             row.version if row.status == "READY" else f"{row.version} ({row.status})",
             ", ".join(row.aliases),
-            *(f"{row.metrics[key]:.4f}" if key in row.metrics else "-" for key in registry.KEY_METRICS),
+            *(f"{row.metrics[key]:.4f}" if key in row.metrics else "-" for key in KEY_METRICS),
             escape(row.lang),
             escape(row.base_model),  # a local path may hold [brackets], which rich would read as markup
             _minute(row.created_at),
@@ -238,7 +238,7 @@ def status(name: str) -> None:
         out.print(f"{alias}: {_history_text(entries)}", highlight=False, markup=False)
 
 
-@cli.command()
+@cli.command("promote")
 @click.argument("name")
 @click.option("--version", "version", required=True, help="The model version to promote, e.g. 3.")
 @click.option("--alias", required=True, help=f"The alias to point at it: {', '.join(ALIASES)}.")
@@ -247,7 +247,7 @@ def status(name: str) -> None:
 @optional_flag("--force", help="Promote even if gates 2-3 (min_f1_macro, no_regression) fail.")
 @config_options(PromotionConfig)
 @user_errors
-def promote(name: str, version: str, alias: str, dry_run: bool, reason: str, force: bool, **thresholds) -> None:
+def promote_command(name: str, version: str, alias: str, dry_run: bool, reason: str, force: bool, **thresholds) -> None:
     """Run the gates on version VERSION of NAME, then point ALIAS at it. Exit 0 promoted, 1 refused, 2 bad input."""
     from sentiment_flow import registry
 
@@ -268,12 +268,12 @@ def promote(name: str, version: str, alias: str, dry_run: bool, reason: str, for
     sys.exit(report.exit_code)
 
 
-@cli.command()
+@cli.command("rollback")
 @click.argument("name")
 @click.option("--alias", default=CHAMPION, show_default=True, help=f"The alias to move back: {', '.join(ALIASES)}.")
 @click.option("--reason", default="", help="Why; recorded on the version the alias leaves.")
 @user_errors
-def rollback(name: str, alias: str, reason: str) -> None:
+def rollback_command(name: str, alias: str, reason: str) -> None:
     """Point ALIAS of NAME back at its previous holder. Exit 0 done, 1 nothing to go back to, 2 bad input."""
     from sentiment_flow import registry
 
@@ -287,11 +287,11 @@ def rollback(name: str, alias: str, reason: str) -> None:
     )
 
 
-@cli.command()
+@cli.command("copy")
 @click.argument("src_uri")
 @click.argument("dst_name")
 @user_errors
-def copy(src_uri: str, dst_name: str) -> None:
+def copy_command(src_uri: str, dst_name: str) -> None:
     """Copy SRC_URI (models:/NAME/VERSION or models:/NAME@ALIAS) to a new version of DST_NAME, with lineage tags."""
     from sentiment_flow import registry
 
@@ -305,7 +305,7 @@ def copy(src_uri: str, dst_name: str) -> None:
     )
 
 
-@cli.command()
+@cli.command("server")
 @click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True, type=click.Path(file_okay=False),
               help="Where the embedded PostgreSQL, the artifacts, the server log and the auth config live.")
 @click.option("--backend-store-uri", default=None, metavar="postgresql://USER@HOST:PORT/DB",
@@ -319,12 +319,12 @@ def copy(src_uri: str, dst_name: str) -> None:
 @click.option("--auth", is_flag=True,
               help="MLflow's basic-auth app; the admin password is read from MLFLOW_AUTH_ADMIN_PASSWORD.")
 @user_errors
-def server(data_dir: str, backend_store_uri: str | None, artifacts_destination: str | None, host: str, port: int,
+def server_command(data_dir: str, backend_store_uri: str | None, artifacts_destination: str | None, host: str, port: int,
            workers: int, auth: bool) -> None:
     """Run a team tracking server: `mlflow server` on PostgreSQL with proxied artifacts, until Ctrl-C or SIGTERM."""
-    from sentiment_flow import server as team_server
+    from sentiment_flow import server
 
-    with team_server.start(
+    with server.start(
         data_dir, backend_store_uri=backend_store_uri, artifacts_destination=artifacts_destination,
         host=host, port=port, workers=workers, auth=auth,
     ) as running:

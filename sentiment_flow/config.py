@@ -11,6 +11,11 @@ from sentiment_flow.errors import UserError
 LABELS = ("positive", "neutral", "negative")
 LABEL2ID = {label: i for i, label in enumerate(LABELS)}
 
+# Test metrics every training logs and the CLI prints; the promotion gates need the first two (KEY_METRICS),
+# which training also writes as version tags.
+HEADLINE_METRICS = ("test_accuracy", "test_f1_macro", "test_f1_weighted")
+KEY_METRICS = ("test_f1_macro", "test_accuracy")
+
 HUB_DATASET = "tyqiangz/multilingual-sentiments"
 # datasets >= 4 refuses the dataset's loading script; the Hub's Parquet conversion lives on this branch.
 HUB_DATASET_REVISION = "refs/convert/parquet"

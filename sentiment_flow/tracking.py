@@ -18,6 +18,7 @@ from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from transformers import TrainerCallback
 
+from sentiment_flow.config import CANARY_TEXTS
 from sentiment_flow.errors import UserError, one_line, redact_uri
 
 log = logging.getLogger(__name__)
@@ -236,9 +237,7 @@ def log_model(
         # Serve as trained: truncate to the training max_length (or the tokenizer's limit), so a long
         # text is classified from its start instead of overflowing the position embeddings.
         model_config={"truncation": True, **({"max_length": max_length} if max_length else {})},
-        input_example=pd.DataFrame(
-            {INPUT_COLUMN: ["What a great day!", "The meeting is at noon.", "This is the worst service ever."]}
-        ),
+        input_example=pd.DataFrame({INPUT_COLUMN: list(CANARY_TEXTS[:3])}),  # the short ones
         pip_requirements=pip_requirements(extra_requirements),
         registered_model_name=registered_model_name,
     )

@@ -13,13 +13,11 @@ from pathlib import Path
 
 from sentiment_flow import metrics as M
 from sentiment_flow import plots, tracking
-from sentiment_flow.config import LABELS, TrainConfig
+from sentiment_flow.config import HEADLINE_METRICS, LABELS, TrainConfig
 from sentiment_flow.data import load_data, tokenize
 from sentiment_flow.model import check_max_length, license_note, load_tokenizer_and_model, model_source
 
 log = logging.getLogger(__name__)
-
-HEADLINE_METRICS = ("test_accuracy", "test_f1_macro", "test_f1_weighted")
 
 
 @dataclass(frozen=True)

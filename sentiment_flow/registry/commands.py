@@ -1,0 +1,214 @@
+"""The registry commands: status, promote, rollback, copy. Each returns a result or raises; `cli.py` prints."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, replace
+from datetime import datetime, timezone
+
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion, RegisteredModel
+from mlflow.exceptions import MlflowException
+
+from sentiment_flow.config import CHAMPION, PromotionConfig
+from sentiment_flow.errors import UserError
+from sentiment_flow.registry import audit, pending
+from sentiment_flow.registry.gates import run_gates
+from sentiment_flow.registry.reports import CopyResult, ModelStatus, PromotionReport, Refused, RollbackResult, VersionStatus
+from sentiment_flow.registry.store import (
+    NOT_FOUND, READY, alias_version, all_versions, check_alias, evidence, get_version, models_uri, registered_model,
+    resolve_version, user, utc,
+)
+
+
+def status(name: str) -> ModelStatus:
+    """Every version of `name` with aliases, test metrics, lineage and times; each alias's history."""
+    client = MlflowClient()
+    model = registered_model(client, name)
+    held: dict[str, list[str]] = {}
+    for alias, version in model.aliases.items():
+        held.setdefault(str(version), []).append(alias)
+    rows = []
+    for mv in all_versions(client, name):
+        aliases = tuple(sorted(held.get(str(mv.version), ())))
+        rows.append(
+            VersionStatus(
+                version=str(mv.version),
+                status=mv.status,
+                aliases=aliases,
+                metrics=evidence(client, mv).metrics,
+                lang=mv.tags.get("lang", ""),
+                base_model=mv.tags.get("base_model", ""),
+                created_at=utc(datetime.fromtimestamp(mv.creation_timestamp / 1000, timezone.utc)),
+                promoted_at={alias: mv.tags.get(audit.key(alias, "promoted_at"), "") for alias in aliases},
+            )
+        )
+    rows.sort(key=lambda row: int(row.version), reverse=True)
+    histories = {alias: audit.chain(client, name, alias) for alias in sorted(model.aliases)}
+    return ModelStatus(name=name, versions=tuple(rows), histories=histories)
+
+
+def promote(
+    name: str,
+    version: str,
+    alias: str,
+    *,
+    config: PromotionConfig = PromotionConfig(),
+    dry_run: bool = False,
+    force: bool = False,
+    reason: str = "",
+) -> PromotionReport:
+    """The gate report for `version`; when every gate passes (and not a dry run) `alias` points at it."""
+    reason = reason.strip()
+    if force and not reason:
+        raise UserError(
+            "--force needs --reason: say why gates 2-3 are overridden, e.g. --reason 'hotfix for ticket 123'; "
+            "the reason is recorded on the version."
+        )
+    check_alias(alias)
+    client = MlflowClient()
+    model = registered_model(client, name)
+    candidate = get_version(client, name, version)
+    version = str(candidate.version)  # the store returns an int
+    previous = alias_version(model, alias)
+    report = PromotionReport(
+        name=name, version=version, alias=alias, previous=previous, champion=None, gates=(),
+        dry_run=dry_run, forced=force,
+    )
+    if previous == version:
+        return replace(report, already_held=True)
+
+    # Announced before the gates, so that promotions overlapping this one wait for it, and it for them.
+    own = None if dry_run else pending.announce(client, name, alias, version)
+    try:
+        return _gate_and_point(client, report, candidate, model, config, force, reason, own)
+    finally:
+        if own:
+            client.delete_registered_model_tag(name, own)
+
+
+def _gate_and_point(
+    client: MlflowClient, report: PromotionReport, candidate: ModelVersion, model: RegisteredModel,
+    config: PromotionConfig, force: bool, reason: str, own: str | None,
+) -> PromotionReport:
+    name, version, alias = report.name, report.version, report.alias
+    # 1-4: read only; nothing is written unless every gate passes.
+    champion_version = alias_version(model, CHAMPION)
+    champion = client.get_model_version(name, champion_version) if champion_version else None
+    gates = tuple(run_gates(client, candidate, champion, config, force))
+    report = replace(report, champion=champion_version, gates=gates)
+    if report.failed or report.dry_run:
+        return report
+
+    # The smoke test took a while: re-read the holder so the rollback target is the latest one.
+    model = client.get_registered_model(name)
+    previous = alias_version(model, alias)
+    if previous == version:
+        return replace(report, previous=previous, already_held=True)
+    rivals = pending.rivals(model, alias, own)  # the holder may be a rival that wrote first and loses later
+    record = {
+        "previous_version": previous or "",
+        "promoted_at": utc(datetime.now(timezone.utc)),
+        "promoted_by": user(),
+        "reason": reason,
+        "forced": str(force).lower(),
+        "gates": json.dumps([asdict(g) for g in gates]),
+    }
+    stale = [audit.key(alias, field) for field in audit.ROLLBACK_FIELDS]
+    # Rivals learn from this where the alias was before this version, should this promotion lose.
+    pending.mark(client, name, own, version, pending.CHECKING, previous or "")
+    tags = audit.keys(alias, record)
+    before = audit.tag_then_point(client, name, alias, version, tags, stale, version)
+    pending.mark(client, name, own, version, pending.WRITTEN, previous or "")
+    holder, seen = pending.settle(client, name, alias, own)
+    # Later reads know more (a rival's `previous` appears once it is about to write).
+    rivals.update({v: intent for v, intent in seen.items() if intent.get("previous") is not None or v not in rivals})
+    if holder != version:
+        # This promotion did not take: its version's record goes back to what it was, so that a chain of
+        # holders passing through this version (an earlier holder) is not rewritten by a failed attempt.
+        audit.put_back(client, name, version, before, [*tags, *stale])
+        return replace(report, previous=previous, superseded_by=holder or "")
+    pending.mark(client, name, own, version, pending.WON, previous or "")
+    pending.await_losers(client, name, alias, own, version)
+    before_race = pending.skip_losers(previous or "", rivals)
+    if before_race != (previous or ""):
+        client.set_model_version_tag(name, version, audit.key(alias, "previous_version"), before_race)
+    audit.sync_history(client, name, alias)
+    # Read back last: success is reported only if this version still holds the alias now.
+    holder = alias_version(client.get_registered_model(name), alias)
+    if holder != version:
+        audit.put_back(client, name, version, before, [*tags, *stale])
+        return replace(report, previous=before_race or None, superseded_by=holder or "")
+    return replace(report, previous=before_race or None, promoted=True)
+
+
+def rollback(name: str, alias: str = CHAMPION, reason: str = "") -> RollbackResult:
+    """The alias moved back to the version that held it before its current holder was promoted."""
+    check_alias(alias)
+    client = MlflowClient()
+    model = registered_model(client, name)
+    current = alias_version(model, alias)
+    if current is None:
+        raise UserError(
+            f"{name} has no alias {alias!r} (its aliases: {', '.join(sorted(model.aliases)) or 'none'}); "
+            f"nothing to roll back. Promote a version first: "
+            f"sentiment-flow promote {name} --version V --alias {alias}."
+        )
+    holder = client.get_model_version(name, current)
+    target = holder.tags.get(audit.key(alias, "previous_version"), "")
+    if not target:
+        raise Refused(
+            f"Cannot roll back {name}@{alias}: version {current} has no previous holder recorded (it was the first "
+            f"{alias}, or the alias was set outside `promote`). Point it explicitly with "
+            f"`sentiment-flow promote {name} --version V --alias {alias}`."
+        )
+    try:
+        target_version = client.get_model_version(name, target)
+    except MlflowException as exc:
+        if exc.error_code != NOT_FOUND:
+            raise
+        raise Refused(
+            f"Cannot roll back {name}@{alias} from version {current}: its previous holder, version {target}, "
+            f"no longer exists. Promote another version explicitly with --version."
+        ) from exc
+    if target_version.status != READY:
+        raise Refused(
+            f"Cannot roll back {name}@{alias} to version {target}: it is {target_version.status}, not READY."
+        )
+    record = {
+        "rolled_back_at": utc(datetime.now(timezone.utc)),
+        "rolled_back_by": user(),
+        "rolled_back_to": target,
+        "rolled_back_reason": reason.strip(),
+    }
+    audit.tag_then_point(client, name, alias, current, audit.keys(alias, record), [], target)
+    history = audit.sync_history(client, name, alias)
+    return RollbackResult(name=name, alias=alias, from_version=current, to_version=target, history=history)
+
+
+def copy(source_uri: str, name: str) -> CopyResult:
+    """The new version of `name` copied from `source_uri` (models:/NAME/VERSION or models:/NAME@ALIAS)."""
+    source = resolve_version(source_uri)
+    client = MlflowClient()
+    version = str(source.version)
+    # Pinned to the resolved version: the alias may move while the copy is made.
+    copied = client.copy_model_version(models_uri(source.name, version), name)
+    copy_version = str(copied.version)
+    # The copy inherits every tag; the promotion records name versions of the source model, and a rollback
+    # under the new name must never follow them.
+    for tag in copied.tags:
+        if tag.startswith("promotion."):
+            client.delete_model_version_tag(name, copy_version, tag)
+    lineage = {
+        "source_model": source.name,
+        "source_version": version,
+        "source_run_id": source.run_id or "",
+        "source_uri": source_uri,
+        "copied_at": utc(datetime.now(timezone.utc)),
+        "copied_by": user(),
+    }
+    for tag, value in lineage.items():
+        client.set_model_version_tag(name, copy_version, tag, value)
+    return CopyResult(
+        source_uri=source_uri, source_name=source.name, source_version=version, name=name, version=copy_version
+    )

@@ -1,0 +1,177 @@
+"""The promotion gates: each reads the registry (and, for the smoke test, loads the model) and returns one
+row of the gate table; none writes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.types import DataType
+
+from sentiment_flow.config import CANARY_TEXTS, CHAMPION, KEY_METRICS, LABELS, PromotionConfig
+from sentiment_flow.errors import one_line
+from sentiment_flow.registry.store import FINISHED, READY, Evidence, evidence, models_uri
+
+PASS, FAIL, FORCED, SKIPPED = "pass", "fail", "forced", "skipped"
+FORCEABLE = ("min_f1_macro", "no_regression")  # gates 2-3; --force never skips readiness or the smoke test
+# Written by training when it registers a version, after every other step; a version without it was not
+# registered by a training that got that far.
+TRAINING_TAGS = ("mlflow_run_id",)
+# Metrics come back from the store as floats and from tags rounded to 4 digits: a tie must not fail by 1e-17.
+EPSILON = 1e-9
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One row of the gate table."""
+
+    gate: str
+    candidate: str
+    champion: str
+    threshold: str
+    outcome: str  # pass | fail | forced (failed, overridden by --force) | skipped (an earlier gate failed)
+    note: str = ""
+
+
+def run_gates(
+    client: MlflowClient, candidate: ModelVersion, champion: ModelVersion | None, config: PromotionConfig, force: bool
+) -> list[Gate]:
+    """The gate table for `candidate` against `champion`, in order; later gates are skipped once one fails."""
+    mine = evidence(client, candidate)
+    theirs = evidence(client, champion) if champion else None
+    champion_status = champion.status if champion else "none"
+    # 1. Registered completely, by a training that finished, with the metrics the next gates need.
+    unready = _unready(candidate, mine)
+    rows = [Gate("ready", candidate.status, champion_status, READY, FAIL if unready else PASS, unready)]
+    missing = [key for key in KEY_METRICS if key not in mine.metrics]
+    rows.append(
+        Gate(
+            "test_metrics", _format_metrics(mine.metrics), _format_metrics(theirs.metrics) if theirs else "-",
+            ", ".join(KEY_METRICS), FAIL if missing else PASS,
+            f"{', '.join(missing)} in neither {mine.searched}; log it on the run or tag the version"
+            if missing else f"from {mine.source}",
+        )
+    )
+    # 2. Good enough in absolute terms.
+    f1 = mine.metrics.get("test_f1_macro")
+    rows.append(
+        Gate(
+            "min_f1_macro", number(f1), "-", f">= {config.min_f1_macro:.4f}",
+            outcome(f1 is not None and f1 >= config.min_f1_macro - EPSILON, force, f1 is not None),
+        )
+    )
+    # 3. Not worse than what serves now.
+    rows.append(_regression_gate(candidate, mine, champion, theirs, config.tolerance, force))
+    # 4. Serves: a failed gate above already refuses, so the (slow) load is spared.
+    if any(row.outcome == FAIL for row in rows):
+        note = "not run: an earlier gate failed"
+        return rows + [Gate(gate, "-", "-", "-", SKIPPED, note) for gate in ("signature", "smoke_test")]
+    uri = models_uri(candidate.name, candidate.version)
+    return rows + [_signature_gate(uri), _smoke_gate(uri)]
+
+
+def _regression_gate(
+    candidate: ModelVersion, mine: Evidence, champion: ModelVersion | None, theirs: Evidence | None,
+    tolerance: float, force: bool,
+) -> Gate:
+    f1 = mine.metrics.get("test_f1_macro")
+    if champion is None or theirs is None:
+        return Gate("no_regression", number(f1), "none", "-", PASS, f"no {CHAMPION} yet")
+    label = f"v{champion.version}"
+    if str(champion.version) == str(candidate.version):
+        return Gate("no_regression", number(f1), label, "-", PASS, f"the candidate is the {CHAMPION}")
+    best = theirs.metrics.get("test_f1_macro")
+    if best is None:
+        return Gate(
+            "no_regression", number(f1), f"{label}: missing", "-", outcome(False, force, True),
+            f"{CHAMPION} {label} has no test_f1_macro to compare with",
+        )
+    threshold = best - tolerance
+    notes = []
+    if not (mine.data_hash and theirs.data_hash):
+        notes.append("cannot tell whether both were tested on the same data: a data_hash tag is missing")
+    elif mine.data_hash != theirs.data_hash:
+        notes.append(
+            f"tested on different data (data_hash {mine.data_hash[:12]} vs {theirs.data_hash[:12]}): "
+            "the comparison is indicative only"
+        )
+    ok = f1 is not None and f1 >= threshold - EPSILON
+    bound = f">= {threshold:.4f}" + (f" (tolerance {tolerance:g})" if tolerance else "")
+    return Gate(
+        "no_regression", number(f1), f"{best:.4f} ({label})", bound, outcome(ok, force, f1 is not None),
+        "; ".join(notes),
+    )
+
+
+def _signature_gate(uri: str) -> Gate:
+    expected = "one string column"
+    try:
+        signature = mlflow.models.get_model_info(uri).signature
+    except Exception as exc:  # noqa: BLE001 - whatever stops reading the MLmodel is what this gate reports
+        return Gate("signature", "-", "-", expected, FAIL, f"cannot read the model: {short(exc)}")
+    if signature is None or signature.inputs is None:
+        return Gate("signature", "none", "-", expected, FAIL, "log the model with a signature")
+    inputs = signature.inputs
+    columns = [] if inputs.is_tensor_spec() else inputs.inputs
+    ok = len(columns) == 1 and columns[0].type == DataType.string
+    return Gate("signature", str(inputs), "-", expected, PASS if ok else FAIL, "" if ok else "serving sends text")
+
+
+def _smoke_gate(uri: str) -> Gate:
+    from sentiment_flow.tracking import INPUT_COLUMN  # here: tracking imports transformers, which `status` never needs
+
+    expected = f"{len(CANARY_TEXTS)} rows in {{{', '.join(LABELS)}}}"
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+        # The signature's input column: serving sends the same frame.
+        output = model.predict(pd.DataFrame({INPUT_COLUMN: list(CANARY_TEXTS)}))
+    except Exception as exc:  # noqa: BLE001 - a model that fails to load or predict is exactly what this gate catches
+        return Gate("smoke_test", "-", "-", expected, FAIL, f"load/predict failed: {short(exc)}")
+    if isinstance(output, pd.DataFrame):
+        if "label" not in output:
+            note = f"no label column in the output, only {list(output.columns)}"
+            return Gate("smoke_test", "-", "-", expected, FAIL, note)
+        output = output["label"]
+    labels = list(output)
+    unknown = sorted({str(label) for label in labels} - set(LABELS))
+    notes = []
+    if len(labels) != len(CANARY_TEXTS):
+        notes.append(f"{len(labels)} predictions for {len(CANARY_TEXTS)} texts")
+    if unknown:
+        notes.append(f"unknown labels {', '.join(unknown)}: the model's config needs id2label = {list(LABELS)}")
+    candidate = ", ".join(str(label) for label in labels[:5])
+    return Gate("smoke_test", candidate, "-", expected, FAIL if notes else PASS, "; ".join(notes))
+
+
+def _unready(mv: ModelVersion, found: Evidence) -> str:
+    """Why `mv` is not ready to serve ("" when it is)."""
+    if mv.status != READY:
+        return "registration has not finished (or failed); register it again"
+    if found.run_status not in (None, FINISHED):
+        return f"its source run {mv.run_id} is {found.run_status}, not {FINISHED}: the training did not complete"
+    missing = [tag for tag in TRAINING_TAGS if tag not in mv.tags]
+    if missing:
+        return f"no {', '.join(missing)} tag: not registered by a training that completed"
+    return ""
+
+
+def outcome(ok: bool, force: bool, measurable: bool) -> str:
+    if ok:
+        return PASS
+    return FORCED if force and measurable else FAIL
+
+
+def number(value: float | None) -> str:
+    return "missing" if value is None else f"{value:.4f}"
+
+
+def _format_metrics(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{key.removeprefix('test_')}={value:.4f}" for key, value in metrics.items()) or "none"
+
+
+def short(exc: BaseException) -> str:
+    text = one_line(exc)
+    return text if len(text) <= 300 else text[:297] + "..."

@@ -1,0 +1,123 @@
+"""What the registry commands return: results the CLI renders, and the sentences it prints with them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sentiment_flow.errors import UserError
+from sentiment_flow.registry.audit import HistoryEntry
+from sentiment_flow.registry.gates import FAIL, FORCEABLE, Gate
+from sentiment_flow.registry.store import models_uri
+
+
+class Refused(UserError):
+    """The registry's state forbids the request (e.g. nothing to roll back to); exits 1 like a failed gate."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class PromotionReport:
+    """What `promote` found and did: the gate rows, the alias's holder before, whether the alias moved."""
+
+    name: str
+    version: str
+    alias: str
+    previous: str | None  # the alias's holder before this promotion
+    champion: str | None  # the version the no-regression gate compared against
+    gates: tuple[Gate, ...]
+    promoted: bool = False  # this call pointed the alias at `version`
+    superseded_by: str | None = None  # where an overlapping promotion moved the alias before this one finished
+    already_held: bool = False
+    dry_run: bool = False
+    forced: bool = False
+
+    @property
+    def failed(self) -> tuple[str, ...]:
+        """Names of the gates that failed (forced ones do not count)."""
+        return tuple(g.gate for g in self.gates if g.outcome == FAIL)
+
+    @property
+    def exit_code(self) -> int:
+        """0 promoted, already held, or a dry run that would pass; 1 refused by a gate or superseded."""
+        return 0 if self.promoted or self.already_held or (self.dry_run and not self.failed) else 1
+
+    @property
+    def summary(self) -> str:
+        """One sentence on the outcome, naming what to do next."""
+        target = f"{self.name}@{self.alias}"
+        before = f"version {self.previous}" if self.previous else "no version"
+        if self.already_held:
+            return f"{target} already points at version {self.version}: nothing to do."
+        if self.superseded_by is not None:
+            now = f"version {self.superseded_by}" if self.superseded_by else "no version"
+            return (
+                f"Not promoted: another promotion running at the same time pointed {target} at {now} after this "
+                f"one pointed it at version {self.version}; it stays at {now}. Check "
+                f"`sentiment-flow status {self.name}` and promote again if version {self.version} should have it."
+            )
+        if self.dry_run and not self.failed:
+            return (
+                f"Dry run, nothing changed: every gate passes; without --dry-run {target} would move "
+                f"from {before} to version {self.version}."
+            )
+        if self.dry_run:
+            return f"Dry run, nothing changed: version {self.version} would be refused by {', '.join(self.failed)}."
+        if self.promoted:
+            return (
+                f"{target} now points at version {self.version} (before: {before}); undo with "
+                f"`sentiment-flow rollback {self.name} --alias {self.alias}`."
+            )
+        hint = ""
+        if set(self.failed) <= set(FORCEABLE):
+            hint = " To override these gates deliberately, add --force --reason TEXT (recorded on the version)."
+        return f"Refused by {', '.join(self.failed)}: {target} still points at {before}.{hint}"
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    """Where the alias pointed before and after, and its history after the rollback."""
+
+    name: str
+    alias: str
+    from_version: str
+    to_version: str
+    history: tuple[HistoryEntry, ...]
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    """The copied version and the version it was copied from."""
+
+    source_uri: str
+    source_name: str
+    source_version: str
+    name: str
+    version: str
+
+    @property
+    def model_uri(self) -> str:
+        return models_uri(self.name, self.version)
+
+
+@dataclass(frozen=True)
+class VersionStatus:
+    """One version as `status` shows it."""
+
+    version: str
+    status: str
+    aliases: tuple[str, ...]
+    metrics: dict[str, float]
+    lang: str
+    base_model: str
+    created_at: str
+    promoted_at: dict[str, str]  # alias -> when this version got it, for the aliases it holds now
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """Every version of a registered model, newest first, and the history of each alias it has."""
+
+    name: str
+    versions: tuple[VersionStatus, ...]
+    histories: dict[str, tuple[HistoryEntry, ...]]

@@ -1,0 +1,170 @@
+"""Lookups in the model registry at the current tracking URI: one `models:/` builder, URI resolution, and the
+store's errors turned into ones naming the fix."""
+
+from __future__ import annotations
+
+import getpass
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion, RegisteredModel
+from mlflow.exceptions import MlflowException
+
+from sentiment_flow.config import ALIASES, KEY_METRICS
+from sentiment_flow.errors import UserError, one_line, redact_uri
+
+READY = "READY"
+FINISHED = "FINISHED"
+NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
+INVALID = "INVALID_PARAMETER_VALUE"
+MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>[^/@]+)|@(?P<alias>[^/@]+))$")
+
+
+def models_uri(name: str, version: str | int) -> str:
+    """models:/NAME/VERSION: the one place a registry URI is built."""
+    return f"models:/{name}/{version}"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A version's test metrics as training recorded them, and where they were found."""
+
+    metrics: dict[str, float]
+    source: str  # where the metrics were found, for the gate table
+    searched: str  # where they were looked for
+    data_hash: str  # "" when unknown
+    run_status: str | None  # the source run's status; None when that run is not in this store
+
+
+def resolve_version(model_uri: str) -> ModelVersion:
+    """The version a registry URI (models:/NAME/VERSION or models:/NAME@ALIAS) points at now.
+
+    Raises a UserError that names the versions or aliases that do exist.
+    """
+    match = MODELS_URI.match(model_uri)
+    if not match:
+        raise UserError(
+            f"{model_uri!r} is not a registry model URI; use models:/NAME/VERSION or models:/NAME@ALIAS, "
+            f"e.g. models:/sentiment-english@champion."
+        )
+    client = MlflowClient()
+    model = registered_model(client, match["name"])
+    version = match["version"]
+    if match["alias"]:
+        version = alias_version(model, match["alias"])
+        if version is None:
+            raise UserError(
+                f"{model.name} has no alias {match['alias']!r} (its aliases: "
+                f"{', '.join(sorted(model.aliases)) or 'none'}). Use one of those or models:/NAME/VERSION."
+            )
+    return get_version(client, model.name, version)
+
+
+def registered_model(client: MlflowClient, name: str) -> RegisteredModel:
+    try:
+        return client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code == INVALID:
+            raise UserError(f"{one_line(exc)}: pass a registered model name such as sentiment-english.") from None
+        if exc.error_code != NOT_FOUND:
+            raise
+    known = [model.name for model in client.search_registered_models(max_results=20)]
+    raise UserError(
+        f"Registered model {name!r} does not exist in {redact_uri(mlflow.get_tracking_uri())}. Models there: "
+        f"{', '.join(known) or 'none'}. Check the name, or point MLFLOW_TRACKING_URI at the store that has it."
+    )
+
+
+def get_version(client: MlflowClient, name: str, version: str | None) -> ModelVersion:
+    if not str(version).isdigit():
+        raise UserError(f"A version is a number like 3, got {version!r}. See `sentiment-flow status {name}`.")
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException as exc:
+        if exc.error_code != NOT_FOUND:
+            raise
+    versions = sorted(int(mv.version) for mv in all_versions(client, name))
+    raise UserError(
+        f"Version {version} of {name!r} does not exist; its versions are {', '.join(map(str, versions)) or 'none'}. "
+        f"See `sentiment-flow status {name}`."
+    )
+
+
+def check_alias(alias: str) -> None:
+    if alias not in ALIASES:
+        raise UserError(f"Unknown alias {alias!r}. Use one of: {', '.join(ALIASES)}.")
+
+
+def alias_version(model: RegisteredModel, alias: str) -> str | None:
+    version = model.aliases.get(alias)
+    return None if version is None else str(version)
+
+
+def all_versions(client: MlflowClient, name: str) -> list[ModelVersion]:
+    versions, token = [], None
+    while True:
+        page = client.search_model_versions(name_filter(name), page_token=token)
+        versions.extend(page)
+        token = page.token
+        if not token:
+            return versions
+
+
+def source_run(client: MlflowClient, mv: ModelVersion):
+    """The version's training run, or None when it is not in this store (deleted, or copied from elsewhere)."""
+    if not mv.run_id:
+        return None
+    try:
+        return client.get_run(mv.run_id)
+    except MlflowException as exc:
+        if exc.error_code != NOT_FOUND:
+            raise
+    return None
+
+
+def evidence(client: MlflowClient, mv: ModelVersion) -> Evidence:
+    """The version's KEY_METRICS from its source run, else from the version tags training wrote."""
+    run = source_run(client, mv)
+    run_metrics = run.data.metrics if run else {}
+    metrics, sources = {}, []
+    for key in KEY_METRICS:
+        if key in run_metrics:
+            metrics[key] = run_metrics[key]
+            sources.append(f"run {mv.run_id}")
+        elif is_number(mv.tags.get(key)):
+            metrics[key] = float(mv.tags[key])
+            sources.append("version tags")
+    searched = f"run {mv.run_id} nor the version tags" if run else "the version tags nor a source run in this store"
+    data_hash = mv.tags.get("data_hash") or (run.data.tags.get("data_hash", "") if run else "")
+    run_status = run.info.status if run else None
+    return Evidence(metrics, " and ".join(sorted(set(sources))), searched, data_hash, run_status)
+
+
+def name_filter(name: str) -> str:
+    """The search filter for one model's versions. MLflow's filter strings have no escape character; a name
+    holding a single quote (it's) is quoted with double quotes instead."""
+    quote = '"' if "'" in name else "'"
+    return f"name = {quote}{name}{quote}"
+
+
+def utc(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def user() -> str:
+    """The OS login of whoever runs the command (never a token or a tracking credential)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # containers without a passwd entry
+        return "unknown"
+
+
+def is_number(text: str | None) -> bool:
+    try:
+        float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
