@@ -29,15 +29,18 @@ class SentimentData:
     splits: dict[str, pd.DataFrame]
     source: str  # where the rows came from: a Hub id@revision or a resolved local directory
     content_hash: str  # sha256 of the rows, equal whether they came from the Hub or from a local copy
+    split_sources: dict[str, str]  # split -> its file (resolved) or Hub split: the source of its mlflow.data dataset
 
 
 def load_data(data: str, lang: str, max_train_samples: int = 0, seed: int = 0) -> SentimentData:
     """Load and validate the splits from a local directory or the Hub, before any training starts."""
     path = Path(data).expanduser()
     if path.exists():
-        frames, source = _read_local(path, lang)
+        frames, files = _read_local(path, lang)
+        source, split_sources = str(files["test"].parent), {split: str(file) for split, file in files.items()}
     elif HUB_ID.match(data):
         frames, source = _read_hub(data, lang)
+        split_sources = {split: f"{source}[{HUB_SPLITS[split]}]" for split in SPLITS}
     else:
         raise UserError(
             f"Data directory {data!r} does not exist. Pass a local folder laid out <lang>/train.csv, "
@@ -48,14 +51,31 @@ def load_data(data: str, lang: str, max_train_samples: int = 0, seed: int = 0) -
     if max_train_samples and max_train_samples < len(splits["train"]):
         splits["train"] = splits["train"].sample(n=max_train_samples, random_state=seed).reset_index(drop=True)
     _check_every_class(splits["train"], f"{source} [train]", max_train_samples)
-    return SentimentData(splits=splits, source=source, content_hash=content_hash)
+    return SentimentData(splits=splits, source=source, content_hash=content_hash, split_sources=split_sources)
 
 
-def _read_local(path: Path, lang: str) -> tuple[dict[str, pd.DataFrame], str]:
+def read_split(path: str | Path) -> pd.DataFrame:
+    """One split's CSV (columns text,label), validated as training validates it: `text` and `label` ids."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"Evaluation data {str(path)!r} is not a file; pass a CSV with columns text,label.")
+    return _validate(_read_csv(path), str(path))
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, keep_default_na=False, na_values=[""])
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{str(path)!r} is empty: each split needs a header text,label and rows.") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{str(path)!r} is not UTF-8 ({exc.reason}); re-encode it as UTF-8.") from None
+
+
+def _read_local(path: Path, lang: str) -> tuple[dict[str, pd.DataFrame], dict[str, Path]]:
     if not path.is_dir():
         raise UserError(f"Data path {str(path)!r} is a file; pass the folder that holds train.csv, valid.csv, test.csv.")
     folder = path / lang if (path / lang).is_dir() else path
-    frames = {}
+    frames, files = {}, {}
     for split, names in SPLIT_FILES.items():
         found = [folder / name for name in names if (folder / name).is_file()]
         if not found:
@@ -63,13 +83,9 @@ def _read_local(path: Path, lang: str) -> tuple[dict[str, pd.DataFrame], str]:
                 f"Missing {split} split: expected {' or '.join(names)} in {str(folder)!r} "
                 f"(a data folder holds <lang>/train.csv, valid.csv, test.csv or those files directly)."
             )
-        try:
-            frames[split] = pd.read_csv(found[0], keep_default_na=False, na_values=[""])
-        except pd.errors.EmptyDataError:
-            raise UserError(f"{str(found[0])!r} is empty: each split needs a header text,label and rows.") from None
-        except UnicodeDecodeError as exc:
-            raise UserError(f"{str(found[0])!r} is not UTF-8 ({exc.reason}); re-encode it as UTF-8.") from None
-    return frames, str(folder.resolve())
+        files[split] = found[0].resolve()
+        frames[split] = _read_csv(found[0])
+    return frames, files
 
 
 def _read_hub(dataset_id: str, lang: str) -> tuple[dict[str, pd.DataFrame], str]:

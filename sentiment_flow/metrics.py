@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import accuracy_score, classification_report, f1_score, precision_recall_fscore_support
+from sklearn.metrics import accuracy_score, classification_report, f1_score
 
 from sentiment_flow.config import LABELS
 
 
-def classification_metrics(y_true, y_pred, per_class: bool = False) -> dict[str, float]:
-    """accuracy, f1_weighted, f1_macro and, with per_class, precision/recall/f1 for each label."""
+def classification_metrics(y_true, y_pred) -> dict[str, float]:
+    """accuracy, f1_weighted, f1_macro: the Trainer's per-epoch validation metrics (the test split's come from
+    `mlflow.models.evaluate`, see evaluation.py)."""
     ids = list(range(len(LABELS)))
     metrics = {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "f1_weighted": float(f1_score(y_true, y_pred, labels=ids, average="weighted", zero_division=0)),
         "f1_macro": float(f1_score(y_true, y_pred, labels=ids, average="macro", zero_division=0)),
     }
-    if per_class:
-        precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
-        for i, label in enumerate(LABELS):
-            metrics[f"precision_{label}"] = float(precision[i])
-            metrics[f"recall_{label}"] = float(recall[i])
-            metrics[f"f1_{label}"] = float(f1[i])
     return metrics
 
 

@@ -184,6 +184,29 @@ def log_metrics(metrics: dict[str, float]) -> None:
         wandb.run.summary.update(metrics)
 
 
+def log_datasets(splits: dict, sources: dict[str, str]) -> None:
+    """Each split as an mlflow.data dataset input of the active run (digest, source, context train/validation/test):
+    `promote` reads the test one back to evaluate a candidate and the champion on the same rows."""
+    from sentiment_flow.evaluation import CONTEXTS, dataset
+
+    for split, frame in splits.items():
+        mlflow.log_input(dataset(frame, sources[split], split), context=CONTEXTS[split])
+
+
+def log_test_evaluation(y_true, y_pred, source: str) -> dict[str, float]:
+    """The test predictions evaluated by `mlflow.models.evaluate` (its metrics, per-class table and confusion
+    matrix in the run); returns them as test_<name>, also logged to both runs."""
+    import pandas as pd
+
+    from sentiment_flow.evaluation import PREDICTION, TARGET, evaluate
+
+    rows = pd.DataFrame({TARGET: y_true, PREDICTION: y_pred})
+    data = mlflow.data.from_pandas(rows, source=source, targets=TARGET, predictions=PREDICTION, name="test-predictions")
+    metrics = {f"test_{key}": value for key, value in evaluate(data, prefix="test_").items()}
+    log_metrics(metrics)
+    return metrics
+
+
 def log_figure(figure, filename: str) -> None:
     """A matplotlib figure as an MLflow artifact (plots/<filename>) and a W&B image."""
     import wandb

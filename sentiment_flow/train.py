@@ -130,6 +130,7 @@ def train(cfg: TrainConfig) -> TrainResult | None:
     try:
         with run_context as run, _shared_tempdir(state) as ckpt:
             if state.is_main_process:
+                tracking.log_datasets(data.splits, data.split_sources)
                 _log_eda(encoded, cfg.max_length)
             trainer = build_trainer(cfg, model, tokenizer, encoded, ckpt, callbacks=[tracking.MetricsCallback()])
             trainer.train()
@@ -141,8 +142,7 @@ def train(cfg: TrainConfig) -> TrainResult | None:
             if not state.is_main_process:
                 return None
             y_true, y_pred = prediction.label_ids, prediction.predictions.argmax(axis=-1)
-            test_metrics = {f"test_{k}": v for k, v in M.classification_metrics(y_true, y_pred, per_class=True).items()}
-            tracking.log_metrics(test_metrics)
+            test_metrics = tracking.log_test_evaluation(y_true, y_pred, data.split_sources["test"])
             tracking.log_figure(plots.confusion_matrix(y_true, y_pred), "confusion_matrix.png")
             tracking.log_text(M.report(y_true, y_pred), "classification_report.txt")
 

@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -64,6 +65,29 @@ def test_the_run_has_test_per_class_and_per_epoch_metrics(trained):
     history = trained["client"].get_metric_history(run.info.run_id, "eval_f1_macro")
     assert len(history) == 2  # one evaluation per epoch
     assert len(trained["client"].get_metric_history(run.info.run_id, "loss")) >= 2
+
+
+def test_the_splits_are_logged_as_datasets_whose_digest_is_their_rows(trained, tiny_data_dir):
+    from sentiment_flow.data import read_split
+    from sentiment_flow.evaluation import dataset
+
+    inputs = trained["runs"][0].inputs.dataset_inputs
+    contexts = {next(t.value for t in i.tags if t.key == "mlflow.data.context"): i.dataset for i in inputs}
+    for split, context in {"train": "train", "valid": "validation", "test": "test"}.items():
+        path = tiny_data_dir / "english" / f"{split}.csv"
+        logged = contexts[context]
+        assert json.loads(logged.source) == {"uri": str(path.resolve())}
+        assert logged.digest == dataset(read_split(path), str(path), split).digest
+
+
+def test_test_metrics_come_from_mlflow_evaluate_under_the_project_names(trained):
+    run = trained["runs"][0]
+    metrics = run.data.metrics
+    # MLflow's own names (macro average) stand next to the names the registry and the README use.
+    assert metrics["test_f1_score"] == pytest.approx(metrics["test_f1_macro"])
+    assert metrics["test_accuracy_score"] == pytest.approx(metrics["test_accuracy"])
+    artifacts = {a.path for a in trained["client"].list_artifacts(run.info.run_id)}
+    assert {"per_class_metrics.csv", "test_confusion_matrix.png"} <= artifacts
 
 
 def test_tiny_model_learns_the_synthetic_task(trained):

@@ -1,0 +1,92 @@
+"""Evaluation through MLflow's own API: splits as `mlflow.data` datasets, metrics from `mlflow.models.evaluate`
+under this project's names, and a paired bootstrap of the macro-F1 difference of two models on the same rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from sentiment_flow.config import LABEL2ID, LABELS
+
+TARGET = "label"  # the split frames' label column (ids 0-2), the evaluations' targets
+PREDICTION = "prediction"  # the column holding predicted ids when predictions are given, not computed
+# MLflow's classifier metric (macro-averaged under AVERAGE) -> this project's name; per-class and weighted
+# metrics come from MLflow's per_class_metrics table.
+MLFLOW_NAMES = {"accuracy_score": "accuracy", "f1_score": "f1_macro"}
+AVERAGE = "macro"
+PER_CLASS = {"precision": "precision_score", "recall": "recall_score", "f1": "f1_score"}  # ours -> the table's column
+# Split -> the mlflow.data context training logs it under; promotion reads the "test" one back.
+CONTEXTS = {"train": "train", "valid": "validation", "test": "test"}
+
+
+def dataset(frame: pd.DataFrame, source: str, name: str):
+    """`frame` (text, label ids) as an mlflow.data dataset whose digest identifies its rows."""
+    import mlflow.data
+
+    return mlflow.data.from_pandas(frame, source=source, targets=TARGET, name=name)
+
+
+def evaluate(data, predict=None, prefix: str = "") -> dict[str, float]:
+    """`mlflow.models.evaluate` of a classifier in the active run; returns this project's metric names.
+
+    `predict` maps a frame of texts to label ids; without it, `data` must hold them in PREDICTION.
+    MLflow logs its own metrics (under `prefix`), the per-class table and the confusion matrix to the run.
+    """
+    import mlflow
+    from mlflow.data.dataset import Dataset
+
+    given = isinstance(data, Dataset)  # a dataset names its own targets and predictions
+    result = mlflow.models.evaluate(
+        model=predict,
+        data=data,
+        targets=None if given else TARGET,
+        predictions=None if given or predict else PREDICTION,
+        model_type="classifier",
+        evaluator_config={
+            "label_list": list(range(len(LABELS))),  # every class, also one that no row has or no row got
+            "average": AVERAGE,
+            "log_model_explainability": False,
+            "metric_prefix": prefix,
+        },
+    )
+    metrics = {ours: float(result.metrics[f"{prefix}{theirs}"]) for theirs, ours in MLFLOW_NAMES.items()}
+    table = result.artifacts["per_class_metrics"].content.set_index("positive_class")
+    support = table["true_positives"] + table["false_negatives"]
+    metrics["f1_weighted"] = float((table[PER_CLASS["f1"]] * support).sum() / support.sum())
+    for i, label in enumerate(LABELS):
+        for ours, column in PER_CLASS.items():
+            metrics[f"{ours}_{label}"] = float(table.loc[i, column])
+    return metrics
+
+
+def label_ids(labels) -> np.ndarray:
+    """Predicted label names as ids."""
+    return np.array([LABEL2ID[label] for label in labels], dtype=int)
+
+
+def bootstrap_f1_difference(
+    y_true, candidate, baseline, resamples: int, seed: int, batch: int = 200
+) -> tuple[float, float]:
+    """The 95 % interval of macro-F1(candidate) - macro-F1(baseline), from paired bootstrap resamples of the rows.
+
+    Both models are scored on the same resampled rows each time, so what the rows have in common cancels.
+    """
+    y, a, b = (np.asarray(v, dtype=int) for v in (y_true, candidate, baseline))
+    rng = np.random.default_rng(seed)
+    differences = []
+    for start in range(0, resamples, batch):
+        rows = rng.integers(0, len(y), size=(min(batch, resamples - start), len(y)))
+        differences.append(_macro_f1(y[rows], a[rows]) - _macro_f1(y[rows], b[rows]))
+    low, high = np.percentile(np.concatenate(differences), [2.5, 97.5])
+    return float(low), float(high)
+
+
+def _macro_f1(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Macro-F1 of each row of (resamples, rows) label arrays, as sklearn computes it with zero_division=0."""
+    scores = []
+    for c in range(len(LABELS)):
+        tp = ((y == c) & (p == c)).sum(axis=1)
+        wrong = ((y == c) != (p == c)).sum(axis=1)  # false positives + false negatives
+        denominator = 2 * tp + wrong
+        scores.append(np.divide(2 * tp, denominator, out=np.zeros(len(y)), where=denominator > 0))
+    return np.mean(scores, axis=0)

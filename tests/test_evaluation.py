@@ -1,0 +1,68 @@
+"""MLflow's evaluation gives the hand-written metrics; the paired bootstrap is sklearn's macro-F1, seeded."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+
+from sentiment_flow import evaluation
+from sentiment_flow.config import LABELS
+
+
+def noisy_predictions(n: int, correct: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, len(LABELS), n)
+    return y, np.where(rng.random(n) < correct, y, rng.integers(0, len(LABELS), n))
+
+
+def test_mlflow_evaluate_gives_sklearns_metrics_under_the_project_names():
+    y, p = noisy_predictions(200, 0.6, seed=1)
+    with mlflow.start_run():
+        metrics = evaluation.evaluate(pd.DataFrame({"label": y, "prediction": p}))
+
+    ids = list(range(len(LABELS)))
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(y, p))
+    assert metrics["f1_macro"] == pytest.approx(f1_score(y, p, labels=ids, average="macro"))
+    assert metrics["f1_weighted"] == pytest.approx(f1_score(y, p, labels=ids, average="weighted"))
+    precision, recall, f1, _ = precision_recall_fscore_support(y, p, labels=ids, zero_division=0)
+    for i, label in enumerate(LABELS):
+        assert (metrics[f"precision_{label}"], metrics[f"recall_{label}"], metrics[f"f1_{label}"]) == pytest.approx(
+            (precision[i], recall[i], f1[i])
+        )
+
+
+def test_a_class_no_row_has_scores_zero_not_an_error():
+    y = np.array([0, 0, 1, 1])
+    with mlflow.start_run():
+        metrics = evaluation.evaluate(pd.DataFrame({"label": y, "prediction": y}))
+    assert metrics["f1_negative"] == 0.0 and metrics["f1_positive"] == 1.0
+
+
+def test_bootstrap_interval_is_deterministic_under_a_seed_and_brackets_the_difference():
+    y, better = noisy_predictions(300, 0.8, seed=2)
+    _, worse = noisy_predictions(300, 0.5, seed=3)
+    worse = np.where(np.random.default_rng(4).random(300) < 0.5, y, worse)
+
+    first = evaluation.bootstrap_f1_difference(y, better, worse, resamples=500, seed=7)
+    again = evaluation.bootstrap_f1_difference(y, better, worse, resamples=500, seed=7)
+    other = evaluation.bootstrap_f1_difference(y, better, worse, resamples=500, seed=8)
+
+    assert first == again != other
+    difference = f1_score(y, better, average="macro") - f1_score(y, worse, average="macro")
+    assert first[0] < difference < first[1]
+    assert first[0] > 0  # clearly better on 300 rows
+
+
+def test_bootstrap_of_a_model_against_itself_is_exactly_zero():
+    y, p = noisy_predictions(100, 0.6, seed=5)
+    assert evaluation.bootstrap_f1_difference(y, p, p, resamples=200, seed=0) == (0.0, 0.0)
+
+
+def test_vectorised_macro_f1_equals_sklearns_with_zero_division_0():
+    y, p = noisy_predictions(50, 0.3, seed=6)
+    rows = np.random.default_rng(0).integers(0, 50, size=(20, 50))
+    expected = [f1_score(y[r], p[r], labels=[0, 1, 2], average="macro", zero_division=0) for r in rows]
+    assert evaluation._macro_f1(y[rows], p[rows]) == pytest.approx(expected)
