@@ -39,7 +39,7 @@ class WholeNumber(click.ParamType):
 
 
 # config.py postpones annotations, so dataclass field types arrive as strings.
-OPTION_TYPES = {"str": str, "int": WholeNumber(), "float": float}
+OPTION_TYPES = {"str": str, "int": WholeNumber(), "float": float, "bool": click.BOOL}
 AUTH_ERRORS = {
     "UNAUTHENTICATED": "The tracking server refused the request (HTTP 401, not logged in): set "
     "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a user of that server (a wrong password gets "
@@ -127,6 +127,8 @@ def config_options(config_cls):
                 default=field.default,
                 show_default=True,
                 help=field.metadata["help"],
+                # A flag that also takes true/false, as MLproject passes every parameter with a value.
+                **({"is_flag": False, "flag_value": True, "metavar": "[true|false]"} if field.type == "bool" else {}),
             )(func)
         return func
 
@@ -244,7 +246,9 @@ def status_command(name: str) -> None:
 @click.option("--alias", required=True, help=f"The alias to point at it: {', '.join(ALIASES)}.")
 @optional_flag("--dry-run", help="Run the gates and report; change nothing.")
 @click.option("--reason", default="", help="Why; recorded on the version. Required with --force.")
-@optional_flag("--force", help="Promote even if gates 2-3 (min_f1_macro, no_regression) fail.")
+@optional_flag(
+    "--force", help="Promote even if gates 2-3 (min_f1_macro, no_regression, per_class_f1, significance) fail."
+)
 @config_options(PromotionConfig)
 @user_errors
 def promote_command(name: str, version: str, alias: str, dry_run: bool, reason: str, force: bool, **thresholds) -> None:

@@ -15,6 +15,7 @@ PREDICTION = "prediction"  # the column holding predicted ids when predictions a
 MLFLOW_NAMES = {"accuracy_score": "accuracy", "f1_score": "f1_macro"}
 AVERAGE = "macro"
 PER_CLASS = {"precision": "precision_score", "recall": "recall_score", "f1": "f1_score"}  # ours -> the table's column
+METRIC_NAMES = (*MLFLOW_NAMES.values(), "f1_weighted", *(f"{kind}_{label}" for label in LABELS for kind in PER_CLASS))
 # Split -> the mlflow.data context training logs it under; promotion reads the "test" one back.
 CONTEXTS = {"train": "train", "valid": "validation", "test": "test"}
 

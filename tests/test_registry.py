@@ -106,7 +106,9 @@ def test_first_promotion_without_a_champion_passes_every_gate_and_records_the_au
 
     assert report.promoted and report.exit_code == 0
     assert outcomes(report) == dict.fromkeys(
-        ("ready", "test_metrics", "min_f1_macro", "no_regression", "signature", "smoke_test"), "pass"
+        ("ready", "test_metrics", "min_f1_macro", "no_regression", "per_class_f1", "significance", "signature",
+         "smoke_test"),
+        "pass",
     )
     assert "no champion yet" in {g.gate: g.note for g in report.gates}["no_regression"]
     assert aliases() == {"champion": v1}
@@ -185,7 +187,10 @@ def test_evaluation_on_different_data_is_reported_but_not_refused(add_version):
     report = registry.promote(NAME, v2, "champion", dry_run=True)
 
     assert not report.failed
+    # Versions without logged datasets: the tag fallback, and the note says so.
     assert report.gates[3].note == (
+        f"compared the metrics each training recorded, as champion v{v1} has no logged test dataset (trained "
+        "before datasets were logged); pass --eval-data PATH to compare on the same data; "
         "tested on different data (data_hash bbbbbbbbbbbb vs aaaaaaaaaaaa): the comparison is indicative only"
     )
 

@@ -36,7 +36,7 @@ raises before the alias has moved, the version's tags are put back as they were.
 
 from sentiment_flow.registry.audit import HistoryEntry
 from sentiment_flow.registry.commands import copy, promote, rollback, status
-from sentiment_flow.registry.gates import Gate
+from sentiment_flow.registry.rows import Gate
 from sentiment_flow.registry.reports import CopyResult, ModelStatus, PromotionReport, Refused, RollbackResult, VersionStatus
 from sentiment_flow.registry.store import models_uri, resolve_version
 

@@ -3,8 +3,6 @@ row of the gate table; none writes."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
@@ -12,28 +10,14 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.types import DataType
 
 from sentiment_flow.config import CANARY_TEXTS, CHAMPION, KEY_METRICS, LABELS, PromotionConfig
-from sentiment_flow.errors import one_line
+from sentiment_flow.registry.comparison import same_data_gates, unmeasured_gates
+from sentiment_flow.registry.evaluations import eval_set
+from sentiment_flow.registry.rows import EPSILON, FAIL, PASS, SKIPPED, Gate, number, outcome, short
 from sentiment_flow.registry.store import FINISHED, READY, Evidence, evidence, models_uri
 
-PASS, FAIL, FORCED, SKIPPED = "pass", "fail", "forced", "skipped"
-FORCEABLE = ("min_f1_macro", "no_regression")  # gates 2-3; --force never skips readiness or the smoke test
 # Written by training when it registers a version, after every other step; a version without it was not
 # registered by a training that got that far.
 TRAINING_TAGS = ("mlflow_run_id",)
-# Metrics come back from the store as floats and from tags rounded to 4 digits: a tie must not fail by 1e-17.
-EPSILON = 1e-9
-
-
-@dataclass(frozen=True)
-class Gate:
-    """One row of the gate table."""
-
-    gate: str
-    candidate: str
-    champion: str
-    threshold: str
-    outcome: str  # pass | fail | forced (failed, overridden by --force) | skipped (an earlier gate failed)
-    note: str = ""
 
 
 def run_gates(
@@ -55,16 +39,26 @@ def run_gates(
             if missing else f"from {mine.source}",
         )
     )
-    # 2. Good enough in absolute terms.
-    f1 = mine.metrics.get("test_f1_macro")
-    rows.append(
-        Gate(
-            "min_f1_macro", number(f1), "-", f">= {config.min_f1_macro:.4f}",
-            outcome(f1 is not None and f1 >= config.min_f1_macro - EPSILON, force, f1 is not None),
+    # 2-3. Good enough in absolute terms and not worse than what serves now: on one frozen evaluation set
+    # where there is one (--eval-data, else the champion's logged test dataset), else on the metrics each
+    # training recorded.
+    other = champion if champion and str(champion.version) != str(candidate.version) else None
+    no_champion = f"the candidate is the {CHAMPION}" if champion and not other else f"no {CHAMPION} yet"
+    data, why = None, "an earlier gate failed"
+    if not any(row.outcome == FAIL for row in rows):
+        data, why = eval_set(client, other, config.eval_data)
+    if data:
+        rows += same_data_gates(client, candidate, other, no_champion, data, config, force)
+    else:
+        f1 = mine.metrics.get("test_f1_macro")
+        rows.append(
+            Gate(
+                "min_f1_macro", number(f1), "-", f">= {config.min_f1_macro:.4f}",
+                outcome(f1 is not None and f1 >= config.min_f1_macro - EPSILON, force, f1 is not None),
+            )
         )
-    )
-    # 3. Not worse than what serves now.
-    rows.append(_regression_gate(candidate, mine, champion, theirs, config.tolerance, force))
+        rows.append(_regression_gate(candidate, mine, champion, theirs, config.tolerance, force, why))
+        rows += unmeasured_gates(config, why if other else no_champion)
     # 4. Serves: a failed gate above already refuses, so the (slow) load is spared.
     if any(row.outcome == FAIL for row in rows):
         note = "not run: an earlier gate failed"
@@ -75,8 +69,9 @@ def run_gates(
 
 def _regression_gate(
     candidate: ModelVersion, mine: Evidence, champion: ModelVersion | None, theirs: Evidence | None,
-    tolerance: float, force: bool,
+    tolerance: float, force: bool, why: str,
 ) -> Gate:
+    """no_regression on the test metrics each training recorded: the fallback where no same-data set exists."""
     f1 = mine.metrics.get("test_f1_macro")
     if champion is None or theirs is None:
         return Gate("no_regression", number(f1), "none", "-", PASS, f"no {CHAMPION} yet")
@@ -90,7 +85,7 @@ def _regression_gate(
             f"{CHAMPION} {label} has no test_f1_macro to compare with",
         )
     threshold = best - tolerance
-    notes = []
+    notes = [f"compared the metrics each training recorded, as {why}; pass --eval-data PATH to compare on the same data"]
     if not (mine.data_hash and theirs.data_hash):
         notes.append("cannot tell whether both were tested on the same data: a data_hash tag is missing")
     elif mine.data_hash != theirs.data_hash:
@@ -158,20 +153,5 @@ def _unready(mv: ModelVersion, found: Evidence) -> str:
     return ""
 
 
-def outcome(ok: bool, force: bool, measurable: bool) -> str:
-    if ok:
-        return PASS
-    return FORCED if force and measurable else FAIL
-
-
-def number(value: float | None) -> str:
-    return "missing" if value is None else f"{value:.4f}"
-
-
 def _format_metrics(metrics: dict[str, float]) -> str:
     return ", ".join(f"{key.removeprefix('test_')}={value:.4f}" for key, value in metrics.items()) or "none"
-
-
-def short(exc: BaseException) -> str:
-    text = one_line(exc)
-    return text if len(text) <= 300 else text[:297] + "..."

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sentiment_flow.errors import UserError
 from sentiment_flow.registry.audit import HistoryEntry
-from sentiment_flow.registry.gates import FAIL, FORCEABLE, Gate
+from sentiment_flow.registry.rows import FAIL, FORCEABLE, Gate
 from sentiment_flow.registry.store import models_uri
 
 

@@ -144,10 +144,15 @@ def evidence(client: MlflowClient, mv: ModelVersion) -> Evidence:
 
 
 def name_filter(name: str) -> str:
-    """The search filter for one model's versions. MLflow's filter strings have no escape character; a name
+    """The search filter for one model's versions."""
+    return equals("name", name)
+
+
+def equals(field: str, value: str) -> str:
+    """A search filter clause `field = 'value'`. MLflow's filter strings have no escape character; a value
     holding a single quote (it's) is quoted with double quotes instead."""
-    quote = '"' if "'" in name else "'"
-    return f"name = {quote}{name}{quote}"
+    quote = '"' if "'" in value else "'"
+    return f"{field} = {quote}{value}{quote}"
 
 
 def utc(moment: datetime) -> str:
