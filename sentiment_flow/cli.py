@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import logging
 import os
+import re
 import signal
 import sys
 
@@ -111,8 +112,22 @@ def user_errors(func):
 
 
 def _fail(error: UserError) -> None:
-    console.print(f"[bold red]Error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]Error:[/] {escape(in_user_syntax(str(error)))}", highlight=False, soft_wrap=True)
     sys.exit(error.exit_code)
+
+
+def in_user_syntax(text: str) -> str:
+    """Library text names fixes as CLI options (`--eval-data PATH`, `--force`); under `mlflow run` (MLFLOW_RUN_ID
+    set) the user passes MLproject parameters instead (`-P eval_data=PATH`, `-P force=true`): the one mapping."""
+    if not os.environ.get("MLFLOW_RUN_ID"):
+        return text
+    return CLI_OPTION.sub(
+        lambda m: f"-P {m['name'].replace('-', '_')}={m['value'] or 'true'}", text
+    )
+
+
+# `--name` and an optional placeholder (PATH, TEXT, V) or number that follows it.
+CLI_OPTION = re.compile(r"(?<![\w-])--(?P<name>[a-z][a-z0-9-]*)(?: (?P<value>[A-Z]+\b|[0-9][0-9.]*))?")
 
 
 def config_options(config_cls):
@@ -266,9 +281,9 @@ def promote_command(name: str, version: str, alias: str, dry_run: bool, reason: 
         for gate in report.gates:
             result = f"[{OUTCOME_STYLE[gate.outcome]}]{gate.outcome}[/]"
             cells = (escape(cell) for cell in (gate.gate, gate.candidate, gate.champion, gate.threshold))
-            table.add_row(*cells, result, escape(gate.note))
+            table.add_row(*cells, result, escape(in_user_syntax(gate.note)))
         out.print(table)
-    out.print(report.summary, highlight=False, markup=False, soft_wrap=True)
+    out.print(in_user_syntax(report.summary), highlight=False, markup=False, soft_wrap=True)
     sys.exit(report.exit_code)
 
 

@@ -594,14 +594,17 @@ def test_mlproject_registry_entry_points_pass_their_parameters_to_the_cli():
     entry_points = yaml.safe_load((REPO_ROOT / "MLproject").read_text())["entry_points"]
     promote, rollback = entry_points["promote"], entry_points["rollback"]
 
-    assert set(promote["parameters"]) == {"model_name", "version", "alias", "dry_run", "force", "reason"}
+    assert set(promote["parameters"]) == {
+        "model_name", "version", "alias", "dry_run", "force", "reason", "eval_data", "require_significant"
+    }
     assert set(rollback["parameters"]) == {"model_name", "alias"}
     assert rollback["parameters"]["alias"]["default"] == CHAMPION
     rollback_alias = next(p for p in cli.commands["rollback"].params if p.name == "alias")
     assert rollback_alias.default == CHAMPION
     assert promote["command"] == (
         "python -m sentiment_flow promote {model_name} --version {version} --alias {alias} "
-        "--dry-run {dry_run} --force {force} --reason {reason}"
+        "--dry-run {dry_run} --force {force} --reason {reason} "
+        "--eval-data {eval_data} --require-significant {require_significant}"
     )
     assert rollback["command"] == "python -m sentiment_flow rollback {model_name} --alias {alias}"
 
@@ -740,3 +743,15 @@ def test_promotion_rollback_and_copy_work_against_an_mlflow_server_over_http(mlf
     copied = registry.copy(f"models:/{NAME}@champion", "sentiment-english-prod")
     assert version_tags(copied.version, "sentiment-english-prod")["source_version"] == v1
     assert aliases() == {"champion": v1}
+
+
+def test_under_mlflow_run_messages_name_mlproject_parameters_instead_of_cli_options(monkeypatch):
+    from sentiment_flow.cli import in_user_syntax
+
+    text = "add --force --reason TEXT; pass --eval-data PATH, or lower --min-f1-macro 0.4 (see `sentiment-flow status`)."
+    assert in_user_syntax(text) == text
+    monkeypatch.setenv("MLFLOW_RUN_ID", "abc")
+    assert in_user_syntax(text) == (
+        "add -P force=true -P reason=TEXT; pass -P eval_data=PATH, or lower -P min_f1_macro=0.4 "
+        "(see `sentiment-flow status`)."
+    )
