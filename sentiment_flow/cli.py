@@ -158,6 +158,8 @@ def cli(verbose: bool) -> None:
     from sentiment_flow import tracking
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Two INFO lines per promotion threshold checked; the gate table says the same once.
+    logging.getLogger("mlflow.models.evaluation.validation").setLevel(logging.DEBUG if verbose else logging.WARNING)
     tracking.configure_store()
     signal.signal(signal.SIGTERM, _terminate)
     _die_with_parent()

@@ -207,3 +207,43 @@ def test_require_significant_without_same_data_is_refused_even_with_force(add):
     assert "--require-significant needs a same-data evaluation" in gate(report, "significance").note
     assert "has no logged test dataset" in gate(report, "no_regression").note
     assert not [r for r in evaluation_runs() if r.data.tags["evaluation.model_name"] == add.name]
+
+
+def _evaluate_in_child(uri: str, name: str, version: str, path: str, barrier, out) -> None:
+    from sentiment_flow.registry.evaluations import eval_set, evaluate_version
+
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient()
+    data, _ = eval_set(client, None, path)
+    barrier.wait()
+    result = evaluate_version(client, client.get_model_version(name, version), data)
+    out.put((result.metrics, result.predictions.tolist()))
+
+
+@pytest.mark.slow
+def test_two_promotions_evaluating_one_version_at_once_agree_and_later_ones_reuse_a_run(add, models):
+    import multiprocessing
+
+    from sentiment_flow.registry.evaluations import eval_set, evaluate_version
+
+    version = add("positive")
+    # spawn, not fork: a forked child would share this process's SQLite connections.
+    spawn = multiprocessing.get_context("spawn")
+    barrier, out = spawn.Barrier(2), spawn.Queue()
+    args = (models["uri"], add.name, version, str(models["skewed"]), barrier, out)
+    children = [spawn.Process(target=_evaluate_in_child, args=args) for _ in range(2)]
+    for child in children:
+        child.start()
+    results = [out.get(timeout=300) for _ in children]
+    for child in children:
+        child.join(60)
+
+    assert [child.exitcode for child in children] == [0, 0]
+    assert results[0] == results[1]
+    runs = [r for r in evaluation_runs() if r.data.tags["evaluation.model_name"] == add.name]
+    assert 1 <= len(runs) <= 2
+    client = MlflowClient()
+    data, _ = eval_set(client, None, str(models["skewed"]))
+    again = evaluate_version(client, client.get_model_version(add.name, version), data)
+    assert again.run_id in {r.info.run_id for r in runs} and again.metrics == results[0][0]
+    assert len([r for r in evaluation_runs() if r.data.tags["evaluation.model_name"] == add.name]) == len(runs)

@@ -4,9 +4,16 @@ Every function takes plain arguments, works on the registry at the current track
 `mlflow server` over HTTP) and returns a result object; only `cli.py` prints. MLflow 3 aliases and
 tags throughout, never the deprecated stages.
 
-Metrics: a version's `test_f1_macro` and `test_accuracy` are read from its source run's metrics, the
-authoritative record written by training; where that run is not in this store (deleted, or the version
-was copied from another tracking server) the version tags training wrote with the same values stand in.
+Modules: store (lookups, URI resolution, the one models:/ builder), gates (the gate table), evaluations and
+comparison (the same-data gates), audit (promotion tags, alias history), pending (concurrent promotions),
+commands (status, promote, rollback, copy), reports (what they return), rows (a gate-table row).
+
+Metrics: gates 2-3 compare the candidate and the champion on one frozen evaluation set (--eval-data, else the
+champion's logged test dataset), each evaluated once per dataset digest by `mlflow.models.evaluate`. Where
+there is none (versions from before training logged datasets), a version's `test_f1_macro` and
+`test_accuracy` are read from its source run's metrics, the authoritative record written by training; where
+that run is not in this store (deleted, or the version was copied from another tracking server) the version
+tags training wrote with the same values stand in.
 
 Audit trail and rollback: the tags on each version are the source of truth. Promoting version V to
 alias A writes on V, before the alias moves:
