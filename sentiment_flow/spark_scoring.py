@@ -76,7 +76,7 @@ def score_spark(
         out = _Output(spark, output_path)
         if out.exists() and not overwrite:
             raise UserError(f"Output {output_path!r} exists; pass --overwrite to replace it.")
-        frame = _read(spark, input_path, config)
+        frame = _read(spark, _absolute(input_path), config)
         check_columns(frame.columns, input_path, config, probabilities)
         scorer = load_scorer(model_uri, dst_path=model_dir)
         spark.sparkContext.addFile(model_dir, recursive=True)  # its random name is unique in the session
@@ -129,7 +129,8 @@ def _read(spark, path: str, config: ScoreConfig, like: str | None = None):
 
     try:
         if _is_csv(spark, like or path):
-            return spark.read.options(**CSV_OPTIONS, encoding=config.encoding, mode="FAILFAST").csv(path)
+            # Spark reads an empty unquoted field as null; the local scorer (and pandas) as "": the same rows.
+            return spark.read.options(**CSV_OPTIONS, encoding=config.encoding, mode="FAILFAST").csv(path).na.fill("")
         return spark.read.parquet(path)
     except AnalysisException as exc:
         raise UserError(
@@ -236,12 +237,18 @@ def _is_local(path: str) -> bool:
     return urlsplit(path).scheme in ("", "file")
 
 
+def _absolute(path: str) -> str:
+    """A local path made absolute here: Spark resolves a relative one against its JVM's folder, which is where
+    the session started, not necessarily this process's current folder."""
+    return os.path.abspath(path) if not urlsplit(path).scheme else path
+
+
 class _Output:
     """OUTPUT and its hidden partial folder beside it: on a local disk through the OS (a rename is atomic and
     still works after an interrupt stopped the JVM), elsewhere (s3a://, hdfs://) through Hadoop's FileSystem."""
 
     def __init__(self, spark, path: str):
-        self.path = path.rstrip("/")
+        self.path = _absolute(path.rstrip("/"))
         self.local = Path(urlsplit(self.path).path) if _is_local(self.path) else None
         if self.local is None:
             jvm = spark.sparkContext._jvm
