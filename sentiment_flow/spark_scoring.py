@@ -202,13 +202,14 @@ def _summarise(out, input_columns: list[str], scorer, config: ScoreConfig) -> di
     """Counts, gold-label metrics, token lengths and a row hash of the written output: one aggregation."""
     from pyspark.sql import functions as F
 
+    columns = [F.col(f"`{name}`") for name in input_columns]  # quoted: a name may hold a dot
     label, text = F.col(f"`{config.output_prefix}label`"), F.col(f"`{config.text_column}`")
     gold = F.col(f"`{config.label_column}`") if config.label_column else F.lit(None)
     groups = out.groupBy(label.alias("label"), gold.cast("string").alias("gold")).agg(
         F.count("*").alias("rows"),
         F.sum((F.regexp_replace(F.coalesce(text, F.lit("")), r"^\s+|\s+$", "") == "").cast("long")).alias("blank"),
         # Order-independent: a sum of row hashes names the rows, whatever the partitioning.
-        F.sum(F.xxhash64(*(F.col(f"`{c}`") for c in input_columns)).cast("decimal(38,0)")).alias("hash"),
+        F.sum(F.xxhash64(*columns).cast("decimal(38,0)")).alias("hash"),
     ).collect()
     rows = sum(g["rows"] for g in groups)
     counts = dict.fromkeys(LABELS, 0)
@@ -223,7 +224,7 @@ def _summarise(out, input_columns: list[str], scorer, config: ScoreConfig) -> di
     return dict(
         rows=rows, blank=sum(g["blank"] for g in groups), label_counts=counts, labelled=int(confusion.sum()),
         accuracy=accuracy, f1_macro=f1_macro, token_length_counts=np.bincount(token_lengths(scorer, texts)),
-        input_hash=hashlib.sha256(content.encode()).hexdigest(), input_sample=out.select(*input_columns).limit(5).toPandas(),
+        input_hash=hashlib.sha256(content.encode()).hexdigest(), input_sample=out.select(*columns).limit(5).toPandas(),
     )
 
 

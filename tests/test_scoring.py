@@ -32,12 +32,6 @@ NAME = "sentiment-english"
 
 
 @pytest.fixture
-def model_dir(template) -> str:
-    """The tiny model as a local MLflow model directory (the fastest URI to load)."""
-    return str(template.model_dir)
-
-
-@pytest.fixture
 def champion(template, isolated) -> str:
     """models:/sentiment-english@champion -> version 2 of the tiny model in this test's store."""
     shutil.copyfile(template.db, isolated / "mlflow.db")
@@ -47,13 +41,6 @@ def champion(template, isolated) -> str:
         version = client.create_model_version(NAME, template.model_uri).version
     client.set_registered_model_alias(NAME, "champion", version)
     return f"models:/{NAME}@champion"
-
-
-@pytest.fixture
-def ready_store(template, isolated) -> None:
-    """This test's store as a copy of a ready one: each CLI job records a scoring run, and creating a store's
-    schema costs seconds."""
-    shutil.copyfile(template.db, isolated / "mlflow.db")
 
 
 def write_input(path, n: int = 40, seed: int = 7) -> pd.DataFrame:
@@ -515,6 +502,9 @@ def test_sigterm_mid_run_leaves_no_output_and_no_partial_file(model_dir, tmp_pat
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM
     assert sorted(p.name for p in tmp_path.iterdir() if "csv" in p.name) == ["in.csv"]
+    experiment = mlflow.get_experiment_by_name("sentiment-flow-scoring")
+    (run,) = mlflow.MlflowClient().search_runs([experiment.experiment_id])
+    assert run.info.status == "KILLED"  # the job's scoring run too: never left RUNNING
 
 
 @pytest.mark.slow
@@ -574,6 +564,9 @@ def test_mlproject_score_entry_point_takes_every_option_and_writes_relative_path
     assert "macro-F1" in proc.stdout
     (run,) = score_runs()
     assert run.info.status == "FINISHED"
+    # The scoring run is the one `mlflow run` created: its metrics and dataset are there, and no second run.
+    assert run.data.metrics["rows"] == 10 and "accuracy" in run.data.metrics and run.inputs.dataset_inputs
+    assert run.data.params["engine"] == "local" and mlflow.get_experiment_by_name("sentiment-flow-scoring") is None
 
 
 @pytest.mark.slow

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import signal
-import subprocess
-import sys
-import time
 
 import mlflow
 import numpy as np
@@ -20,7 +16,7 @@ from sentiment_flow.cli import cli
 from sentiment_flow.config import LABELS, SCORING_EXPERIMENT, TrainConfig
 from sentiment_flow.train import train
 
-from conftest import isolate, subprocess_env, synthetic_split
+from conftest import isolate, synthetic_split
 
 
 @pytest.fixture(scope="module")
@@ -144,20 +140,3 @@ def test_under_mlflow_run_the_job_records_into_that_run_not_a_second_one(store, 
     (run,) = scoring_runs_in("project")
     assert run.info.status == "FINISHED" and run.data.metrics["rows"] == 5 and "drift_label_psi" in run.data.metrics
     assert mlflow.get_experiment_by_name("unused") is None
-
-
-@pytest.mark.slow
-def test_sigterm_ends_the_scoring_run_killed_and_leaves_no_output(store, tmp_path):
-    pd.concat([labelled_input(tmp_path / "in.csv", n=100)] * 200).to_csv(tmp_path / "in.csv", index=False)
-    command = [sys.executable, "-m", "sentiment_flow", "score", store["model_uri"], "in.csv", "out.csv",
-               "--chunk-size", "50", "--experiment-name", "killed"]
-    proc = subprocess.Popen(command, cwd=tmp_path, env=subprocess_env(), stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not any(p.suffix == ".partial" and p.stat().st_size > 0 for p in tmp_path.iterdir()):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "timeout"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
-    (run,) = scoring_runs_in("killed")
-    assert run.info.status == "KILLED"
-    assert sorted(p.name for p in tmp_path.iterdir() if "csv" in p.name) == ["in.csv"]

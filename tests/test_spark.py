@@ -7,7 +7,6 @@ active session, as it would under spark-submit.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 
 import mlflow
@@ -51,16 +50,6 @@ def spark():
             yield session
         finally:
             session.stop()
-
-
-@pytest.fixture
-def model_dir(template) -> str:
-    return str(template.model_dir)
-
-
-@pytest.fixture
-def ready_store(template, isolated) -> None:
-    shutil.copyfile(template.db, isolated / "mlflow.db")
 
 
 def read_spark_csv(folder) -> pd.DataFrame:
