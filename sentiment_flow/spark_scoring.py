@@ -104,20 +104,35 @@ def _session(master: str, config: ScoreConfig):
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYTHONWARNINGS", f"ignore:{PANDAS_WARNING}:FutureWarning")
         # No console progress bar: it overwrites the log lines and the summary table.
-        builder = SparkSession.builder.appName("sentiment-flow score").config("spark.ui.showConsoleProgress", "false")
+        # FATAL: a failed task logs its stack trace at ERROR, and the job's failure reaches the user as one line.
+        builder = (
+            SparkSession.builder.appName("sentiment-flow score")
+            .config("spark.ui.showConsoleProgress", "false").config("spark.log.level", "FATAL")
+        )
         if "PYSPARK_GATEWAY_PORT" not in os.environ:  # under spark-submit, its --master decides
             builder = builder.master(master)
         try:
             spark = builder.getOrCreate()
         except PySparkException as exc:
             raise UserError(f"Spark did not start on master {master!r}: {one_line(exc)}.") from None
-        spark.sparkContext.setLogLevel("ERROR")
     else:
         spark = active
     # Arrow batches of chunk_size rows: what one predict_texts call sorts by length and scores.
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.chunk_size))
     try:
         yield spark
+    except (SystemExit, KeyboardInterrupt):
+        # Interrupted mid-job: py4j's connection still awaits that job's answer, so stop() would hang on it.
+        # End the JVM this process started instead (and with it the job); the caller's cleanup runs on.
+        gateway_process = getattr(spark.sparkContext._gateway, "proc", None)
+        if active is None and gateway_process is not None:
+            gateway_process.kill()
+            try:  # forget the session, or MLflow (ending the run KILLED) asks the dead JVM for its settings
+                spark.stop()
+            except Exception:  # noqa: BLE001 - the JVM is gone; stop() has cleared the session by now
+                pass
+            active = spark  # stopped
+        raise
     finally:
         if active is None:
             spark.stop()
@@ -188,13 +203,14 @@ def _score_batches(batches: Iterator[pd.DataFrame], model: str, model_version: s
 def _write(scored, partial: str, output_path: str) -> None:
     """Run the job: Parquet into `partial`, or CSV (with a header) if OUTPUT's name ends in .csv."""
     from py4j.protocol import Py4JJavaError
+    from pyspark.errors import PySparkException
 
     try:
         if ".csv" in Path(urlsplit(output_path).path).suffixes:
             scored.write.options(**{k: v for k, v in CSV_OPTIONS.items() if k != "multiLine"}).csv(partial)
         else:
             scored.write.parquet(partial)
-    except Py4JJavaError as exc:
+    except (Py4JJavaError, PySparkException) as exc:  # a row Spark cannot read surfaces here, when the job runs
         raise UserError(f"Spark could not score into {output_path!r}: {_first_line(exc)}.") from None
 
 
@@ -229,9 +245,10 @@ def _summarise(out, input_columns: list[str], scorer, config: ScoreConfig) -> di
 
 
 def _first_line(exc: BaseException) -> str:
-    """A Spark/Java error's first line (its JVM stack trace follows)."""
-    text = getattr(exc, "java_exception", None)
-    return one_line(str(text or exc).strip().splitlines()[0])
+    """A Spark/Java error's first line and its root cause's (the JVM stack traces between them left out)."""
+    head = str(getattr(exc, "java_exception", None) or exc).strip().splitlines()[0]  # not py4j's "while calling o63"
+    causes = [line.removeprefix("Caused by: ") for line in str(exc).splitlines() if line.startswith("Caused by: ")]
+    return one_line(head + (f" ({causes[-1]})" if causes else ""))
 
 
 def _is_local(path: str) -> bool:

@@ -7,7 +7,10 @@ active session, as it would under spark-submit.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
+import time
 
 import mlflow
 import numpy as np
@@ -20,7 +23,7 @@ from sentiment_flow.cli import cli
 from sentiment_flow.config import ScoreConfig
 from sentiment_flow.errors import UserError
 
-from conftest import SHARED_DATA, requires_shared_data
+from conftest import SHARED_DATA, requires_shared_data, subprocess_env
 
 pytest.importorskip("pyspark", reason="the spark extra (pyspark) is not installed")
 try:
@@ -120,6 +123,10 @@ def test_a_folder_of_parquet_parts_is_scored_into_csv_part_files_that_keep_every
         (None, None, "Could not read '{tmp_path}/in.csv': [PATH_NOT_FOUND] Path does not exist: "),
         ("review\nnice\n", "./no-such-model", "Could not load model './no-such-model'"),
         ("review\nnice\n", "existing output", "Output 'out.parquet' exists; pass --overwrite to replace it."),
+        # Found only when the job reads that row, after the model loaded and other rows were scored.
+        ("review,n\nok,1\nnice,2,3\n", None, "Spark could not score into 'out.parquet': org.apache.spark.SparkException: "
+         "[FAILED_READ_FILE.NO_HINT] Encountered error while reading file file://{tmp_path}/in.csv. SQLSTATE: KD001 "
+         "(org.apache.spark.SparkRuntimeException: [MALFORMED_CSV_RECORD] Malformed CSV record: nice,2,3 SQLSTATE: KD000)."),
     ],
 )
 def test_bad_input_on_the_spark_path_is_one_line_and_leaves_no_output(spark, model_dir, tmp_path, setup, model, message):
@@ -151,3 +158,27 @@ def test_java_absent_is_one_line_naming_the_fix(ready_store, tmp_path, monkeypat
     result = CliRunner().invoke(cli, ["score", "models:/never-loaded/1", "in.csv", "out", "--engine", "spark"])
     assert result.exit_code == 2 and expected in result.output and "Traceback" not in result.output
     assert not os.path.exists(tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_sigterm_mid_job_stops_spark_ends_the_run_killed_and_leaves_no_output(model_dir, ready_store, tmp_path):
+    """py4j waits for the running job's answer; without ending the JVM, the process hung on SIGTERM."""
+    texts = pd.DataFrame({"text": ["the food was great today", "an awful sad day"] * 20_000})
+    texts.to_csv(tmp_path / "in.csv", index=False)
+    command = [sys.executable, "-m", "sentiment_flow", "score", model_dir, "in.csv", "out.parquet", "--engine",
+               "spark", "--spark-master", "local[1]", "--chunk-size", "100"]
+    proc = subprocess.Popen(command, cwd=tmp_path, env=subprocess_env(), stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not any(p.name.startswith(".out.parquet") for p in tmp_path.iterdir()):  # the job is writing
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "timeout"
+            time.sleep(0.2)
+        time.sleep(2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    (run,) = mlflow.MlflowClient().search_runs([mlflow.get_experiment_by_name("sentiment-flow-scoring").experiment_id])
+    assert run.info.status == "KILLED"
+    assert leftovers(tmp_path) == []
