@@ -15,7 +15,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sentiment_flow.config import ALIASES, CHAMPION, HEADLINE_METRICS, KEY_METRICS, PromotionConfig, ScoreConfig, TrainConfig
+from sentiment_flow.config import (
+    ALIASES, CHAMPION, HEADLINE_METRICS, KEY_METRICS, SCORING_EXPERIMENT, SPARK_MASTER, PromotionConfig, ScoreConfig,
+    TrainConfig,
+)
 from sentiment_flow.errors import UserError
 from sentiment_flow.server import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS
 
@@ -185,8 +188,8 @@ def train_command(**options) -> None:
 
 @cli.command()
 @click.argument("model_uri")
-@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
-@click.argument("output_path", metavar="OUTPUT", type=click.Path(dir_okay=False))
+@click.argument("input_path", metavar="INPUT")
+@click.argument("output_path", metavar="OUTPUT")
 # Flags that also take a value (`--overwrite`, `--overwrite true`, `--overwrite=no`): MLproject passes every
 # parameter as `--name {value}`, and a plain click flag cannot take one.
 @click.option(
@@ -197,20 +200,47 @@ def train_command(**options) -> None:
     "--overwrite", type=click.BOOL, is_flag=False, flag_value=True, default=False, metavar="[true|false]",
     help="Replace OUTPUT if it exists.",
 )
+@click.option(
+    "--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
+    help="local: stream the file in this process. spark: score on a Spark cluster (--spark-master); INPUT may be "
+    "a folder of part files on any path Spark reads, OUTPUT is a folder (Parquet, or CSV if named *.csv).",
+)
+@click.option("--spark-master", default=SPARK_MASTER, show_default=True,
+              help="Spark master URL for --engine spark (ignored under spark-submit, whose --master decides).")
+@click.option("--experiment-name", default=SCORING_EXPERIMENT, show_default=True,
+              help="MLflow experiment of the scoring run (under `mlflow run`: the run it created).")
 @config_options(ScoreConfig)
 @user_errors
-def score(model_uri: str, input_path: str, output_path: str, probabilities: bool, overwrite: bool, **options) -> None:
-    """Score the CSV INPUT with MODEL_URI into OUTPUT: every input column and row in order, plus label, score
-    and the model version.
+def score(
+    model_uri: str, input_path: str, output_path: str, probabilities: bool, overwrite: bool, engine: str,
+    spark_master: str, experiment_name: str, **options,
+) -> None:
+    """Score INPUT (CSV or Parquet, by its name) with MODEL_URI into OUTPUT: every input column and row, plus
+    label, score and the model version. The job is recorded as one MLflow run, with drift against training.
 
     MODEL_URI is models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model or a local model directory.
     OUTPUT appears only once every row is written.
     """
-    from sentiment_flow.scoring import score_csv
+    from sentiment_flow import scoring_runs
 
-    summary = score_csv(
-        model_uri, input_path, output_path, ScoreConfig(**options), probabilities=probabilities, overwrite=overwrite
-    )
+    config = ScoreConfig(**options)
+    with scoring_runs.scoring_run(experiment_name, f"score-{os.path.basename(input_path.rstrip('/'))}") as run_id:
+        if engine == "spark":
+            from sentiment_flow.spark_scoring import score_spark
+
+            summary = score_spark(
+                model_uri, input_path, output_path, config, probabilities=probabilities, overwrite=overwrite,
+                master=spark_master,
+            )
+        else:
+            from sentiment_flow.scoring import score_csv
+
+            summary = score_csv(
+                model_uri, input_path, output_path, config, probabilities=probabilities, overwrite=overwrite
+            )
+        local = "://" not in input_path
+        params = {"engine": engine, "output_path": output_path, **({"spark_master": spark_master} if engine == "spark" else {})}
+        drift = scoring_runs.record(summary, model_uri, os.path.abspath(input_path) if local else input_path, params)
     table = Table(title=f"Scored {escape(str(summary.output))}", show_header=False)
     table.add_row("model", escape(summary.model_version))
     table.add_row("rows", f"{summary.rows:,} in {summary.seconds:.1f} s ({summary.rows / summary.seconds:,.0f} rows/s)")
@@ -222,6 +252,9 @@ def score(model_uri: str, input_path: str, output_path: str, probabilities: bool
         table.add_row("macro-F1", f"{summary.f1_macro:.4f}")
     elif options["label_column"]:
         table.add_row("accuracy", f"none of the {options['label_column']!r} values is a known label")
+    for name, value in drift.items():
+        table.add_row(name.replace("_", " "), f"{value:.4f} (PSI vs training)")
+    table.add_row("MLflow run", run_id)
     Console().print(table)
 
 

@@ -212,3 +212,9 @@ class ScoreConfig:
         for name in ("batch_size", "chunk_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}.")
+
+
+# `score`: the MLflow experiment each scoring job is recorded in (one run per job, never "Default"), and the
+# Spark master of `--engine spark` outside spark-submit (every core of this machine).
+SCORING_EXPERIMENT = "sentiment-flow-scoring"
+SPARK_MASTER = "local[*]"

@@ -54,3 +54,18 @@ def confusion_matrix(y_true, y_pred):
     ax.set_title("Confusion matrix (test, normalised by true label)")
     fig.tight_layout()
     return fig
+
+
+def compare_shares(names: list[str], expected, actual, title: str, psi: float):
+    """Side-by-side bars of two histograms as shares: the training baseline and what a scoring job saw."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    x = np.arange(len(names))
+    for offset, (label, counts) in zip((-0.2, 0.2), (("training", expected), ("scored", actual))):
+        counts = np.asarray(counts, dtype=float)
+        ax.bar(x + offset, counts / max(counts.sum(), 1), 0.4, label=label)
+    ax.set_xticks(x, names)
+    ax.set_ylabel("share of texts")
+    ax.set_title(f"{title} (PSI {psi:.3f})")
+    ax.legend()
+    fig.tight_layout()
+    return fig

@@ -1,7 +1,7 @@
-"""Batch scoring of CSV files through MLflow's pyfunc loader: streamed in chunks, written atomically.
+"""Batch scoring of CSV or Parquet files through MLflow's pyfunc loader: streamed in chunks, written atomically.
 
-`predict_texts` scores one chunk of texts and touches no file, so the same function can run inside a
-Spark job (e.g. a pandas UDF over `load_scorer`). `score_csv` adds the CSV streaming around it.
+`predict_texts` scores one chunk of texts and touches no file, so the same function runs inside the Spark
+engine's `mapInPandas` (spark_scoring.py). `score_csv` adds the file streaming around it.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ class Scorer:
     pipeline: object  # transformers TextClassificationPipeline
     call_kwargs: dict  # the model_config it was logged with (truncation, max_length): served as trained
     model_version: str  # NAME/VERSION for a registry URI (an alias resolved when loaded), else the URI
+    path: str  # the local model directory it was loaded from
 
 
 @dataclass(frozen=True)
@@ -57,22 +58,38 @@ class ScoreSummary:
     labelled: int = 0  # rows with a gold label in LABELS (when a gold column was named)
     accuracy: float | None = None
     f1_macro: float | None = None
+    # Texts per token count (index = tokens after truncation): the scored side of the drift check.
+    token_length_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    input_hash: str = ""  # sha256 of the input file (Spark: of its rows, see spark_scoring)
+    input_sample: pd.DataFrame | None = None  # its first rows, named: the scoring run's dataset schema
 
 
-def load_scorer(model_uri: str) -> Scorer:
-    """Load `model_uri` (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model or a local path)."""
+def is_parquet(path: str | Path) -> bool:
+    """Parquet by its name (`.parquet`, `.pq`); anything else is read and written as CSV."""
+    return Path(str(path)).suffix.lower() in (".parquet", ".pq")
+
+
+def resolve_model(model_uri: str) -> tuple[str, str]:
+    """The URI to load (an alias pinned to its version: the alias may move while a long job runs) and the
+    model_version written beside each prediction (NAME/VERSION, or the URI itself outside the registry)."""
+    if not model_uri.startswith("models:/"):
+        return model_uri, model_uri
+    from sentiment_flow.registry import resolve_version
+
+    version = resolve_version(model_uri)
+    return f"models:/{version.name}/{version.version}", f"{version.name}/{version.version}"
+
+
+def load_scorer(model_uri: str, dst_path: str | None = None) -> Scorer:
+    """Load `model_uri` (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model or a local path), downloaded
+    into `dst_path` if given (a local model is then copied there too)."""
     import mlflow
     from transformers import Pipeline
 
-    model_version = load_uri = model_uri
-    if model_uri.startswith("models:/"):
-        from sentiment_flow.registry import resolve_version
-
-        version = resolve_version(model_uri)
-        model_version = f"{version.name}/{version.version}"
-        load_uri = f"models:/{model_version}"  # pinned: the alias may move while a long job runs
+    load_uri, model_version = resolve_model(model_uri)
     try:
-        model = mlflow.pyfunc.load_model(load_uri)
+        path = mlflow.artifacts.download_artifacts(load_uri, dst_path=dst_path)
+        model = mlflow.pyfunc.load_model(path)
     except Exception as exc:  # noqa: BLE001 - MLflow raises many types for "not there" and "not a model"
         raise UserError(
             f"Could not load model {model_uri!r}: {one_line(exc)}. Pass models:/NAME@ALIAS, models:/NAME/VERSION, "
@@ -92,7 +109,7 @@ def load_scorer(model_uri: str) -> Scorer:
         )
     # Truncate even a model logged without a model_config: one overlong text must not fail a whole job.
     call_kwargs = {"truncation": True, **(model.model_config or {})}
-    return Scorer(pipeline=pipeline, call_kwargs=call_kwargs, model_version=model_version)
+    return Scorer(pipeline=pipeline, call_kwargs=call_kwargs, model_version=model_version, path=path)
 
 
 def predict_texts(scorer: Scorer, texts: pd.Series, batch_size: int = 32) -> pd.DataFrame:
@@ -117,6 +134,14 @@ def predict_texts(scorer: Scorer, texts: pd.Series, batch_size: int = 32) -> pd.
     return out
 
 
+def token_lengths(scorer: Scorer, texts: pd.Series) -> np.ndarray:
+    """Tokens per text as the model sees it (truncated like `predict_texts`), for the token-length drift check."""
+    tokenizer = scorer.pipeline.tokenizer
+    max_length = scorer.call_kwargs.get("max_length") or tokenizer.model_max_length
+    encoded = tokenizer(texts.fillna("").astype(str).tolist(), truncation=True, max_length=max_length)
+    return np.fromiter((len(ids) for ids in encoded["input_ids"]), dtype=np.int64, count=len(texts))
+
+
 def output_columns(prefix: str = "", probabilities: bool = False) -> list[str]:
     """The columns `score_csv` appends to the input's, in order."""
     return [prefix + name for name in (*PREDICTIONS, *(PROBABILITIES if probabilities else ()))]
@@ -126,34 +151,50 @@ def check_input(input_path: Path, config: ScoreConfig, probabilities: bool = Fal
     """The input's header as written, after checking everything that can be checked before a model is loaded."""
     if not input_path.is_file():
         raise UserError(f"Input file {str(input_path)!r} does not exist.")
-    with _reading(input_path, config):
-        head = _read_csv(input_path, input_path, config, nrows=2)
-    header = list(head.iloc[0])
+    if is_parquet(input_path):
+        with _reading(input_path, config):
+            metadata = _parquet(input_path).metadata
+        header, has_rows = list(metadata.schema.names), metadata.num_rows > 0
+    else:
+        with _reading(input_path, config):
+            head = _read_csv(input_path, input_path, config, nrows=2)
+        header, has_rows = list(head.iloc[0]), len(head) > 1
+    check_columns(header, str(input_path), config, probabilities)
+    if not has_rows:
+        raise UserError(f"{str(input_path)!r} has a header but no rows to score.")
+    return header
+
+
+def check_columns(header: list[str], where: str, config: ScoreConfig, probabilities: bool = False) -> None:
+    """Refuse an input without the named text/gold columns, with them twice, or with the columns scoring adds."""
     for role, name, option in (
         ("text", config.text_column, "--text-column"), ("gold label", config.label_column, "--label-column")
     ):
         if name and name not in header:
             raise UserError(
-                f"{str(input_path)!r} has no {role} column {name!r}; its columns are {', '.join(header)}. "
+                f"{where!r} has no {role} column {name!r}; its columns are {', '.join(header)}. "
                 f"Name the right one with {option}."
             )
         if name and header.count(name) > 1:
             positions = ", ".join(str(i + 1) for i, column in enumerate(header) if column == name)
             raise UserError(
-                f"{str(input_path)!r} has {header.count(name)} columns named {name!r} (columns {positions}): "
+                f"{where!r} has {header.count(name)} columns named {name!r} (columns {positions}): "
                 f"rename all but the {role} column."
             )
-    if len(head) < 2:
-        raise UserError(f"{str(input_path)!r} has a header but no rows to score.")
     clashes = [c for c in output_columns(config.output_prefix, probabilities) if c in header]
     if clashes:
         suggestion = "pred_" + config.output_prefix
         raise UserError(
-            f"{str(input_path)!r} already has column(s) {', '.join(clashes)}, which scoring would write. "
+            f"{where!r} already has column(s) {', '.join(clashes)}, which scoring would write. "
             f"Pass --output-prefix (e.g. --output-prefix {suggestion}) to name the new columns "
             f"{', '.join(output_columns(suggestion, probabilities))}."
         )
-    return header
+
+
+def _parquet(path: Path):
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path)
 
 
 def _read_csv(source, path: Path, config: ScoreConfig, **kwargs):
@@ -184,11 +225,19 @@ def _reading(path: Path, config: ScoreConfig) -> Iterator[None]:
         ) from None
     except LookupError:
         raise UserError(f"Unknown encoding {encoding!r}; use e.g. utf-8, latin-1 or cp1252.") from None
+    except _arrow_error() as exc:
+        raise UserError(f"{where} is not a readable Parquet file: {one_line(exc)}.") from None
     except DECOMPRESSION_ERRORS as exc:
         method = infer_compression(str(path), "infer")
         raise UserError(
             f"Could not read {where}" + (f" as {method}" if method else "") + f": {one_line(exc)}."
         ) from None
+
+
+def _arrow_error() -> type[Exception]:
+    import pyarrow
+
+    return pyarrow.ArrowException
 
 
 def _parser_message(where: str, exc: pd.errors.ParserError) -> str:
@@ -220,8 +269,9 @@ def score_csv(
 ) -> ScoreSummary:
     """Score every row of `input_path` into `output_path`: its columns and rows in order, plus predictions.
 
-    The output appears only when every row is written (a temporary file is published under its name); a failure
-    or an interrupt leaves no output file behind, and an existing one is replaced only with `overwrite`.
+    Each file is CSV or Parquet by its name (`is_parquet`). The output appears only when every row is written
+    (a temporary file is published under its name); a failure or an interrupt leaves no output file behind,
+    and an existing one is replaced only with `overwrite`.
     """
     input_path, output_path = Path(input_path), Path(output_path)
     header = check_input(input_path, config, probabilities)
@@ -231,13 +281,18 @@ def score_csv(
         raise UserError(f"Output {str(output_path)!r} exists; pass --overwrite to replace it.")
     if not output_path.parent.is_dir():
         raise UserError(f"Output folder {str(output_path.parent)!r} does not exist; create it first.")
+    if is_parquet(output_path) and len(set(header)) < len(header):
+        raise UserError(
+            f"{str(input_path)!r} has duplicate column names, which Parquet cannot hold; rename them or write "
+            "the scores to a .csv OUTPUT."
+        )
     scorer = load_scorer(model_uri)
 
     # Beside the output (same filesystem, so publishing it is atomic), hidden, and never mistaken for it.
     partial = output_path.with_name(f".{output_path.name}.{uuid.uuid4().hex[:8]}.partial")
     try:
-        with open(partial, "x", encoding="utf-8", newline="") as out:
-            summary = _stream(scorer, input_path, header, out, config, probabilities, progress)
+        with _writer(partial, output_path, header, input_path, config, probabilities) as write:
+            summary = _stream(scorer, input_path, header, write, config, probabilities, progress)
         _publish(partial, output_path, overwrite)
     except OSError as exc:  # reading errors are UserErrors by now: this is the output's disk or folder
         raise UserError(
@@ -247,6 +302,27 @@ def score_csv(
     finally:  # an interrupt too: never leave a half-written file behind (after a publish, only a second name)
         partial.unlink(missing_ok=True)
     return ScoreSummary(output=output_path, **summary)
+
+
+@contextmanager
+def _writer(partial: Path, output: Path, header: list[str], input_path: Path, config: ScoreConfig, probabilities: bool):
+    """A function writing one scored chunk (positional columns: the input's, then the predictions) to `partial`."""
+    columns = header + output_columns(config.output_prefix, probabilities)
+    if not is_parquet(output):
+        with open(partial, "x", encoding="utf-8", newline="") as out:
+            out.write(pd.DataFrame(columns=columns).to_csv(index=False))  # as read: duplicates stay duplicates
+            yield lambda scored: scored.to_csv(out, header=False, index=False)
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # One schema for every chunk: a CSV's columns are all strings; a Parquet input keeps its own types.
+    given = _parquet(input_path).schema_arrow if is_parquet(input_path) else pa.schema([(c, pa.string()) for c in header])
+    texts = {config.output_prefix + name for name in ("label", "model_version")}
+    predicted = [(name, pa.string() if name in texts else pa.float64()) for name in columns[len(header):]]
+    schema = pa.schema([*given, *predicted])
+    with open(partial, "xb") as handle, pq.ParquetWriter(handle, schema) as out:
+        yield lambda scored: out.write_table(pa.Table.from_pandas(scored.set_axis(columns, axis=1), schema, preserve_index=False))
 
 
 def _publish(partial: Path, output: Path, overwrite: bool) -> None:
@@ -266,17 +342,18 @@ def _publish(partial: Path, output: Path, overwrite: bool) -> None:
 
 
 def _stream(
-    scorer: Scorer, input_path: Path, header: list[str], out, config: ScoreConfig, probabilities: bool, progress: bool
+    scorer: Scorer, input_path: Path, header: list[str], write, config: ScoreConfig, probabilities: bool, progress: bool
 ) -> dict:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    names = output_columns(config.output_prefix, probabilities)
     text_at = header.index(config.text_column)
     label_at = header.index(config.label_column) if config.label_column else None
     confusion = np.zeros((len(LABELS), len(LABELS)), dtype=np.int64)
     counts = dict.fromkeys(LABELS, 0)
+    lengths = np.zeros(0, dtype=np.int64)
     rows = blank = 0
+    sample = None
     start = time.perf_counter()
     bar = Progress(
         TextColumn("Scoring"), BarColumn(), TextColumn("{task.fields[rows]:,} rows, {task.fields[rate]:,.0f} rows/s"),
@@ -284,21 +361,23 @@ def _stream(
     )
     with bar, open(input_path, "rb") as handle:
         task = bar.add_task("score", total=os.path.getsize(input_path), rows=0, rate=0.0)
-        out.write(pd.DataFrame(columns=header + names).to_csv(index=False))  # as read: duplicates stay duplicates
-        for i, chunk in enumerate(_chunks(handle, input_path, config)):
-            if i == 0:
-                chunk = chunk.iloc[1:]  # the header row, written above
+        for chunk in _chunks(handle, input_path, config):
             texts = chunk[text_at].fillna("")
             predicted = predict_texts(scorer, texts, config.batch_size)
             predicted["model_version"] = scorer.model_version
             predicted = predicted[output_columns(probabilities=probabilities)]
-            scored = pd.concat([chunk, predicted], axis=1)
-            scored.to_csv(out, header=False, index=False)
+            if sample is None:
+                sample = chunk.head(5).set_axis(header, axis=1)
+            width = chunk.shape[1]
+            write(pd.concat([chunk, predicted.set_axis(range(width, width + predicted.shape[1]), axis=1)], axis=1))
 
             rows += len(chunk)
-            blank += int((texts.str.strip() == "").sum())
+            blank += int((texts.astype(str).str.strip() == "").sum())
             for label, n in predicted["label"].value_counts().items():
                 counts[label] += int(n)
+            chunk_lengths = np.bincount(token_lengths(scorer, texts))
+            lengths = np.pad(lengths, (0, max(0, len(chunk_lengths) - len(lengths))))
+            lengths[: len(chunk_lengths)] += chunk_lengths
             if label_at is not None:
                 _add_confusion(confusion, chunk[label_at], predicted["label"])
             bar.update(task, completed=handle.tell(), rows=rows, rate=rows / (time.perf_counter() - start))
@@ -306,13 +385,28 @@ def _stream(
     return dict(
         model_version=scorer.model_version, rows=rows, blank=blank, seconds=time.perf_counter() - start,
         label_counts=counts, labelled=int(confusion.sum()), accuracy=accuracy, f1_macro=f1_macro,
+        token_length_counts=lengths, input_hash=_sha256(input_path), input_sample=sample,
     )
 
 
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 def _chunks(handle, input_path: Path, config: ScoreConfig) -> Iterator[pd.DataFrame]:
-    """The input in chunks of rows, the header being row 0 of the first; reading errors as UserErrors."""
+    """The input's rows in chunks, columns by position (a CSV's header may repeat a name); reading errors as
+    UserErrors."""
     with _reading(input_path, config):
-        yield from _read_csv(handle, input_path, config, chunksize=config.chunk_size)
+        if is_parquet(input_path):
+            for batch in _parquet(handle).iter_batches(batch_size=config.chunk_size):
+                frame = batch.to_pandas()
+                yield frame.set_axis(range(frame.shape[1]), axis=1)
+            return
+        for i, chunk in enumerate(_read_csv(handle, input_path, config, chunksize=config.chunk_size)):
+            yield chunk.iloc[1:] if i == 0 else chunk  # row 0 is the header, which the writer wrote
 
 
 def _add_confusion(confusion: np.ndarray, gold: pd.Series, predicted: pd.Series) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sentiment_flow import metrics as M
-from sentiment_flow import plots, tracking
+from sentiment_flow import plots, scoring_runs, tracking
 from sentiment_flow.config import HEADLINE_METRICS, LABELS, TrainConfig
 from sentiment_flow.data import load_data, tokenize
 from sentiment_flow.model import check_max_length, license_note, load_tokenizer_and_model, model_source
@@ -205,6 +205,8 @@ def _log_eda(encoded, max_length: int) -> None:
     tracking.log_figure(plots.label_distribution(labels), "label_distribution.png")
     lengths = [len(ids) for ids in encoded["train"]["input_ids"]]
     tracking.log_figure(plots.length_by_label(lengths, labels["train"], max_length), "text_length_by_label.png")
+    # What every scoring run of this model measures its drift against (scoring_runs.py).
+    tracking.log_dict(scoring_runs.baseline(labels["test"], lengths), scoring_runs.BASELINE_ARTIFACT)
 
 
 def _git_commit() -> str:

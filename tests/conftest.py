@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -168,6 +169,19 @@ def template(tmp_path_factory, tiny_model_dir) -> Template:
             info = tracking.log_model(model, tokenizer, registered_model_name=None)
         location = mlflow.MlflowClient().get_logged_model(info.model_id).artifact_location
     return Template(db=root / "mlflow.db", model_uri=info.model_uri, model_dir=Path(location.removeprefix("file://")))
+
+
+@pytest.fixture
+def model_dir(template) -> str:
+    """The tiny model as a local MLflow model directory (the fastest URI to load)."""
+    return str(template.model_dir)
+
+
+@pytest.fixture
+def ready_store(template, isolated) -> None:
+    """This test's store as a copy of a ready one: each CLI `score` records a scoring run, and creating a
+    store's schema costs seconds."""
+    shutil.copyfile(template.db, isolated / "mlflow.db")
 
 
 def requires_shared_data(lang: str = "english"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -28,12 +29,6 @@ from sentiment_flow.errors import UserError
 from conftest import REPO_ROOT, free_port, http_service, subprocess_env, synthetic_split
 
 NAME = "sentiment-english"
-
-
-@pytest.fixture
-def model_dir(template) -> str:
-    """The tiny model as a local MLflow model directory (the fastest URI to load)."""
-    return str(template.model_dir)
 
 
 @pytest.fixture
@@ -147,6 +142,33 @@ def test_compressed_input_is_read_by_its_file_name(model_dir, tmp_path, suffix):
     assert summary.rows == 30
 
 
+@pytest.mark.parametrize(("source", "target"), [("in.parquet", "out.parquet"), ("in.csv", "out.parquet"), ("in.parquet", "out.csv")])
+def test_parquet_is_read_and_written_by_its_name_in_chunks_keeping_rows_and_types(model_dir, tmp_path, source, target):
+    given = write_input(tmp_path / "in.csv", n=30)
+    given["n"] = range(30)  # a typed column: Parquet keeps it an integer
+    given.loc[3, "text"] = 'He said "hi, there"\nthen left 😀'
+    if source.endswith(".parquet"):
+        given.to_parquet(tmp_path / source, row_group_size=8)
+    else:
+        given.to_csv(tmp_path / source, index=False)
+    summary = scoring.score_csv(model_dir, source, target, ScoreConfig(chunk_size=7), progress=False)
+    read = pd.read_parquet if target.endswith(".parquet") else functools.partial(pd.read_csv, keep_default_na=False, dtype={"id": str})
+    out = read(tmp_path / target)
+    assert list(out.columns) == [*given.columns, "label", "score", "model_version"]
+    expected = given if source.endswith(".parquet") else given.astype({"n": str})  # a CSV column is text
+    pd.testing.assert_frame_equal(out[given.columns], expected, check_dtype=False)
+    if source == target.replace("out", "in"):
+        assert out["n"].dtype == "int64"
+    assert list(out["label"]) == pyfunc_labels(model_dir, list(given["text"]))
+    assert summary.rows == 30 and sum(summary.token_length_counts) == 30
+
+
+def test_a_file_named_parquet_that_is_not_one_is_refused_in_one_line(tmp_path):
+    (tmp_path / "in.parquet").write_text("text\nnice\n")
+    with pytest.raises(UserError, match=r"^'in.parquet' is not a readable Parquet file: "):
+        scoring.score_csv("models:/never-loaded/1", "in.parquet", "out.csv", progress=False)
+
+
 @pytest.mark.parametrize("logged_with_truncation", [True, False])
 def test_a_text_longer_than_the_model_limit_is_truncated_not_fatal(template, tmp_path, logged_with_truncation):
     model = tmp_path / "model"
@@ -258,7 +280,7 @@ def test_two_zipped_files_are_refused_in_one_line(tmp_path):
         (None, "Error: Could not read 'in.csv.gz' as gzip: Compressed file ended before the end-of-stream marker"),
     ],
 )
-def test_a_bad_input_deep_in_the_file_stops_in_one_line_and_keeps_the_old_output(model_dir, tmp_path, tail, message):
+def test_a_bad_input_deep_in_the_file_stops_in_one_line_and_keeps_the_old_output(model_dir, ready_store, tmp_path, tail, message):
     """Found while scoring, after the model loaded and the first chunks were written to the partial file."""
     body = "text,n\n" + "".join(f"great food {i},{i}\n" for i in range(300))
     if tail is None:  # a download cut short: the first rows decompress, then the stream ends
@@ -408,7 +430,7 @@ def test_a_full_disk_is_one_line_keeps_the_earlier_output_and_removes_the_partia
         assert (full_disk / "out.csv").read_text() == "the previous complete scores\n"
 
 
-def test_cli_score_prints_a_summary_and_exits_2_on_bad_input(model_dir, tmp_path):
+def test_cli_score_prints_a_summary_and_exits_2_on_bad_input(model_dir, ready_store, tmp_path):
     write_input(tmp_path / "in.csv", n=10)
     runner = CliRunner()
     result = runner.invoke(cli, ["score", model_dir, "in.csv", "out.csv", "--label-column", "gold", "--output-prefix", "p_"])
@@ -422,7 +444,7 @@ def test_cli_score_prints_a_summary_and_exits_2_on_bad_input(model_dir, tmp_path
     assert "Traceback" not in again.output
 
 
-def test_cli_flags_also_take_the_true_or_false_that_mlproject_passes(model_dir, tmp_path):
+def test_cli_flags_also_take_the_true_or_false_that_mlproject_passes(model_dir, ready_store, tmp_path):
     write_input(tmp_path / "in.csv", n=4)
     runner = CliRunner()
     assert runner.invoke(cli, ["score", model_dir, "in.csv", "out.csv", "--probabilities", "false"]).exit_code == 0
@@ -480,6 +502,9 @@ def test_sigterm_mid_run_leaves_no_output_and_no_partial_file(model_dir, tmp_pat
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM
     assert sorted(p.name for p in tmp_path.iterdir() if "csv" in p.name) == ["in.csv"]
+    experiment = mlflow.get_experiment_by_name("sentiment-flow-scoring")
+    (run,) = mlflow.MlflowClient().search_runs([experiment.experiment_id])
+    assert run.info.status == "KILLED"  # the job's scoring run too: never left RUNNING
 
 
 @pytest.mark.slow
@@ -539,6 +564,9 @@ def test_mlproject_score_entry_point_takes_every_option_and_writes_relative_path
     assert "macro-F1" in proc.stdout
     (run,) = score_runs()
     assert run.info.status == "FINISHED"
+    # The scoring run is the one `mlflow run` created: its metrics and dataset are there, and no second run.
+    assert run.data.metrics["rows"] == 10 and "accuracy" in run.data.metrics and run.inputs.dataset_inputs
+    assert run.data.params["engine"] == "local" and mlflow.get_experiment_by_name("sentiment-flow-scoring") is None
 
 
 @pytest.mark.slow
