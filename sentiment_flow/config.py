@@ -182,3 +182,8 @@ class ScoreConfig:
         for name in ("batch_size", "chunk_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}.")
+
+# `sentiment-flow optimize`: the int8 variant is registered only if, on the source's test split, its macro-F1 is
+# at most this much below the fp32 model's and its labels equal the fp32 model's on at least this share of rows.
+INT8_MAX_F1_DROP = 0.005
+INT8_MIN_AGREEMENT = 0.99
