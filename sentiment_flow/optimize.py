@@ -18,14 +18,13 @@ import pandas as pd
 
 from sentiment_flow import metrics as M
 from sentiment_flow import tracking
-from sentiment_flow.config import INT8_MAX_F1_DROP, INT8_MIN_AGREEMENT, LABELS
+from sentiment_flow.config import INT8_MAX_F1_DROP, INT8_MIN_AGREEMENT, LABELS, ScoreConfig
 from sentiment_flow.errors import UserError
 from sentiment_flow.int8_model import ONNX_ARTIFACT, TOKENIZER_ARTIFACT, Int8Model
 
 log = logging.getLogger(__name__)
 
 INT8_SUFFIX = "-int8"  # the variant of NAME is registered as NAME-int8
-BATCH_SIZE = 32  # texts per ONNX Runtime call, length-sorted within a request (as the batch scorer does)
 ONNX_OPSET = 17
 EPSILON = 1e-9  # float noise: a drop of exactly the allowed amount passes
 BACKEND = "onnxruntime-dynamic-int8"
@@ -83,7 +82,12 @@ def optimize(
     from sentiment_flow.scoring import load_scorer, predict_texts
     from sentiment_flow.train import _git_commit as git_commit
 
-    # 1. Fail fast: the store, the source version and its test split, before minutes of work.
+    # 1. Fail fast: the extra, the store, the source version and its test split, before minutes of work.
+    try:
+        import onnx  # noqa: F401 - torch.onnx writes the graph with it
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        raise UserError(f"sentiment-flow optimize needs {exc.name}: pip install -e '.[fast]'.") from None
     tracking.check_store()
     source = resolve_version(model_uri)
     source_uri = f"models:/{source.name}/{source.version}"  # pinned: an alias may move meanwhile
@@ -205,7 +209,7 @@ def _model_kwargs(scorer, folder: Path, signature) -> dict:
             "labels": [model.config.id2label[i] for i in range(model.config.num_labels)],
             "input_column": tracking.INPUT_COLUMN,
             "max_length": max_length,
-            "batch_size": BATCH_SIZE,
+            "batch_size": ScoreConfig.batch_size,  # per ONNX Runtime call, length-sorted within a request
         },
         signature=signature,  # the fp32 model's: the same payloads, the same answers
         input_example=pd.DataFrame({tracking.INPUT_COLUMN: ["What a great day!", "The meeting is at noon."]}),

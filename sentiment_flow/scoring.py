@@ -96,6 +96,7 @@ def load_scorer(model_uri: str) -> Scorer:
         )
     # Truncate even a model logged without a model_config: one overlong text must not fail a whole job.
     call_kwargs = {"truncation": True, **(model.model_config or {})}
+    call_kwargs.pop("batch_size", None)  # serving's batch size: the scorer's --batch-size decides here
     return Scorer(pipeline=pipeline, call_kwargs=call_kwargs, model_version=model_version)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import urllib.request
 
 import mlflow
@@ -14,7 +15,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from sentiment_flow import tracking
 from sentiment_flow.cli import cli
-from sentiment_flow.config import LABELS
+from sentiment_flow.config import LABELS, ScoreConfig
 from sentiment_flow.data import load_data
 from sentiment_flow.optimize import gate_misses
 from sentiment_flow.tracking import INPUT_COLUMN
@@ -73,6 +74,8 @@ def test_the_variant_answers_the_fp32_contract_through_pyfunc_and_the_scorer(opt
     int8_uri = f"models:/{source.registered_model_name}-int8/1"
     fp32, int8 = mlflow.pyfunc.load_model(source.model_uri), mlflow.pyfunc.load_model(int8_uri)
     assert int8.metadata.signature == fp32.metadata.signature
+    # Both serve in batches (the transformers pipeline's default is one text per forward pass).
+    assert fp32.model_config["batch_size"] == int8.model_config["batch_size"] == ScoreConfig.batch_size
     frame = pd.DataFrame({INPUT_COLUMN: TEXTS})
     expected, answered = fp32.predict(frame), int8.predict(frame)
     assert list(answered.columns) == ["label", "score"]
@@ -118,6 +121,13 @@ def test_data_other_than_the_source_was_tested_on_is_refused_before_any_work(reg
     assert result.exit_code == 2
     assert "is not what sentiment-english version 1 was tested on" in result.output
     assert len(mlflow.search_runs(search_all_experiments=True)) == 1  # the registration's own run only
+
+
+def test_without_the_fast_extra_optimize_names_the_install_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what `import onnxruntime` meets when it is absent
+    result = CliRunner().invoke(cli, ["optimize", "models:/sentiment-english/1"])
+    assert result.exit_code == 2
+    assert "needs onnxruntime: pip install -e '.[fast]'" in result.output
 
 
 @pytest.mark.parametrize(
