@@ -91,13 +91,14 @@ def test_the_variant_answers_the_fp32_contract_through_pyfunc_and_the_scorer(opt
 
 
 def test_a_variant_that_misses_the_gate_is_not_registered_and_its_run_fails(tiny_model_dir, tiny_data_dir):
-    # One outlier weight sets the int8 scale of its whole matrix, so every other weight of pre_classifier
-    # rounds to 0: a real int8 failure (per-tensor quantization), caught by the gate. In fp32 the outlier's
-    # output is never read (its classifier column is 0), so the source model itself is intact.
+    # An outlier weight in every output channel of pre_classifier sets each channel's int8 scale, so all its
+    # other weights round to 0: a real int8 failure, caught by the gate. In fp32 the outliers multiply a
+    # feature the last LayerNorm holds at 0, so the source model itself is intact.
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
     with torch.no_grad():
-        model.pre_classifier.weight[0, 0] = 1e4
-        model.classifier.weight[:, 0] = 0
+        last_norm = model.distilbert.transformer.layer[-1].output_layer_norm
+        last_norm.weight[0] = last_norm.bias[0] = 0
+        model.pre_classifier.weight[:, 0] = 1e4
     data = load_data(str(tiny_data_dir), "english")
     with mlflow.start_run() as run:
         info = tracking.log_model(model, AutoTokenizer.from_pretrained(tiny_model_dir), None)
