@@ -19,31 +19,26 @@ from sentiment_flow.config import LABELS, ScoreConfig
 from sentiment_flow.data import load_data
 from sentiment_flow.optimize import gate_misses
 from sentiment_flow.tracking import INPUT_COLUMN
-from sentiment_flow.train import train
 
-from conftest import free_port, http_service, isolate
-from test_train import tiny_config
+from conftest import free_port, http_service
+from test_train import trained, trained_module  # noqa: F401 - fixtures: one tiny training per test module
 
 TEXTS = ["the food was great today", "it is okay", "this is awful", ""]
 
 
 @pytest.fixture(scope="module")
-def optimized_module(tiny_model_dir, tiny_data_dir, tmp_path_factory):
-    """One tiny training and its int8 variant, built through the CLI as a user would."""
-    root = tmp_path_factory.mktemp("optimized")
+def optimize_output(trained_module):
+    """`sentiment-flow optimize` of this module's tiny training, through the CLI as a user runs it."""
     with pytest.MonkeyPatch.context() as mp:
-        uri = isolate(mp, root)
-        source = train(tiny_config(tiny_model_dir, tiny_data_dir))
-        result = CliRunner().invoke(cli, ["optimize", source.model_uri])
-    return {"uri": uri, "root": root, "source": source, "cli": result}
+        mp.setenv("MLFLOW_TRACKING_URI", trained_module["uri"])
+        mlflow.set_tracking_uri(trained_module["uri"])
+        return CliRunner().invoke(cli, ["optimize", trained_module["result"].model_uri])
 
 
 @pytest.fixture
-def optimized(optimized_module, monkeypatch):
-    """The shared store, as the current tracking URI."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", optimized_module["uri"])
-    mlflow.set_tracking_uri(optimized_module["uri"])
-    return optimized_module
+def optimized(trained, optimize_output):
+    """The trained source and the optimize command's result, with their store as the current tracking URI."""
+    return {"source": trained["result"], "cli": optimize_output}
 
 
 def test_optimize_registers_name_int8_with_lineage_tags_and_its_own_test_metrics(optimized):
@@ -147,13 +142,13 @@ def test_the_gate_says_by_how_much_each_rule_was_missed(drop, agreement, missed)
 
 
 @pytest.mark.slow
-def test_mlflow_models_serve_of_the_int8_version_answers_like_the_scorer(optimized):
+def test_mlflow_models_serve_of_the_int8_version_answers_like_the_scorer(optimized, tmp_path):
     source = optimized["source"]
     int8_uri = f"models:/{source.registered_model_name}-int8/1"
     port = free_port()
     command = ["mlflow", "models", "serve", "-m", int8_uri, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
     expected = mlflow.pyfunc.load_model(int8_uri).predict(pd.DataFrame({INPUT_COLUMN: TEXTS}))["label"].tolist()
-    with http_service(command, f"http://127.0.0.1:{port}", "/ping", optimized["root"] / "serve.log") as url:
+    with http_service(command, f"http://127.0.0.1:{port}", "/ping", tmp_path / "serve.log") as url:
         for body in (
             {"inputs": TEXTS},
             {"dataframe_split": {"columns": [INPUT_COLUMN], "data": [[t] for t in TEXTS]}},
