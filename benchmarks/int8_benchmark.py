@@ -63,16 +63,22 @@ def torch_run(m):
 def ort_run(session):
     names = [i.name for i in session.get_inputs()]
     return [session.run(None, {n: b[n].astype(np.int64) for n in names})[0] for b in batches]
-import onnxruntime
-_export_onnx(model, tokenizer, Path(folder, "fp32.onnx"))
+import copy, onnxruntime
+def ort_fp32():
+    _export_onnx(model, tokenizer, Path(folder, "fp32.onnx"))
+    return onnxruntime.InferenceSession(str(Path(folder, "fp32.onnx")))
+# Each arm's model is built just before it runs, so that no arm's setup (an export, a quantization) can change
+# the model an earlier arm measures.
 arms = {
-    "PyTorch fp32": lambda: torch_run(model),
-    "PyTorch dynamic int8": lambda m=torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8): torch_run(m),
-    "ONNX Runtime fp32": lambda s=onnxruntime.InferenceSession(str(Path(folder, "fp32.onnx"))): ort_run(s),
-    "ONNX Runtime dynamic int8": lambda s=mlflow.pyfunc.load_model(int8_uri).unwrap_python_model().session: ort_run(s),
+    "PyTorch fp32": lambda: lambda: torch_run(model),
+    "PyTorch dynamic int8": lambda: (lambda m: lambda: torch_run(m))(
+        torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)),
+    "ONNX Runtime fp32": lambda: (lambda s: lambda: ort_run(s))(ort_fp32()),
+    "ONNX Runtime dynamic int8": lambda: (lambda s: lambda: ort_run(s))(mlflow.pyfunc.load_model(int8_uri).unwrap_python_model().session),
 }
 out, reference = [], None
-for arm, run in arms.items():
+for arm, build in arms.items():
+    run = build()
     run()  # warm-up: first-call allocations
     start = time.perf_counter()
     logits = np.concatenate(run())
