@@ -100,7 +100,7 @@ print(time.perf_counter() - start)
 """
 
 # (texts per request, concurrent clients, requests): about the same number of rows per setting.
-SERVE_SETTINGS = ((1, 1, 64), (1, 8, 128), (64, 1, 8), (64, 8, 16))
+SERVE_SETTINGS = ((1, 1, 32), (1, 8, 64), (64, 1, 4), (64, 8, 8))
 
 
 def run(command: list[str], env: dict[str, str]) -> str:
