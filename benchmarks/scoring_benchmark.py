@@ -56,6 +56,17 @@ def measure(command: list[str], env: dict[str, str]) -> dict:
     return {"seconds": seconds, "peak_rss_mib": peak / 2**20}
 
 
+def measure_arms(commands: dict[str, list[str]], rows: int, env: dict[str, str]) -> list[dict]:
+    """`measure` of each named command, one after another, each scoring `rows` rows; with rows/s."""
+    arms = []
+    for arm, command in commands.items():
+        click.echo(f"== {arm} ({rows:,} rows)", err=True)
+        arms.append({"arm": arm, "rows": rows, **measure(command, env)})
+        arms[-1]["rows_per_second"] = rows / arms[-1]["seconds"]
+        click.echo(json.dumps(arms[-1]), err=True)
+    return arms
+
+
 def labels_of(arm: str, path: Path) -> list[str]:
     if arm == "mlflow models predict":
         return [row["label"] for row in json.loads(path.read_text())["predictions"]]
@@ -181,12 +192,7 @@ def main(data: str, lang: str, model: str, rows: int, small: int, chunk_size: in
         }
         outputs = {"sentiment_flow score": "scorer.csv", "mlflow models predict": "predict.json",
                    "plain pyfunc.predict": "pyfunc.csv"}
-        arms = []
-        for arm, command in commands.items():
-            click.echo(f"== {arm} ({rows:,} rows)", err=True)
-            arms.append({"arm": arm, "rows": rows, **measure(command, env)})
-            arms[-1]["rows_per_second"] = rows / arms[-1]["seconds"]
-            click.echo(json.dumps(arms[-1]), err=True)
+        arms = measure_arms(commands, rows, env)
         reference = labels_of("plain pyfunc.predict", tmp / outputs["plain pyfunc.predict"])
         for arm in arms:
             labels = labels_of(arm["arm"], tmp / outputs[arm["arm"]])

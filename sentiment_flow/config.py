@@ -218,3 +218,8 @@ class ScoreConfig:
 # Spark master of `--engine spark` outside spark-submit (every core of this machine).
 SCORING_EXPERIMENT = "sentiment-flow-scoring"
 SPARK_MASTER = "local[*]"
+
+# `sentiment-flow optimize`: the int8 variant is registered only if, on the source's test split, its macro-F1 is
+# at most this much below the fp32 model's and its labels equal the fp32 model's on at least this share of rows.
+INT8_MAX_F1_DROP = 0.005
+INT8_MIN_AGREEMENT = 0.99

@@ -26,6 +26,7 @@ from pandas.io.common import infer_compression
 from sentiment_flow.config import LABELS, ScoreConfig
 from sentiment_flow.data import label_id
 from sentiment_flow.errors import UserError, one_line
+from sentiment_flow.int8_model import Int8Model
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +38,9 @@ DECOMPRESSION_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, lzma.
 
 @dataclass(frozen=True)
 class Scorer:
-    """A model loaded through `mlflow.pyfunc.load_model`, unwrapped to its transformers pipeline."""
+    """A model loaded through `mlflow.pyfunc.load_model`, unwrapped to its transformers pipeline (or int8 model)."""
 
-    pipeline: object  # transformers TextClassificationPipeline
+    pipeline: object  # transformers TextClassificationPipeline, or the int8 variant's int8_model.Int8Model
     call_kwargs: dict  # the model_config it was logged with (truncation, max_length): served as trained
     model_version: str  # NAME/VERSION for a registry URI (an alias resolved when loaded), else the URI
     path: str  # the local model directory it was loaded from
@@ -95,13 +96,16 @@ def load_scorer(model_uri: str, dst_path: str | None = None) -> Scorer:
             f"Could not load model {model_uri!r}: {one_line(exc)}. Pass models:/NAME@ALIAS, models:/NAME/VERSION, "
             "runs:/RUN_ID/model or a local MLflow model directory."
         ) from exc
-    pipeline = model.get_raw_model()
-    if not isinstance(pipeline, Pipeline) or pipeline.task != "text-classification":
-        raise UserError(
-            f"{model_uri!r} is not a transformers text-classification model; score a model logged by "
-            "`sentiment-flow train`."
-        )
-    labels = set(pipeline.model.config.id2label.values())
+    if isinstance(python_model := _python_model(model), Int8Model):  # `sentiment-flow optimize`'s variant
+        pipeline, labels = python_model, set(python_model.labels)
+    else:
+        pipeline = model.get_raw_model()
+        if not isinstance(pipeline, Pipeline) or pipeline.task != "text-classification":
+            raise UserError(
+                f"{model_uri!r} is not a transformers text-classification model; score a model logged by "
+                "`sentiment-flow train` or `sentiment-flow optimize`."
+            )
+        labels = set(pipeline.model.config.id2label.values())
     if labels != set(LABELS):
         raise UserError(
             f"{model_uri!r} predicts labels {sorted(labels)}, not {list(LABELS)}: its config needs id2label = "
@@ -109,7 +113,18 @@ def load_scorer(model_uri: str, dst_path: str | None = None) -> Scorer:
         )
     # Truncate even a model logged without a model_config: one overlong text must not fail a whole job.
     call_kwargs = {"truncation": True, **(model.model_config or {})}
+    call_kwargs.pop("batch_size", None)  # serving's batch size: the scorer's --batch-size decides here
     return Scorer(pipeline=pipeline, call_kwargs=call_kwargs, model_version=model_version, path=path)
+
+
+def _python_model(model):
+    """The PythonModel inside a pyfunc model, or None for a built-in flavor."""
+    import mlflow
+
+    try:
+        return model.unwrap_python_model()
+    except mlflow.exceptions.MlflowException:
+        return None
 
 
 def predict_texts(scorer: Scorer, texts: pd.Series, batch_size: int = 32) -> pd.DataFrame:
@@ -121,13 +136,15 @@ def predict_texts(scorer: Scorer, texts: pd.Series, batch_size: int = 32) -> pd.
     """
     clean = texts.fillna("").astype(str).tolist()
     order = np.argsort([len(text) for text in clean], kind="stable")
-    results = []  # the pipeline fails on an empty list (a first chunk of one row is the header alone)
-    if clean:
-        results = scorer.pipeline([clean[i] for i in order], batch_size=batch_size, top_k=None, **scorer.call_kwargs)
     probs = np.empty((len(clean), len(LABELS)))
-    for i, row in zip(order, results):
-        scores = {r["label"]: r["score"] for r in row}
-        probs[i] = [scores[label] for label in LABELS]
+    if isinstance(scorer.pipeline, Int8Model):
+        columns = [scorer.pipeline.labels.index(label) for label in LABELS]
+        probs[order] = scorer.pipeline.probabilities([clean[i] for i in order], batch_size)[:, columns]
+    elif clean:  # the pipeline fails on an empty list (a first chunk of one row is the header alone)
+        results = scorer.pipeline([clean[i] for i in order], batch_size=batch_size, top_k=None, **scorer.call_kwargs)
+        for i, row in zip(order, results):
+            scores = {r["label"]: r["score"] for r in row}
+            probs[i] = [scores[label] for label in LABELS]
     out = pd.DataFrame(probs, columns=list(PROBABILITIES), index=texts.index)
     out.insert(0, "label", np.asarray(LABELS, dtype=object)[probs.argmax(axis=1)])
     out.insert(1, "score", probs.max(axis=1))

@@ -18,7 +18,7 @@ from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from transformers import TrainerCallback
 
-from sentiment_flow.config import CANARY_TEXTS
+from sentiment_flow.config import CANARY_TEXTS, ScoreConfig
 from sentiment_flow.errors import UserError, one_line, redact_uri
 
 log = logging.getLogger(__name__)
@@ -258,8 +258,13 @@ def log_model(
         task="text-classification",
         signature=signature,
         # Serve as trained: truncate to the training max_length (or the tokenizer's limit), so a long
-        # text is classified from its start instead of overflowing the position embeddings.
-        model_config={"truncation": True, **({"max_length": max_length} if max_length else {})},
+        # text is classified from its start instead of overflowing the position embeddings. Batches of the
+        # scorer's size: the pipeline's default of one text per forward pass made `mlflow models serve` and
+        # `predict` several times slower (benchmarks/results/int8.md).
+        model_config={
+            "truncation": True, "batch_size": ScoreConfig.batch_size,
+            **({"max_length": max_length} if max_length else {}),
+        },
         input_example=pd.DataFrame({INPUT_COLUMN: list(CANARY_TEXTS[:3])}),  # the short ones
         pip_requirements=pip_requirements(extra_requirements),
         registered_model_name=registered_model_name,

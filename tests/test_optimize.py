@@ -1,0 +1,163 @@
+"""`sentiment-flow optimize`: the int8 variant of a trained tiny model, its gate, its contract and its serving."""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.request
+
+import mlflow
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from sentiment_flow import tracking
+from sentiment_flow.cli import cli
+from sentiment_flow.config import LABELS, ScoreConfig
+from sentiment_flow.data import load_data
+from sentiment_flow.optimize import gate_misses
+from sentiment_flow.tracking import INPUT_COLUMN
+
+from conftest import free_port, http_service
+from test_train import trained, trained_module  # noqa: F401 - fixtures: one tiny training per test module
+
+TEXTS = ["the food was great today", "it is okay", "this is awful", ""]
+
+
+@pytest.fixture(scope="module")
+def optimize_output(trained_module):
+    """`sentiment-flow optimize` of this module's tiny training, through the CLI as a user runs it."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", trained_module["uri"])
+        mlflow.set_tracking_uri(trained_module["uri"])
+        return CliRunner().invoke(cli, ["optimize", trained_module["result"].model_uri])
+
+
+@pytest.fixture
+def optimized(trained, optimize_output):
+    """The trained source and the optimize command's result, with their store as the current tracking URI."""
+    return {"source": trained["result"], "cli": optimize_output}
+
+
+def test_optimize_registers_name_int8_with_lineage_tags_and_its_own_test_metrics(optimized):
+    assert optimized["cli"].exit_code == 0, optimized["cli"].output
+    source, client = optimized["source"], mlflow.MlflowClient()
+    version = client.get_model_version(f"{source.registered_model_name}-int8", "1")
+    assert version.tags["source_model"] == source.registered_model_name
+    assert version.tags["source_version"] == source.version
+    assert version.tags["source_run_id"] == source.run_id
+    assert version.tags["quantization"] == "onnxruntime-dynamic-int8"
+    run = client.get_run(version.tags["mlflow_run_id"])
+    assert run.info.run_id == version.run_id != source.run_id
+    assert run.info.status == "FINISHED"
+    assert float(version.tags["test_f1_macro"]) == pytest.approx(run.data.metrics["test_f1_macro"], abs=1e-4)
+    assert run.data.metrics["label_agreement"] >= 0.99
+    assert abs(run.data.metrics["f1_macro_drop"]) <= 0.005
+
+
+def test_the_int8_version_passes_the_promotion_gates_unchanged(optimized):
+    name = f"{optimized['source'].registered_model_name}-int8"
+    result = CliRunner().invoke(cli, ["promote", name, "--version", "1", "--alias", "champion"])
+    assert result.exit_code == 0, result.output
+    assert str(mlflow.MlflowClient().get_model_version_by_alias(name, "champion").version) == "1"
+
+
+def test_the_variant_answers_the_fp32_contract_through_pyfunc_and_the_scorer(optimized, tmp_path):
+    source = optimized["source"]
+    int8_uri = f"models:/{source.registered_model_name}-int8/1"
+    fp32, int8 = mlflow.pyfunc.load_model(source.model_uri), mlflow.pyfunc.load_model(int8_uri)
+    assert int8.metadata.signature == fp32.metadata.signature
+    # Both serve in batches (the transformers pipeline's default is one text per forward pass).
+    assert fp32.model_config["batch_size"] == int8.model_config["batch_size"] == ScoreConfig.batch_size
+    frame = pd.DataFrame({INPUT_COLUMN: TEXTS})
+    expected, answered = fp32.predict(frame), int8.predict(frame)
+    assert list(answered.columns) == ["label", "score"]
+    assert list(answered["label"]) == list(expected["label"])
+    assert answered["score"].between(0, 1).all()
+
+    pd.DataFrame({"text": TEXTS}).to_csv(tmp_path / "in.csv", index=False)
+    result = CliRunner().invoke(cli, ["score", int8_uri, str(tmp_path / "in.csv"), str(tmp_path / "out.csv")])
+    assert result.exit_code == 0, result.output
+    scored = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
+    assert list(scored["label"]) == list(expected["label"])
+    assert set(scored["model_version"]) == {f"{source.registered_model_name}-int8/1"}
+
+
+def test_a_variant_that_misses_the_gate_is_not_registered_and_its_run_fails(tiny_model_dir, tiny_data_dir):
+    # An outlier weight in every output channel of pre_classifier sets each channel's int8 scale, so all its
+    # other weights round to 0: a real int8 failure, caught by the gate. In fp32 the outliers multiply a
+    # feature the last LayerNorm holds at 0, so the source model itself is intact.
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        last_norm = model.distilbert.transformer.layer[-1].output_layer_norm
+        last_norm.weight[0] = last_norm.bias[0] = 0
+        model.pre_classifier.weight[:, 0] = 1e4
+    data = load_data(str(tiny_data_dir), "english")
+    with mlflow.start_run() as run:
+        info = tracking.log_model(model, AutoTokenizer.from_pretrained(tiny_model_dir), None)
+        tags = {"lang": "english", "data_source": data.source, "data_hash": data.content_hash, "mlflow_run_id": run.info.run_id}
+        tracking.register_version(info.model_uri, "outlier", tags, "Outlier weight.", "Outlier weights.")
+
+    result = CliRunner().invoke(cli, ["optimize", "models:/outlier/1"])
+    assert result.exit_code == 1, result.output
+    line = " ".join(result.output.split())
+    assert "was not registered" in line and "short of the 99% required" in line
+    client = mlflow.MlflowClient()
+    assert not client.search_registered_models("name = 'outlier-int8'")
+    (refused,) = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.int8_gate LIKE 'refused%'")
+    assert refused.info.status == "FAILED"
+    assert refused.data.metrics["label_agreement"] < 0.99
+
+
+def test_data_other_than_the_source_was_tested_on_is_refused_before_any_work(register_tiny_model, tiny_data_dir):
+    register_tiny_model()  # data_hash dddd..., not the tiny data's
+    result = CliRunner().invoke(cli, ["optimize", "models:/sentiment-english/1", "--data", str(tiny_data_dir)])
+    assert result.exit_code == 2
+    assert "is not what sentiment-english version 1 was tested on" in result.output
+    assert len(mlflow.search_runs(search_all_experiments=True)) == 1  # the registration's own run only
+
+
+def test_without_the_fast_extra_optimize_names_the_install_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what `import onnxruntime` meets when it is absent
+    result = CliRunner().invoke(cli, ["optimize", "models:/sentiment-english/1"])
+    assert result.exit_code == 2
+    assert "needs onnxruntime: pip install -e '.[fast]'" in result.output
+
+
+@pytest.mark.parametrize(
+    "drop, agreement, missed",
+    [
+        (0.005, 0.99, []),  # exactly at both limits: registered
+        (0.006, 0.99, ["0.0060 below fp32's 0.7000, 0.0010 more than the 0.005 allowed"]),
+        (0.0, 0.985, ["agree with fp32 on 98.50% of 200 test rows, 0.50% short of the 99% required"]),
+    ],
+)
+def test_the_gate_says_by_how_much_each_rule_was_missed(drop, agreement, missed):
+    misses = gate_misses(0.7, 0.7 - drop, agreement, 200, 0.005, 0.99)
+    assert len(misses) == len(missed)
+    for phrase, expected in zip(misses, missed):
+        assert expected in phrase
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_of_the_int8_version_answers_like_the_scorer(optimized, tmp_path):
+    source = optimized["source"]
+    int8_uri = f"models:/{source.registered_model_name}-int8/1"
+    port = free_port()
+    command = ["mlflow", "models", "serve", "-m", int8_uri, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+    expected = mlflow.pyfunc.load_model(int8_uri).predict(pd.DataFrame({INPUT_COLUMN: TEXTS}))["label"].tolist()
+    with http_service(command, f"http://127.0.0.1:{port}", "/ping", tmp_path / "serve.log") as url:
+        for body in (
+            {"inputs": TEXTS},
+            {"dataframe_split": {"columns": [INPUT_COLUMN], "data": [[t] for t in TEXTS]}},
+            {"dataframe_records": [{INPUT_COLUMN: t} for t in TEXTS]},
+        ):
+            request = urllib.request.Request(
+                f"{url}/invocations", json.dumps(body).encode(), {"Content-Type": "application/json"}
+            )
+            with urllib.request.urlopen(request, timeout=60) as response:
+                predictions = json.loads(response.read())["predictions"]
+            assert [p["label"] for p in predictions] == expected
+            assert set(expected) <= set(LABELS)
