@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 WANDB_PROJECT = "sentiment-flow"
 MODEL_ARTIFACT = "model"
 INPUT_COLUMN = "text"  # the signature's one input column: what serving payloads name
+# The logged model's model_config beside max_length: serve as trained, truncating a long text to max_length
+# instead of overflowing the position embeddings. MLflow logs a model_config as run params, so training
+# declares it among its own params too: both trackers carry it, and the run has no param training did not set.
+SERVING_CONFIG = {"truncation": True}
 # The README's store: explicit, because MLflow's own default depends on its version and on whether ./mlruns exists.
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 # MLflow retries an unreachable server for about 4 minutes (7 retries, backoff factor 2, 120 s timeout)
@@ -233,9 +237,8 @@ def log_model(
         name=MODEL_ARTIFACT,
         task="text-classification",
         signature=signature,
-        # Serve as trained: truncate to the training max_length (or the tokenizer's limit), so a long
-        # text is classified from its start instead of overflowing the position embeddings.
-        model_config={"truncation": True, **({"max_length": max_length} if max_length else {})},
+        # Serve as trained: truncate to the training max_length (or the tokenizer's limit).
+        model_config={**SERVING_CONFIG, **({"max_length": max_length} if max_length else {})},
         input_example=pd.DataFrame(
             {INPUT_COLUMN: ["What a great day!", "The meeting is at noon.", "This is the worst service ever."]}
         ),

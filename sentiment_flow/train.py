@@ -122,6 +122,7 @@ def train(cfg: TrainConfig) -> TrainResult | None:
         "data_source": data.source,
         "data_hash": data.content_hash,
         **{f"{split}_rows": len(frame) for split, frame in data.splits.items()},
+        **tracking.SERVING_CONFIG,
     }
     tags = {"lang": cfg.lang, "base_model": cfg.model_name, "data_hash": data.content_hash}
     run_name = f"{cfg.lang}-{Path(cfg.model_name).name}"
