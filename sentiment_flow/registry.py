@@ -44,7 +44,6 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
-from urllib.parse import urlsplit
 
 import mlflow
 import pandas as pd
@@ -54,7 +53,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.types import DataType
 
 from sentiment_flow.config import ALIASES, CANARY_TEXTS, CHAMPION, LABELS, PromotionConfig
-from sentiment_flow.errors import UserError, one_line
+from sentiment_flow.errors import UserError, one_line, redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -772,7 +771,7 @@ def _registered_model(client: MlflowClient, name: str) -> RegisteredModel:
             raise
     known = [model.name for model in client.search_registered_models(max_results=20)]
     raise UserError(
-        f"Registered model {name!r} does not exist in {_store()}. Models there: {', '.join(known) or 'none'}. "
+        f"Registered model {name!r} does not exist in {redact_uri(mlflow.get_tracking_uri())}. Models there: {', '.join(known) or 'none'}. "
         f"Check the name, or point MLFLOW_TRACKING_URI at the store that has it."
     )
 
@@ -841,13 +840,6 @@ def _user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):  # containers without a passwd entry
         return "unknown"
-
-
-def _store() -> str:
-    """The tracking URI without user:password@, safe to print."""
-    uri = mlflow.get_tracking_uri()
-    credentials = urlsplit(uri).netloc.rpartition("@")[0]
-    return uri.replace(f"{credentials}@", "", 1) if credentials else uri
 
 
 def _is_number(text: str | None) -> bool:

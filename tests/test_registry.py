@@ -735,3 +735,10 @@ def test_promotion_rollback_and_copy_work_against_an_mlflow_server_over_http(mlf
     copied = registry.copy(f"models:/{NAME}@champion", "sentiment-english-prod")
     assert version_tags(copied.version, "sentiment-english-prod")["source_version"] == v1
     assert aliases() == {"champion": v1}
+
+    # Credentials in the URI (this server ignores them): the message shows the store with the password as ***.
+    mlflow.set_tracking_uri(mlflow_server.replace("http://", "http://alice:pw-sentinel-42@"))
+    with pytest.raises(UserError) as error:
+        registry.status("no-such-model")
+    assert f"does not exist in {mlflow_server.replace('http://', 'http://alice:***@')}. " in str(error.value)
+    assert "pw-sentinel-42" not in str(error.value)
