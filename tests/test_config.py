@@ -124,3 +124,26 @@ def test_the_mlflow_floor_is_the_first_release_whose_default_store_is_mlflow_db(
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     mlflow_pins = [Requirement(dep) for dep in project["dependencies"] if dep.startswith("mlflow")]
     assert [min(Version(s.version) for s in pin.specifier if s.operator == ">=") for pin in mlflow_pins] == [Version("3.7")]
+
+
+@pytest.mark.slow
+def test_the_wheel_carries_the_spdx_license_and_the_license_file(tmp_path):
+    # setuptools < 77 cannot build pyproject's SPDX `license` string at all (the build-system floor says 77).
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(REPO_ROOT / name, tmp_path / name)
+    shutil.copytree(REPO_ROOT / "sentiment_flow", tmp_path / "sentiment_flow", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", "dist", "."],
+        cwd=tmp_path, check=True, capture_output=True, timeout=300,
+    )
+    (wheel,) = (tmp_path / "dist").glob("sentiment_flow-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        metadata = archive.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert "License-Expression: Apache-2.0" in metadata.splitlines()
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
