@@ -97,6 +97,9 @@ def test_registered_version_is_a_transformers_flavor_model_with_signature(traine
     assert mlmodel["signature"]["inputs"]
     requirements = open(f"{path}/requirements.txt").read()
     assert "transformers==" in requirements and "torch==" in requirements and "torchvision" not in requirements
+    # The trained-with build's local tag (+cpu here) is dropped: a pin like torch==2.13.0+cpu cannot install
+    # from PyPI, and the CPU/CUDA choice belongs to the serving host.
+    assert "+cpu" not in requirements and "+cu" not in requirements
     config = yaml.safe_load(open(f"{path}/model/config.json"))
     assert config["id2label"] == {"0": "positive", "1": "neutral", "2": "negative"}
 
