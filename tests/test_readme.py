@@ -91,12 +91,13 @@ def bash_blocks(markdown: str) -> list[Block]:
     blocks, heading, lines = [], "", markdown.splitlines()
     i = 0
     while i < len(lines):
-        if lines[i].startswith("#"):
-            heading = lines[i].lstrip("#").strip()
-        elif lines[i].strip() == "```bash":
+        if lines[i].startswith("```"):  # any fenced block: a `# comment` inside is no heading
             end = lines.index("```", i + 1)
-            blocks.append(Block(heading, i + 2, "\n".join(lines[i + 1 : end])))
+            if lines[i].strip() == "```bash":
+                blocks.append(Block(heading, i + 2, "\n".join(lines[i + 1 : end])))
             i = end
+        elif lines[i].startswith("#"):
+            heading = lines[i].lstrip("#").strip()
         i += 1
     return blocks
 
@@ -122,8 +123,9 @@ def substitute(text: str, model: Path, data: Path, port: int) -> tuple[str, int]
 
 
 def test_every_readme_block_is_run_or_listed_with_a_reason():
-    keys = [block.key for block in bash_blocks(README.read_text())]
-    unclassified = [key for key in keys if key not in RUN and key not in SKIP]
+    blocks = bash_blocks(README.read_text())
+    keys = [block.key for block in blocks]
+    unclassified = [f"README.md:{b.line} {b.key}" for b in blocks if b.key not in RUN and b.key not in SKIP]
     assert unclassified == [], "add these README blocks to RUN or SKIP in tests/test_readme.py"
     assert sorted(RUN | set(SKIP)) == sorted(keys), "RUN/SKIP name blocks the README no longer has"
 
