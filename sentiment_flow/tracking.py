@@ -18,7 +18,7 @@ from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from transformers import TrainerCallback
 
-from sentiment_flow.config import CANARY_TEXTS, ScoreConfig
+from sentiment_flow.config import CANARY_TEXTS
 from sentiment_flow.errors import UserError, one_line, redact_uri
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 WANDB_PROJECT = "sentiment-flow"
 MODEL_ARTIFACT = "model"
 INPUT_COLUMN = "text"  # the signature's one input column: what serving payloads name
+# The logged model's model_config beside max_length: serve as trained, truncating a long text to max_length
+# instead of overflowing the position embeddings. MLflow logs a model_config as run params, so training
+# declares it among its own params too: both trackers carry it, and the run has no param training did not set.
+SERVING_CONFIG = {"truncation": True}
 # The README's store: explicit, because MLflow's own default depends on its version and on whether ./mlruns exists.
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 # MLflow retries an unreachable server for about 4 minutes (7 retries, backoff factor 2, 120 s timeout)
@@ -237,7 +241,7 @@ def pip_requirements(extra: tuple[str, ...] = ()) -> list[str]:
 
 def log_model(
     model, tokenizer, registered_model_name: str | None, max_length: int | None = None,
-    extra_requirements: tuple[str, ...] = (),
+    extra_requirements: tuple[str, ...] = (), batch_size: int | None = None,
 ):
     """Log a transformers-flavor text-classification model in the active run; register it when named."""
     import pandas as pd
@@ -257,12 +261,13 @@ def log_model(
         name=MODEL_ARTIFACT,
         task="text-classification",
         signature=signature,
-        # Serve as trained: truncate to the training max_length (or the tokenizer's limit), so a long
-        # text is classified from its start instead of overflowing the position embeddings. Batches of the
-        # scorer's size: the pipeline's default of one text per forward pass made `mlflow models serve` and
-        # `predict` several times slower (benchmarks/results/int8.md).
+        # Serve as trained: truncate to the training max_length (or the tokenizer's limit), so a long text is
+        # classified from its start instead of overflowing the position embeddings; and in batches of the training
+        # batch size: the pipeline's default of one text per forward pass made `mlflow models serve` and `predict`
+        # several times slower (benchmarks/results/int8.md). The same batch_size as the run's param, because MLflow
+        # logs a model_config as run params and a different value would be refused.
         model_config={
-            "truncation": True, "batch_size": ScoreConfig.batch_size,
+            **SERVING_CONFIG, **({"batch_size": batch_size} if batch_size else {}),
             **({"max_length": max_length} if max_length else {}),
         },
         input_example=pd.DataFrame({INPUT_COLUMN: list(CANARY_TEXTS[:3])}),  # the short ones

@@ -120,6 +120,7 @@ def train(cfg: TrainConfig) -> TrainResult | None:
         "data_source": data.source,
         "data_hash": data.content_hash,
         **{f"{split}_rows": len(frame) for split, frame in data.splits.items()},
+        **tracking.SERVING_CONFIG,
     }
     tags = {"lang": cfg.lang, "base_model": cfg.model_name, "data_hash": data.content_hash}
     run_name = f"{cfg.lang}-{Path(cfg.model_name).name}"
@@ -148,7 +149,7 @@ def train(cfg: TrainConfig) -> TrainResult | None:
 
             # 4. The model, as MLflow's transformers flavor.
             extra = ("fugashi", "unidic-lite") if cfg.lang == "japanese" else ()
-            info = tracking.log_model(trainer.model, tokenizer, None, cfg.max_length, extra)
+            info = tracking.log_model(trainer.model, tokenizer, None, cfg.max_length, extra, batch_size=cfg.batch_size)
             if note := license_note(cfg.model_name):
                 tracking.replace_license(info, note)
             tracking.share_model_files(info)

@@ -78,6 +78,13 @@ def test_cli_prints_a_user_error_without_traceback_and_exits_2():
     assert "Traceback" not in result.output
 
 
+def test_cli_error_text_keeps_its_square_brackets(tiny_data_dir):
+    # rich reads "[offline]" as markup: unescaped, the hint printed `pip install -e '.'`.
+    result = CliRunner().invoke(cli, ["train", "--model", "distilbert-base-uncased", "--data", str(tiny_data_dir)])
+    assert result.exit_code == 2
+    assert "(pip install -e '.[offline]')" in result.output
+
+
 def test_cli_integer_options_take_mlprojects_integral_floats_and_refuse_fractions():
     # `mlflow run -P epochs=1` arrives as 1.0: MLproject has no integer type.
     accepted = CliRunner().invoke(cli, ["train", "--epochs", "1.0", "--batch-size", "16.0", "--lang", "klingon"])
@@ -105,3 +112,38 @@ def test_conda_yaml_changes_when_the_dependencies_do():
     assert f"# pyproject dependencies sha256: {digest}\n" in (REPO_ROOT / "conda.yaml").read_text(), (
         f"pyproject.toml's dependencies changed: set conda.yaml's digest line to {digest}"
     )
+
+
+def test_the_mlflow_floor_is_the_first_release_whose_default_store_is_mlflow_db():
+    # `mlflow run` picks its store before this project's code runs: from MLflow 3.7 its default is the
+    # sqlite:///mlflow.db the README promises (3.1 to 3.6 wrote ./mlruns). tests/test_readme.py runs it so.
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    mlflow_pins = [Requirement(dep) for dep in project["dependencies"] if dep.startswith("mlflow")]
+    assert [min(Version(s.version) for s in pin.specifier if s.operator == ">=") for pin in mlflow_pins] == [Version("3.7")]
+
+
+@pytest.mark.slow
+def test_the_wheel_carries_the_spdx_license_and_the_license_file(tmp_path):
+    # setuptools < 77 cannot build pyproject's SPDX `license` string at all (the build-system floor says 77).
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(REPO_ROOT / name, tmp_path / name)
+    shutil.copytree(REPO_ROOT / "sentiment_flow", tmp_path / "sentiment_flow", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", "dist", "."],
+        cwd=tmp_path, check=True, capture_output=True, timeout=300,
+    )
+    (wheel,) = (tmp_path / "dist").glob("sentiment_flow-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        metadata = archive.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert "License-Expression: Apache-2.0" in metadata.splitlines()
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)

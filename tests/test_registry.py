@@ -744,6 +744,13 @@ def test_promotion_rollback_and_copy_work_against_an_mlflow_server_over_http(mlf
     assert version_tags(copied.version, "sentiment-english-prod")["source_version"] == v1
     assert aliases() == {"champion": v1}
 
+    # Credentials in the URI (this server ignores them): the message shows the store with the password as ***.
+    mlflow.set_tracking_uri(mlflow_server.replace("http://", "http://alice:pw-sentinel-42@"))
+    with pytest.raises(UserError) as error:
+        registry.status("no-such-model")
+    assert f"does not exist in {mlflow_server.replace('http://', 'http://alice:***@')}. " in str(error.value)
+    assert "pw-sentinel-42" not in str(error.value)
+
 
 def test_under_mlflow_run_messages_name_mlproject_parameters_instead_of_cli_options(monkeypatch):
     from sentiment_flow.cli import in_user_syntax

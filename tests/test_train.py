@@ -121,6 +121,9 @@ def test_registered_version_is_a_transformers_flavor_model_with_signature(traine
     assert mlmodel["signature"]["inputs"]
     requirements = open(f"{path}/requirements.txt").read()
     assert "transformers==" in requirements and "torch==" in requirements and "torchvision" not in requirements
+    # The trained-with build's local tag (+cpu here) is dropped: a pin like torch==2.13.0+cpu cannot install
+    # from PyPI, and the CPU/CUDA choice belongs to the serving host.
+    assert "+cpu" not in requirements and "+cu" not in requirements
     config = yaml.safe_load(open(f"{path}/model/config.json"))
     assert config["id2label"] == {"0": "positive", "1": "neutral", "2": "negative"}
 
@@ -182,11 +185,13 @@ def test_mlflow_and_wandb_runs_point_at_each_other_and_hold_the_same_metrics(tra
 def test_mlflow_and_wandb_runs_carry_the_same_params_typed_in_wandb(trained):
     params, config = trained["runs"][0].data.params, trained["wandb"]["config"]
     # Training's params in both, and no TrainingArguments dump (per_device_train_batch_size, ...) in W&B.
-    # (MLflow adds the model_config it logs the model with to the MLflow run's params itself.)
+    # Exactly the same keys: MLflow logs the model's model_config as params itself, so a model_config key
+    # training did not declare (a stray `truncation`) would be in MLflow only.
     shared = set(config) - {"mlflow_run_id", "mlflow_experiment_id", "_wandb"}
-    assert shared <= set(params) and len(shared) == 19  # 11 config fields, 5 resolved, 3 row counts
-    assert {key: str(config[key]) for key in shared} == {key: params[key] for key in shared}
+    assert shared == set(params) and len(shared) == 20  # 11 config fields, 5 resolved, 3 row counts, truncation
+    assert {key: str(config[key]) for key in shared} == params
     assert config["epochs"] == 2 and config["resolved_learning_rate"] == 0.005 and config["train_rows"] == 900
+    assert config["truncation"] is True and params["max_length"] == "32"  # the model_config it is served with
     assert config["learning_rate"] == "5e-3"
 
 
