@@ -69,8 +69,11 @@ def test_the_variant_answers_the_fp32_contract_through_pyfunc_and_the_scorer(opt
     int8_uri = f"models:/{source.registered_model_name}-int8/1"
     fp32, int8 = mlflow.pyfunc.load_model(source.model_uri), mlflow.pyfunc.load_model(int8_uri)
     assert int8.metadata.signature == fp32.metadata.signature
-    # Both serve in batches (the transformers pipeline's default is one text per forward pass).
-    assert fp32.model_config["batch_size"] == int8.model_config["batch_size"] == ScoreConfig.batch_size
+    # Both serve in batches (the transformers pipeline's default is one text per forward pass): fp32 in its training
+    # batch size (the run's param, which MLflow also logs from the model_config), int8 in the scorer's.
+    run_params = mlflow.get_run(source.run_id).data.params
+    assert fp32.model_config["batch_size"] == int(run_params["batch_size"]) > 1
+    assert int8.model_config["batch_size"] == ScoreConfig.batch_size
     frame = pd.DataFrame({INPUT_COLUMN: TEXTS})
     expected, answered = fp32.predict(frame), int8.predict(frame)
     assert list(answered.columns) == ["label", "score"]

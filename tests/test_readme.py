@@ -24,6 +24,7 @@ import re
 import shlex
 import shutil
 import subprocess
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +47,9 @@ RUN = {
     ("Batch scoring", "printf 'text\\nWhat a great day!\\nThe meeting is at noon.\\nThis is the worst service ever.\\n' > reviews.csv"),
     ("Batch scoring", "sentiment-flow score models:/sentiment-english@champion reviews.csv scored.csv"),
     ("Batch scoring", "mlflow run . -e score -P model_uri=models:/sentiment-english@champion -P input=reviews.csv -P output=scored-run.csv \\"),
+    ("Batch scoring on Spark", "sentiment-flow score models:/sentiment-english@champion reviews.csv scored.parquet --engine spark"),
     ("Serving", "mlflow models serve -m models:/sentiment-english@champion --env-manager local -h 127.0.0.1 -p 5001"),
+    ("Speed: int8", "sentiment-flow optimize models:/sentiment-english@champion"),
 }
 # Blocks that cannot run here, and why.
 SKIP = {
@@ -60,6 +63,8 @@ SKIP = {
         "4 processes training distilbert from the Hub; tests/test_distributed.py runs the same launch with 2 CPU processes",
     ("A shared tracking server", "export MLFLOW_TRACKING_URI=http://mlflow.internal:5000        # MLFLOW_TRACKING_USERNAME/PASSWORD if it asks"):
         "needs the team's server; tests/test_server.py runs every command against a real one",
+    ("Batch scoring on Spark", "sentiment-flow score models:/sentiment-english@champion s3a://bucket/reviews/ s3a://bucket/scored.csv --engine spark --spark-master spark://head:7077"):
+        "needs object storage and a Spark cluster; tests/test_spark.py runs the engine on local[2]",
     ("Serving", "mlflow models build-docker -m models:/sentiment-english@champion -n sentiment-english:champion"):
         "Docker is not installed on these machines",
     ("Team server", 'pip install -e ".[server]"'):
@@ -197,19 +202,31 @@ def test_readme_blocks_run_in_order_on_a_fresh_store(tiny_model_dir, tiny_data_d
 
     # The quick start's training and the typical flow's two: "version 3" is the third, as the README says.
     assert trainings == 3
-    # Every run in ./mlflow.db (./mlruns holds only its artifacts, no file store), each ended: 3 trainings,
-    # 4 `-e promote`/`-e rollback`, 2 `-e score`.
+    # Every run in ./mlflow.db (./mlruns holds only its artifacts, no file store), each ended: under `mlflow run`
+    # (Default) 3 trainings, 4 `-e promote`, 1 `-e rollback`, 2 `-e score`, and `optimize`'s run beside its source;
+    # the 4 `sentiment-flow score` jobs in the scoring experiment; the champion's and challenger's evaluations
+    # on one frozen test set.
     assert list((checkout / "mlruns").rglob("meta.yaml")) == []
     client = mlflow.MlflowClient(f"sqlite:///{checkout}/mlflow.db")
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    assert [run.info.status for run in runs] == ["FINISHED"] * 9
+    experiments = {e.experiment_id: e.name for e in client.search_experiments()}
+    runs = client.search_runs(list(experiments))
+    assert Counter(
+        (experiments[run.info.experiment_id], run.data.tags.get("mlflow.project.entryPoint"), run.info.status)
+        for run in runs
+    ) == {
+        ("Default", "main", "FINISHED"): 3, ("Default", "promote", "FINISHED"): 4,
+        ("Default", "rollback", "FINISHED"): 1, ("Default", "score", "FINISHED"): 2, ("Default", None, "FINISHED"): 1,
+        ("sentiment-flow-scoring", None, "FINISHED"): 4, ("sentiment-flow-evaluations", None, "FINISHED"): 2,
+    }
     versions = client.search_model_versions("name = 'sentiment-english'")
     assert sorted(int(v.version) for v in versions) == [1, 2, 3]
     # The last `-e promote` (forced) left version 3 as champion; the scripts copied it to -staging.
     assert str(client.get_model_version_by_alias("sentiment-english", "champion").version) == "3"
     assert str(client.get_model_version_by_alias("sentiment-english-prod", "champion").version) == "1"
     assert str(client.search_model_versions("name = 'sentiment-english-staging'")[0].version) == "1"
-    for name in ("scored.csv", "scored-run.csv", "scored-test.csv"):
+    assert str(client.get_model_version_by_alias("sentiment-english-int8", "champion").version) == "1"
+    for name in ("scored.csv", "scored-run.csv", "scored-test.csv", "scored-int8.csv"):
         assert (checkout / name).is_file(), name
+    assert list((checkout / "scored.parquet").glob("part-*.parquet")), "the Spark engine writes a folder of parts"
     served = outputs[next(key for key in RUN if key[0] == "Serving")]
     assert served.count('{"predictions": [{"label": ') == 3, served
