@@ -63,6 +63,9 @@ def scoring_run(experiment: str, run_name: str) -> Iterator[str]:
 
     Ends FAILED on an error and KILLED on SIGTERM or Ctrl-C (SystemExit, KeyboardInterrupt), never RUNNING.
     """
+    from sentiment_flow.tracking import check_store
+
+    check_store()  # a new sqlite store is created by one job at a time
     # Not mlflow.set_experiment: it would change the experiment of every later run in this process.
     experiment_id = None if os.environ.get("MLFLOW_RUN_ID") else _experiment_id(experiment)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:

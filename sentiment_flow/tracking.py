@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import mlflow
 from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
+from sqlalchemy.engine import make_url
 from transformers import TrainerCallback
 
 from sentiment_flow.config import CANARY_TEXTS
@@ -93,8 +94,25 @@ def store_error(exc: MlflowException) -> UserError:
 
 
 def check_store() -> None:
-    """One cheap request to the tracking store, so an unreachable server fails before minutes of work."""
-    mlflow.MlflowClient().search_experiments(max_results=1)
+    """One cheap request to the tracking store, so an unreachable server fails before minutes of work.
+
+    A local sqlite store is opened under an exclusive lock on its folder: MLflow creates and migrates the tables
+    when a process first opens the store, and two jobs starting at once on a new store both did, the second
+    failing with a traceback (`duplicate column name: step`). The lock makes the second wait for the first.
+    """
+    uri = mlflow.get_tracking_uri()
+    database = make_url(uri).database if uri.startswith("sqlite:") else None
+    if not database or database == ":memory:" or not Path(database).resolve().parent.is_dir():
+        mlflow.MlflowClient().search_experiments(max_results=1)
+        return
+    import fcntl
+
+    folder = os.open(Path(database).resolve().parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        mlflow.MlflowClient().search_experiments(max_results=1)
+    finally:
+        os.close(folder)  # releases the lock
 
 
 def end_project_run(status: str) -> None:

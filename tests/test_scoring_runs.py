@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 
 import mlflow
 import numpy as np
@@ -16,7 +18,7 @@ from sentiment_flow.cli import cli
 from sentiment_flow.config import LABELS, SCORING_EXPERIMENT, TrainConfig
 from sentiment_flow.train import train
 
-from conftest import isolate, synthetic_split
+from conftest import isolate, subprocess_env, synthetic_split
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +142,14 @@ def test_under_mlflow_run_the_job_records_into_that_run_not_a_second_one(store, 
     (run,) = scoring_runs_in("project")
     assert run.info.status == "FINISHED" and run.data.metrics["rows"] == 5 and "drift_label_psi" in run.data.metrics
     assert mlflow.get_experiment_by_name("unused") is None
+
+
+@pytest.mark.slow
+def test_jobs_starting_at_once_on_a_new_sqlite_store_all_open_it(tmp_path):
+    # MLflow creates and migrates the tables when a process first opens a store; without the lock in
+    # tracking.check_store, two of these failed with `duplicate column name: step` and a traceback.
+    command = [sys.executable, "-c", "from sentiment_flow import tracking; tracking.check_store()"]
+    env = {**subprocess_env(), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/new.db"}
+    procs = [subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    errors = [proc.communicate(timeout=300)[1] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0] * 4, "\n".join(errors)
