@@ -63,11 +63,12 @@ def scoring_run(experiment: str, run_name: str) -> Iterator[str]:
 
     Ends FAILED on an error and KILLED on SIGTERM or Ctrl-C (SystemExit, KeyboardInterrupt), never RUNNING.
     """
+    from sentiment_flow.registry.store import experiment_id as get_experiment_id
     from sentiment_flow.tracking import check_store
 
     check_store()  # a new sqlite store is created by one job at a time
     # Not mlflow.set_experiment: it would change the experiment of every later run in this process.
-    experiment_id = None if os.environ.get("MLFLOW_RUN_ID") else _experiment_id(experiment)
+    experiment_id = None if os.environ.get("MLFLOW_RUN_ID") else get_experiment_id(experiment)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
         try:
             yield run.info.run_id
@@ -142,18 +143,6 @@ def record(summary, model_uri: str, input_path: str, params: dict[str, str]) -> 
         mlflow.log_figure(figure, f"drift/{filename}")
         plots.plt.close(figure)
     return drift
-
-
-def _experiment_id(name: str) -> str:
-    client = mlflow.MlflowClient()
-    if found := client.get_experiment_by_name(name):
-        return found.experiment_id
-    try:
-        return client.create_experiment(name)
-    except mlflow.exceptions.MlflowException:  # created by another job meanwhile
-        if found := client.get_experiment_by_name(name):
-            return found.experiment_id
-        raise
 
 
 def _model_run_id(model_uri: str, model_version: str) -> str | None:

@@ -13,16 +13,15 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
 
 from sentiment_flow import evaluation
 from sentiment_flow.config import ScoreConfig
 from sentiment_flow.registry.store import equals, models_uri, source_run
+from sentiment_flow.registry.store import experiment_id as store_experiment_id
 
 EXPERIMENT = "sentiment-flow-evaluations"
 PREDICTIONS_FILE = "predictions.json"  # predicted label ids in the dataset's row order: the bootstrap pairs them
 MODEL_TAG, VERSION_TAG, DIGEST_TAG = "evaluation.model_name", "evaluation.model_version", "evaluation.dataset_digest"
-ALREADY_EXISTS = "RESOURCE_ALREADY_EXISTS"
 
 
 @dataclass(frozen=True)
@@ -82,7 +81,7 @@ def evaluate_version(client: MlflowClient, mv: ModelVersion, data: EvalSet) -> E
     Two promotions evaluating the same version at once may both compute it; both runs hold the same result
     (inference is deterministic), and later promotions read the earliest.
     """
-    experiment_id = _experiment(client)
+    experiment_id = store_experiment_id(EXPERIMENT, "Evaluations behind `promote`.")
     tags = {MODEL_TAG: mv.name, VERSION_TAG: str(mv.version), DIGEST_TAG: data.dataset.digest}
     query = " and ".join([*(equals(f"tags.`{k}`", v) for k, v in tags.items()), "attributes.status = 'FINISHED'"])
     found = client.search_runs([experiment_id], query, max_results=1, order_by=["attributes.start_time ASC"])
@@ -113,15 +112,3 @@ def _evaluate(client: MlflowClient, experiment_id: str, mv: ModelVersion, data: 
         mlflow.log_metrics(metrics)
         mlflow.log_dict({"predictions": predicted[-1].tolist()}, PREDICTIONS_FILE)
     return Evaluation(str(mv.version), metrics, predicted[-1], run.info.run_id)
-
-
-def _experiment(client: MlflowClient) -> str:
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    if experiment:
-        return experiment.experiment_id
-    try:
-        return client.create_experiment(EXPERIMENT, tags={"mlflow.note.content": "Evaluations behind `promote`."})
-    except MlflowException as exc:  # a concurrent promotion created it first
-        if exc.error_code != ALREADY_EXISTS:
-            raise
-    return client.get_experiment_by_name(EXPERIMENT).experiment_id

@@ -173,3 +173,17 @@ def is_number(text: str | None) -> bool:
     except (TypeError, ValueError):
         return False
     return True
+
+
+def experiment_id(name: str, note: str = "") -> str:
+    """The id of experiment `name`, created (with `note` as its description) if missing; a concurrent job
+    creating it first is fine."""
+    client = MlflowClient()
+    if found := client.get_experiment_by_name(name):
+        return found.experiment_id
+    try:
+        return client.create_experiment(name, tags={"mlflow.note.content": note} if note else None)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    return client.get_experiment_by_name(name).experiment_id
