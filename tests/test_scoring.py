@@ -511,8 +511,11 @@ def test_sigterm_mid_run_leaves_no_output_and_no_partial_file(model_dir, tmp_pat
 def test_two_scoring_processes_on_one_output_one_wins_whole_and_the_other_exits_2_in_one_line(model_dir, tmp_path):
     inputs = {}
     for seed, name in enumerate(("a", "b")):
-        inputs[name] = pd.concat([write_input(tmp_path / f"{name}.csv", n=100, seed=seed)] * 10, ignore_index=True)
+        inputs[name] = pd.concat([write_input(tmp_path / f"{name}.csv", n=100, seed=seed)] * 40, ignore_index=True)
         inputs[name].to_csv(tmp_path / f"{name}.csv", index=False)
+    # The store exists before both start: otherwise one job waits for the other's table migrations and may start
+    # scoring only after the first one has finished.
+    mlflow.MlflowClient().search_experiments()
     procs = {}
     for name in inputs:
         with open(tmp_path / f"{name}.log", "w") as log:
@@ -591,7 +594,8 @@ def test_mlflow_run_score_with_a_missing_input_fails_its_run_in_one_line(isolate
 )
 def test_a_signal_to_mlflow_run_score_ends_its_run_and_leaves_no_output(model_dir, isolated, signum, statuses):
     """A scheduler (SIGTERM) or Ctrl-C (SIGINT) signals the whole process group."""
-    pd.concat([write_input(isolated / "in.csv", n=100)] * 200).to_csv(isolated / "in.csv", index=False)
+    # 100,000 rows (about 25 s here): the signal lands mid-job; with 20,000 (5 s) a loaded CI once saw the job finish first.
+    pd.concat([write_input(isolated / "in.csv", n=100)] * 1000).to_csv(isolated / "in.csv", index=False)
     command = mlflow_run_score(isolated, model_uri=model_dir, input="in.csv", output="out.csv", chunk_size="50")
     proc = subprocess.Popen(
         command, cwd=isolated, env=subprocess_env(), stderr=subprocess.PIPE, text=True, start_new_session=True
