@@ -40,10 +40,13 @@ class Int8Model(mlflow.pyfunc.PythonModel):
     def probabilities(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
         """Softmax probabilities, one row per text in order, columns in `self.labels` order.
 
-        Batches are formed in length order so that each pads little, whatever order the texts came in.
+        Batches are formed in order of token counts so that each pads little, whatever order the texts came in.
         """
         batch_size = batch_size or self.batch_size
-        order = np.argsort([len(text) for text in texts], kind="stable")
+        if not texts:  # the tokenizer fails on an empty list
+            return np.empty((0, len(self.labels)), dtype=np.float32)
+        lengths = [len(ids) for ids in self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]]
+        order = np.argsort(lengths, kind="stable")
         probs = np.empty((len(texts), len(self.labels)), dtype=np.float32)
         for start in range(0, len(texts), batch_size):
             rows = order[start : start + batch_size]

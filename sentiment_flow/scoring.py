@@ -130,17 +130,19 @@ def _python_model(model):
 def predict_texts(scorer: Scorer, texts: pd.Series, batch_size: int = 32) -> pd.DataFrame:
     """`label`, `score` and one `prob_<label>` column per class, on the index of `texts`.
 
-    Texts are scored in length order, so each batch pads little, and returned in their own order. Every text is
-    scored, an empty one too (a missing one as ""): `mlflow models serve` answers the model's prediction for "",
-    and the scorer must agree with it.
+    Texts are scored in order of their token counts, so each batch pads little, and returned in their own order.
+    Every text is scored, an empty one too (a missing one as ""): `mlflow models serve` answers the model's
+    prediction for "", and the scorer must agree with it.
     """
     clean = texts.fillna("").astype(str).tolist()
-    order = np.argsort([len(text) for text in clean], kind="stable")
     probs = np.empty((len(clean), len(LABELS)))
-    if isinstance(scorer.pipeline, Int8Model):
+    if isinstance(scorer.pipeline, Int8Model):  # it sorts by token count itself
         columns = [scorer.pipeline.labels.index(label) for label in LABELS]
-        probs[order] = scorer.pipeline.probabilities([clean[i] for i in order], batch_size)[:, columns]
+        probs[:] = scorer.pipeline.probabilities(clean, batch_size)[:, columns]
     elif clean:  # the pipeline fails on an empty list (a first chunk of one row is the header alone)
+        # Tokens, not characters: in a mix of languages, texts of one character length differ several-fold in
+        # tokens, and a batch sorted by characters pads to its longest (Spark's shuffled chunks scored 1.45x slower).
+        order = np.argsort(token_lengths(scorer, texts), kind="stable")
         results = scorer.pipeline([clean[i] for i in order], batch_size=batch_size, top_k=None, **scorer.call_kwargs)
         for i, row in zip(order, results):
             scores = {r["label"]: r["score"] for r in row}
@@ -153,6 +155,8 @@ def predict_texts(scorer: Scorer, texts: pd.Series, batch_size: int = 32) -> pd.
 
 def token_lengths(scorer: Scorer, texts: pd.Series) -> np.ndarray:
     """Tokens per text as the model sees it (truncated like `predict_texts`), for the token-length drift check."""
+    if texts.empty:  # the tokenizer fails on an empty list
+        return np.zeros(0, dtype=np.int64)
     tokenizer = scorer.pipeline.tokenizer
     max_length = scorer.call_kwargs.get("max_length") or tokenizer.model_max_length
     encoded = tokenizer(texts.fillna("").astype(str).tolist(), truncation=True, max_length=max_length)
