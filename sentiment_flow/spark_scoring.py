@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -86,7 +87,8 @@ def score_spark(
         with out.partial() as partial:
             _write(_scored(spark, frame, model, scorer.model_version, config, probabilities), partial, output_path)
             seconds = time.perf_counter() - start
-            summary = _summarise(_read(spark, partial, config, like=output_path), frame.columns, scorer, config)
+            written = _read(spark, _literal(partial), config, like=output_path)
+            summary = _summarise(written, frame.columns, scorer, config)
             out.publish(partial, overwrite)
     return ScoreSummary(output=Path(output_path), model_version=scorer.model_version, seconds=seconds, **summary)
 
@@ -251,6 +253,11 @@ def _first_line(exc: BaseException) -> str:
     return one_line(head + (f" ({causes[-1]})" if causes else ""))
 
 
+def _literal(path: str) -> str:
+    """`path` with Hadoop's glob characters escaped: read back as named (an OUTPUT such as `out[1]` is no pattern)."""
+    return re.sub(r"([\\\[\]{}*?])", r"\\\1", path)
+
+
 def _is_local(path: str) -> bool:
     return urlsplit(path).scheme in ("", "file")
 
@@ -281,7 +288,9 @@ class _Output:
     def partial(self) -> Iterator[str]:
         """A new hidden path beside OUTPUT, removed afterwards whatever happened (published, it is gone)."""
         head, _, name = self.path.rpartition("/")
-        partial = f"{head}/.{name}.{uuid.uuid4().hex[:8]}.partial" if head else f".{name}.{uuid.uuid4().hex[:8]}.partial"
+        # No glob characters in its name: Spark's multiLine CSV reader globs each part file's path again.
+        name = "." + re.sub(r"[][{}*?\\]", "_", name) + f".{uuid.uuid4().hex[:8]}.partial"
+        partial = f"{head}/{name}" if head else name
         try:
             yield partial
         finally:

@@ -106,13 +106,14 @@ def test_a_folder_of_parquet_parts_is_scored_into_csv_part_files_that_keep_every
     for i, part in enumerate((given[:12], given[12:])):
         part.to_parquet(tmp_path / "in" / f"part-{i}.parquet")
 
-    summary = spark_scoring.score_spark(model_dir, "in", "out.csv", ScoreConfig(chunk_size=4), probabilities=True)
+    # Brackets are a Hadoop glob: the output is read back (for the summary) by its literal name.
+    summary = spark_scoring.score_spark(model_dir, "in", "out[1].csv", ScoreConfig(chunk_size=4), probabilities=True)
 
-    out = read_spark_csv(tmp_path / "out.csv").astype({"n": int}).sort_values("n", ignore_index=True)
+    out = read_spark_csv(tmp_path / "out[1].csv").astype({"n": int}).sort_values("n", ignore_index=True)
     assert list(out.columns) == ["text", "n", "label", "score", "model_version", *(f"prob_{x}" for x in ("positive", "neutral", "negative"))]
     assert list(out["text"]) == list(given["text"])
     assert summary.rows == 20 and summary.blank == 4 and sum(summary.label_counts.values()) == 20
-    assert leftovers(tmp_path) == ["out.csv"]
+    assert leftovers(tmp_path) == ["out[1].csv"]
 
 
 @pytest.mark.slow
