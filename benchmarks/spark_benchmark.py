@@ -62,6 +62,10 @@ def write_results(payload: dict) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "spark.json").write_text(json.dumps(payload, indent=2) + "\n")
     machine = payload["machine"]
+    quiet = (
+        "nothing else ran on the machine" if machine["load_average_1m_at_start"] < 1
+        else "the machine was shared while this ran: see the load; rerun on a quiet machine for clean numbers"
+    )
     table = "\n".join(
         f"| {a['arm']} | {a['rows']:,} | {a['seconds']:.1f} | {a['rows_per_second']:.1f} | {a['peak_rss_mib']:,.0f} "
         f"| {a['labels_equal_to_local']:.2%} | {a['max_score_difference']:.1e} |"
@@ -78,8 +82,10 @@ Input: the {payload['input']['files']} train/valid/test CSVs of `{payload['data'
 ({payload['input']['distinct_rows']:,} distinct texts) and repeated {payload['input']['repeats']}x to {payload['rows']:,} rows.
 {machine['cores']} cores, no GPU, torch {machine['torch']}, pyspark {machine['pyspark']}, Java {machine['java']}.
 1-minute load average at start {machine['load_average_1m_at_start']:.2f}, at end {machine['load_average_1m_at_end']:.2f}
-(the machine was shared while this ran: see the load; rerun on a quiet machine for clean numbers).
+({quiet}).
 Each arm is a separate process timed from start to exit: JVM, Python workers, model loading and I/O included.
+Spark runs one single-threaded Python worker per core it is given (PySpark sets OMP_NUM_THREADS to the
+executor's cores, 1 in local mode): local[1] scores on one core, local[2] on two.
 
 | arm | rows | seconds | rows / s | peak RSS (MiB) | labels equal to local scorer | max score difference |
 |---|---|---|---|---|---|---|
@@ -92,7 +98,7 @@ extra pass that counts labels and hashes rows for the scoring run).
 
 **Engine choice** (the last two rows, {payload['choice_rows']:,} rows on local[2]): mapInPandas over
 `predict_texts` {payload['choice_speedup']:.2f}x the rows/s of `mlflow.pyfunc.spark_udf(env_manager="local")`.
-`predict_texts` sorts each Arrow batch by length before batching (little padding), and is the function the
+`predict_texts` sorts each Arrow batch by token count before batching (little padding), and is the function the
 local scorer runs, so both engines share one code path for results.
 """
     )
