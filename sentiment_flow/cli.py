@@ -16,8 +16,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from sentiment_flow.config import (
-    ALIASES, CHAMPION, HEADLINE_METRICS, INT8_MAX_F1_DROP, INT8_MIN_AGREEMENT, KEY_METRICS, SCORING_EXPERIMENT,
-    SPARK_MASTER, PromotionConfig, ScoreConfig, TrainConfig,
+    ALIASES, CHAMPION, HEADLINE_METRICS, INT8_FALLBACK_MARGIN, INT8_MAX_F1_DROP, INT8_MIN_AGREEMENT, KEY_METRICS,
+    SCORING_EXPERIMENT, SPARK_MASTER, PromotionConfig, ScoreConfig, TrainConfig,
 )
 from sentiment_flow.errors import UserError
 from sentiment_flow.server import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS
@@ -266,8 +266,11 @@ def score(
               help="Largest test macro-F1 drop from the fp32 model that still registers the variant.")
 @click.option("--min-agreement", default=INT8_MIN_AGREEMENT, show_default=True, type=click.FloatRange(0, 1),
               help="Smallest share of test rows on which the variant's label must equal the fp32 model's.")
+@click.option("--fallback-margin", default=INT8_FALLBACK_MARGIN, show_default=True, type=click.FloatRange(0, 1),
+              help="Rows whose two best int8 probabilities are closer than this are scored again in fp32 (the "
+              "variant carries the fp32 graph for them); 0: int8 alone, a smaller model.")
 @user_errors
-def optimize(model_uri: str, data: str | None, max_f1_drop: float, min_agreement: float) -> None:
+def optimize(model_uri: str, data: str | None, max_f1_drop: float, min_agreement: float, fallback_margin: float) -> None:
     """Build the int8 (ONNX Runtime) variant of MODEL_URI and register it as NAME-int8 if it passes the gate.
 
     MODEL_URI is models:/NAME/VERSION or models:/NAME@ALIAS. The gate: on the source's test split, macro-F1
@@ -276,11 +279,12 @@ def optimize(model_uri: str, data: str | None, max_f1_drop: float, min_agreement
     """
     from sentiment_flow.optimize import optimize as build_int8
 
-    result = build_int8(model_uri, data, max_f1_drop, min_agreement)
+    result = build_int8(model_uri, data, max_f1_drop, min_agreement, fallback_margin)
     table = Table(title=f"Registered {result.model_uri}", show_header=False)
     table.add_row("source", result.source_uri)
     table.add_row("test macro-F1", f"{result.metrics['test_f1_macro']:.4f} (fp32 {result.fp32_f1_macro:.4f})")
     table.add_row("labels equal to fp32", f"{result.agreement:.2%} of {result.rows:,} test rows")
+    table.add_row("scored again in fp32", f"{result.fallback_share:.1%} of test rows (margin under {fallback_margin:g})")
     table.add_row("MLflow run", result.run_id)
     Console().print(table)
 

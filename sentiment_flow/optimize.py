@@ -18,9 +18,9 @@ import pandas as pd
 
 from sentiment_flow import metrics as M
 from sentiment_flow import tracking
-from sentiment_flow.config import INT8_MAX_F1_DROP, INT8_MIN_AGREEMENT, LABELS, ScoreConfig
+from sentiment_flow.config import INT8_FALLBACK_MARGIN, INT8_MAX_F1_DROP, INT8_MIN_AGREEMENT, LABELS, ScoreConfig
 from sentiment_flow.errors import UserError
-from sentiment_flow.int8_model import ONNX_ARTIFACT, TOKENIZER_ARTIFACT, Int8Model
+from sentiment_flow.int8_model import FP32_ARTIFACT, ONNX_ARTIFACT, TOKENIZER_ARTIFACT, Int8Model
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class OptimizeResult:
     fp32_f1_macro: float
     metrics: dict[str, float]  # the variant's test_* metrics
     agreement: float
+    fallback_share: float  # share of test rows the fp32 graph scored again
 
 
 def gate_misses(
@@ -75,7 +76,7 @@ def gate_misses(
 
 def optimize(
     model_uri: str, data: str | None = None, max_f1_drop: float = INT8_MAX_F1_DROP,
-    min_agreement: float = INT8_MIN_AGREEMENT,
+    min_agreement: float = INT8_MIN_AGREEMENT, fallback_margin: float = INT8_FALLBACK_MARGIN,
 ) -> OptimizeResult:
     """Build, gate and register the int8 variant of `model_uri`; raises GateRefused when it misses the gate."""
     from sentiment_flow.registry import resolve_version
@@ -106,18 +107,21 @@ def optimize(
                 tempfile.TemporaryDirectory(prefix="sentiment_flow-int8-") as folder:
             mlflow.log_params(
                 {"source_uri": source_uri, "backend": BACKEND, "max_f1_drop": max_f1_drop,
-                 "min_agreement": min_agreement, "test_rows": len(test)}
+                 "min_agreement": min_agreement, "fallback_margin": fallback_margin, "test_rows": len(test)}
             )
             lineage = {"source_model": source.name, "source_version": str(source.version),
                        "source_run_id": source.run_id or ""}
             mlflow.set_tags({**{k: source.tags[k] for k in INHERITED_TAGS if k in source.tags}, **lineage})
 
             # 2. Export and quantize; score the test split with the variant exactly as it will be logged.
-            kwargs = _model_kwargs(scorer, Path(folder), mlflow.models.get_model_info(source_uri).signature)
+            kwargs = _model_kwargs(
+                scorer, Path(folder), mlflow.models.get_model_info(source_uri).signature, fallback_margin
+            )
             saved = Path(folder, "saved")
             mlflow.pyfunc.save_model(saved, **kwargs)
             variant = mlflow.pyfunc.load_model(str(saved)).unwrap_python_model()
-            probs = variant.probabilities(test["text"].fillna("").astype(str).tolist())
+            probs, unsure = variant.scored(test["text"].fillna("").astype(str).tolist())
+            fallback_share = len(unsure) / max(len(test), 1)
             int8_labels = np.array([LABELS.index(variant.labels[i]) for i in probs.argmax(axis=1)])
             # The same test metrics, through mlflow.models.evaluate, and the same test dataset input as training logs,
             # so `promote NAME-int8` can evaluate it on the same data as its champion.
@@ -126,7 +130,7 @@ def optimize(
             agreement = float((int8_labels == fp32_labels).mean())
             mlflow.log_metrics(
                 {"fp32_test_f1_macro": fp32_f1, "f1_macro_drop": fp32_f1 - metrics["test_f1_macro"],
-                 "label_agreement": agreement}
+                 "label_agreement": agreement, "fallback_share": fallback_share}
             )
 
             # 3. The gate: a refused variant is logged nowhere but in this run, which ends FAILED.
@@ -135,7 +139,8 @@ def optimize(
                 mlflow.set_tag("int8_gate", "refused: " + "; ".join(misses))
                 raise GateRefused(
                     f"The int8 variant of {source_uri} was not registered: {'; '.join(misses)}. Keep serving the fp32 "
-                    "model, or loosen the gate deliberately with --max-f1-drop / --min-agreement."
+                    "model, score more rows in fp32 with a larger --fallback-margin, or loosen the gate deliberately with "
+                    "--max-f1-drop / --min-agreement."
                 )
             mlflow.set_tag("int8_gate", "passed")
             info = mlflow.pyfunc.log_model(name=tracking.MODEL_ARTIFACT, **kwargs)
@@ -153,7 +158,9 @@ def optimize(
             description = (
                 f"int8 variant ({BACKEND}) of {source.name} version {source.version}. On its test split "
                 f"({len(test)} rows) macro-F1 {metrics['test_f1_macro']:.4f} vs fp32 {fp32_f1:.4f}; labels agree "
-                f"with fp32 on {agreement:.2%} of rows. Input: a string column `text`; output: label and score."
+                f"with fp32 on {agreement:.2%} of rows; {fallback_share:.1%} of them (top-two margin under "
+                f"{fallback_margin:g}) were scored by the fp32 graph it carries. Input: a string column `text`; "
+                "output: label and score."
             )
             model_description = (
                 f"int8 variants of {source.name}, one version per `sentiment-flow optimize`; each version's "
@@ -168,6 +175,7 @@ def optimize(
     return OptimizeResult(
         source_uri=source_uri, model_uri=f"models:/{name}/{version}", name=name, version=version,
         run_id=run.info.run_id, rows=len(test), fp32_f1_macro=fp32_f1, metrics=metrics, agreement=agreement,
+        fallback_share=fallback_share,
     )
 
 
@@ -194,7 +202,7 @@ def _test_split(source, data: str | None) -> tuple[pd.DataFrame, str]:
     return split.splits["test"].reset_index(drop=True), split.split_sources["test"]
 
 
-def _model_kwargs(scorer, folder: Path, signature) -> dict:
+def _model_kwargs(scorer, folder: Path, signature, fallback_margin: float) -> dict:
     """Arguments of mlflow.pyfunc.save_model/log_model for the int8 variant of `scorer`'s model."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -207,15 +215,19 @@ def _model_kwargs(scorer, folder: Path, signature) -> dict:
     # macro-F1 and agreed with fp32 on 91.0% of rows; per channel, 0.009 and 96.6% (benchmarks/results/int8.md).
     quantize_dynamic(fp32_path, int8_path, weight_type=QuantType.QInt8, per_channel=True)
     tokenizer.save_pretrained(folder / TOKENIZER_ARTIFACT)
+    artifacts = {ONNX_ARTIFACT: str(int8_path), TOKENIZER_ARTIFACT: str(folder / TOKENIZER_ARTIFACT)}
+    if fallback_margin > 0:
+        artifacts[FP32_ARTIFACT] = str(fp32_path)
     max_length = scorer.call_kwargs.get("max_length") or position_limit(tokenizer, model)
     return dict(
         python_model=Int8Model(),
-        artifacts={ONNX_ARTIFACT: str(int8_path), TOKENIZER_ARTIFACT: str(folder / TOKENIZER_ARTIFACT)},
+        artifacts=artifacts,
         model_config={
             "labels": [model.config.id2label[i] for i in range(model.config.num_labels)],
             "input_column": tracking.INPUT_COLUMN,
             "max_length": max_length,
             "batch_size": ScoreConfig.batch_size,  # per ONNX Runtime call, length-sorted within a request
+            "fallback_margin": fallback_margin,
         },
         signature=signature,  # the fp32 model's: the same payloads, the same answers
         input_example=pd.DataFrame({tracking.INPUT_COLUMN: ["What a great day!", "The meeting is at noon."]}),

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import sys
 import urllib.request
+from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -88,6 +90,25 @@ def test_the_variant_answers_the_fp32_contract_through_pyfunc_and_the_scorer(opt
     assert set(scored["model_version"]) == {f"{source.registered_model_name}-int8/1"}
 
 
+@pytest.mark.parametrize("margin", [0.0, 1.0])
+def test_the_fallback_margin_decides_which_rows_the_fp32_graph_scores_again(optimized, margin):
+    from sentiment_flow.optimize import optimize
+
+    source = optimized["source"]
+    result = optimize(source.model_uri, fallback_margin=margin)
+    # 0: no row (and no fp32 graph in the model); 1: every row (no two probabilities are a whole 1 apart).
+    assert result.fallback_share == margin
+    assert mlflow.get_run(result.run_id).data.metrics["fallback_share"] == margin
+    files = {p.name for p in (Path(mlflow.artifacts.download_artifacts(result.model_uri)) / "artifacts").iterdir()}
+    assert ("model.fp32.onnx" in files) == (margin > 0)
+    frame = pd.DataFrame({INPUT_COLUMN: TEXTS})
+    answered = mlflow.pyfunc.load_model(result.model_uri).predict(frame)
+    if margin == 1.0:  # the fp32 graph's answers are the fp32 model's
+        expected = mlflow.pyfunc.load_model(source.model_uri).predict(frame)
+        assert list(answered["label"]) == list(expected["label"])
+        np.testing.assert_allclose(answered["score"], expected["score"], atol=1e-4)
+
+
 def test_a_variant_that_misses_the_gate_is_not_registered_and_its_run_fails(tiny_model_dir, tiny_data_dir):
     # An outlier weight in every output channel of pre_classifier sets each channel's int8 scale, so all its
     # other weights round to 0: a real int8 failure, caught by the gate. In fp32 the outliers multiply a
@@ -103,7 +124,8 @@ def test_a_variant_that_misses_the_gate_is_not_registered_and_its_run_fails(tiny
         tags = {"lang": "english", "data_source": data.source, "data_hash": data.content_hash, "mlflow_run_id": run.info.run_id}
         tracking.register_version(info.model_uri, "outlier", tags, "Outlier weight.", "Outlier weights.")
 
-    result = CliRunner().invoke(cli, ["optimize", "models:/outlier/1"])
+    # int8 alone: the tiny model's two best classes are close on every row, so any fallback margin rescues them all.
+    result = CliRunner().invoke(cli, ["optimize", "models:/outlier/1", "--fallback-margin", "0"])
     assert result.exit_code == 1, result.output
     line = " ".join(result.output.split())
     assert "was not registered" in line and "short of the 99% required" in line
