@@ -2,8 +2,8 @@
 
 Dynamic int8 quantizes each matrix product's input with one scale for the whole tensor, so a row whose two best
 classes are close can change its label. Such rows (top-two probability margin below `fallback_margin`) are scored
-again by the fp32 graph carried beside the int8 one: on MiniLM that is about 5 % of rows, and it brings label
-agreement with fp32 from about 97.6 % to over 99 % (benchmarks/results/int8.md).
+again by the fp32 graph carried beside the int8 one: on MiniLM that is about 8 % of rows, and it brings label
+agreement with fp32 from about 97.5 % to over 99 % (benchmarks/results/int8.md).
 
 Kept apart from optimize.py (which exports and quantizes with torch) so that loading and serving the variant
 imports neither torch nor the training stack.
