@@ -226,7 +226,7 @@ def _model_kwargs(scorer, folder: Path, signature, fallback_margin: float) -> di
             "labels": [model.config.id2label[i] for i in range(model.config.num_labels)],
             "input_column": tracking.INPUT_COLUMN,
             "max_length": max_length,
-            "batch_size": ScoreConfig.batch_size,  # per ONNX Runtime call, length-sorted within a request
+            "batch_size": ScoreConfig.batch_size,  # per ONNX Runtime call, batched by token count within a request
             "fallback_margin": fallback_margin,
         },
         signature=signature,  # the fp32 model's: the same payloads, the same answers

@@ -2,7 +2,7 @@
 
 The model is copied to every executor once (`SparkContext.addFile`) and loaded once per Python worker
 process; `mapInPandas` hands each worker Arrow batches of `chunk_size` rows, scored by the local scorer's
-own `predict_texts` (length-sorted batches; benchmarks/results/spark.md compares it with
+own `predict_texts` (batches by token count; benchmarks/results/spark.md compares it with
 `mlflow.pyfunc.spark_udf`). The output is written to a hidden folder beside OUTPUT and renamed on success.
 """
 
@@ -119,7 +119,7 @@ def _session(master: str, config: ScoreConfig):
             raise UserError(f"Spark did not start on master {master!r}: {one_line(exc)}.") from None
     else:
         spark = active
-    # Arrow batches of chunk_size rows: what one predict_texts call sorts by length and scores.
+    # Arrow batches of chunk_size rows: what one predict_texts call sorts by token count and scores.
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.chunk_size))
     try:
         yield spark
