@@ -47,29 +47,33 @@ class Int8Model(mlflow.pyfunc.PythonModel):
         self.fp32_session = session(FP32_ARTIFACT) if self.fallback_margin > 0 else None
         self.input_names = [i.name for i in self.session.get_inputs()]
 
-    def probabilities(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
-        """Softmax probabilities, one row per text in order, columns in `self.labels` order."""
-        probs, _ = self.scored(texts, batch_size)
+    def probabilities(self, texts: list[str], batch_size: int | None = None, lengths=None) -> np.ndarray:
+        """Softmax probabilities, one row per text in order, columns in `self.labels` order. `lengths`: the
+        texts' token counts (truncated at max_length), if the caller has them already."""
+        probs, _ = self.scored(texts, batch_size, lengths)
         return probs
 
-    def scored(self, texts: list[str], batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def scored(self, texts: list[str], batch_size: int | None = None, lengths=None) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities (as `probabilities`) and the indices of the rows the fp32 graph scored again."""
-        probs = self._run(self.session, texts, batch_size or self.batch_size)
+        batch_size = batch_size or self.batch_size
+        if not texts:  # the tokenizer fails on an empty list
+            return np.empty((0, len(self.labels)), dtype=np.float32), np.zeros(0, dtype=np.int64)
+        if lengths is None:
+            lengths = [len(ids) for ids in self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]]
+        lengths = np.asarray(lengths)
+        probs = self._run(self.session, texts, batch_size, lengths)
         if self.fp32_session is None:
             return probs, np.zeros(0, dtype=np.int64)
         top_two = np.sort(probs, axis=1)[:, -2:]
         unsure = np.flatnonzero(top_two[:, 1] - top_two[:, 0] < self.fallback_margin)
         if unsure.size:
-            probs[unsure] = self._run(self.fp32_session, [texts[i] for i in unsure], batch_size or self.batch_size)
+            probs[unsure] = self._run(self.fp32_session, [texts[i] for i in unsure], batch_size, lengths[unsure])
         return probs, unsure
 
-    def _run(self, session, texts: list[str], batch_size: int) -> np.ndarray:
-        """`session`'s softmax for every text. Batches are formed in order of token counts so that each pads
-        little, whatever order the texts came in."""
+    def _run(self, session, texts: list[str], batch_size: int, lengths: np.ndarray) -> np.ndarray:
+        """`session`'s softmax for every text. Batches are formed in order of token counts (`lengths`) so that
+        each pads little, whatever order the texts came in."""
         probs = np.empty((len(texts), len(self.labels)), dtype=np.float32)
-        if not texts:  # the tokenizer fails on an empty list
-            return probs
-        lengths = [len(ids) for ids in self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]]
         order = np.argsort(lengths, kind="stable")
         for start in range(0, len(texts), batch_size):
             rows = order[start : start + batch_size]

@@ -127,22 +127,26 @@ def _python_model(model):
         return None
 
 
-def predict_texts(scorer: Scorer, texts: pd.Series, batch_size: int = 32) -> pd.DataFrame:
+def predict_texts(
+    scorer: Scorer, texts: pd.Series, batch_size: int = 32, lengths: np.ndarray | None = None
+) -> pd.DataFrame:
     """`label`, `score` and one `prob_<label>` column per class, on the index of `texts`.
 
-    Texts are scored in order of their token counts, so each batch pads little, and returned in their own order.
+    Texts are scored in order of their token counts (`lengths`, from `token_lengths`, computed here if not given),
+    so each batch pads little, and returned in their own order.
     Every text is scored, an empty one too (a missing one as ""): `mlflow models serve` answers the model's
     prediction for "", and the scorer must agree with it.
     """
     clean = texts.fillna("").astype(str).tolist()
+    # Tokens, not characters: in a mix of languages, texts of one character length differ several-fold in tokens,
+    # and a batch sorted by characters pads to its longest (Spark's shuffled chunks scored 1.45x slower).
+    lengths = token_lengths(scorer, texts) if lengths is None else lengths
     probs = np.empty((len(clean), len(LABELS)))
-    if isinstance(scorer.pipeline, Int8Model):  # it sorts by token count itself
+    if isinstance(scorer.pipeline, Int8Model):
         columns = [scorer.pipeline.labels.index(label) for label in LABELS]
-        probs[:] = scorer.pipeline.probabilities(clean, batch_size)[:, columns]
+        probs[:] = scorer.pipeline.probabilities(clean, batch_size, lengths)[:, columns]
     elif clean:  # the pipeline fails on an empty list (a first chunk of one row is the header alone)
-        # Tokens, not characters: in a mix of languages, texts of one character length differ several-fold in
-        # tokens, and a batch sorted by characters pads to its longest (Spark's shuffled chunks scored 1.45x slower).
-        order = np.argsort(token_lengths(scorer, texts), kind="stable")
+        order = np.argsort(lengths, kind="stable")
         results = scorer.pipeline([clean[i] for i in order], batch_size=batch_size, top_k=None, **scorer.call_kwargs)
         for i, row in zip(order, results):
             scores = {r["label"]: r["score"] for r in row}
@@ -384,7 +388,8 @@ def _stream(
         task = bar.add_task("score", total=os.path.getsize(input_path), rows=0, rate=0.0)
         for chunk in _chunks(handle, input_path, config):
             texts = chunk[text_at].fillna("")
-            predicted = predict_texts(scorer, texts, config.batch_size)
+            chunk_token_lengths = token_lengths(scorer, texts)  # orders the batches and feeds the drift check
+            predicted = predict_texts(scorer, texts, config.batch_size, chunk_token_lengths)
             predicted["model_version"] = scorer.model_version
             predicted = predicted[output_columns(probabilities=probabilities)]
             if sample is None:
@@ -396,7 +401,7 @@ def _stream(
             blank += int((texts.astype(str).str.strip() == "").sum())
             for label, n in predicted["label"].value_counts().items():
                 counts[label] += int(n)
-            chunk_lengths = np.bincount(token_lengths(scorer, texts))
+            chunk_lengths = np.bincount(chunk_token_lengths)
             lengths = np.pad(lengths, (0, max(0, len(chunk_lengths) - len(lengths))))
             lengths[: len(chunk_lengths)] += chunk_lengths
             if label_at is not None:
