@@ -27,6 +27,22 @@ def dataset(frame: pd.DataFrame, source: str, name: str):
     return mlflow.data.from_pandas(frame, source=source, targets=TARGET, name=name)
 
 
+def log_input(data, context: str | None = None) -> None:
+    """`mlflow.log_input` of `data` to the active run, tried a second time if the store refuses it.
+
+    MLflow's stores look the dataset (name, digest) up and insert it when it is missing, so two processes logging
+    one new dataset into one experiment at once can both insert it, and the store refuses the second insert
+    (a UNIQUE constraint on datasets). Once the first one's insert is committed, the second try finds the
+    dataset and only links it to the run; a try that had gone through is a no-op the second time.
+    """
+    import mlflow
+
+    try:
+        mlflow.log_input(data, context=context)
+    except mlflow.exceptions.MlflowException:
+        mlflow.log_input(data, context=context)
+
+
 def evaluate(data, predict=None, prefix: str = "") -> dict[str, float]:
     """`mlflow.models.evaluate` of a classifier in the active run; returns this project's metric names.
 
@@ -37,6 +53,8 @@ def evaluate(data, predict=None, prefix: str = "") -> dict[str, float]:
     from mlflow.data.dataset import Dataset
 
     given = isinstance(data, Dataset)  # a dataset names its own targets and predictions
+    if given:  # logged as `evaluate` would (context: the prefix), but retried; `evaluate` then finds it logged
+        log_input(data, context=prefix or None)
     result = mlflow.models.evaluate(
         model=predict,
         data=data,

@@ -84,6 +84,7 @@ def record(summary, model_uri: str, input_path: str, params: dict[str, str]) -> 
     from mlflow.data.spark_dataset_source import SparkDatasetSource
 
     from sentiment_flow import plots
+    from sentiment_flow.evaluation import log_input
 
     model_run_id = _model_run_id(model_uri, summary.model_version)
     name, _, version = summary.model_version.rpartition("/") if model_uri.startswith("models:/") else ("", "", "")
@@ -104,7 +105,7 @@ def record(summary, model_uri: str, input_path: str, params: dict[str, str]) -> 
         source = SparkDatasetSource(path=input_path)
     schema = _schema(summary.input_sample)
     dataset = MetaDataset(source, name=Path(input_path.rstrip("/")).name, digest=summary.input_hash[:32], schema=schema)
-    mlflow.log_input(dataset, context="scoring")
+    log_input(dataset, context="scoring")
 
     rows = max(summary.rows, 1)
     metrics = {

@@ -209,10 +209,10 @@ def log_metrics(metrics: dict[str, float]) -> None:
 def log_datasets(splits: dict, sources: dict[str, str]) -> None:
     """Each split as an mlflow.data dataset input of the active run (digest, source, context train/validation/test):
     `promote` reads the test one back to evaluate a candidate and the champion on the same rows."""
-    from sentiment_flow.evaluation import CONTEXTS, dataset
+    from sentiment_flow.evaluation import CONTEXTS, dataset, log_input
 
     for split, frame in splits.items():
-        mlflow.log_input(dataset(frame, sources[split], split), context=CONTEXTS[split])
+        log_input(dataset(frame, sources[split], split), context=CONTEXTS[split])
 
 
 def log_test_evaluation(y_true, y_pred, source: str) -> dict[str, float]:

@@ -66,3 +66,35 @@ def test_vectorised_macro_f1_equals_sklearns_with_zero_division_0():
     rows = np.random.default_rng(0).integers(0, 50, size=(20, 50))
     expected = [f1_score(y[r], p[r], labels=[0, 1, 2], average="macro", zero_division=0) for r in rows]
     assert evaluation._macro_f1(y[rows], p[rows]) == pytest.approx(expected)
+
+
+def test_a_dataset_another_process_inserts_first_is_linked_not_refused():
+    """The interleaving behind a failed CI run: two promotions evaluated one version at once, both found the
+    dataset missing, and the second insert broke the store's UNIQUE (experiment, name, digest). Here another
+    client logs the same dataset between this run's look-up and its insert, on the real sqlite store."""
+    import sqlalchemy
+    from mlflow.entities import DatasetInput
+    from mlflow.tracking._tracking_service.utils import _get_store
+
+    frame = pd.DataFrame({"text": ["good", "bad"], "label": [0, 2]})
+    data = evaluation.dataset(frame, "rows.csv", "test")
+    client = mlflow.MlflowClient()
+    other = client.create_run(client.create_experiment("race")).info.run_id
+    engine, raced = _get_store().engine, []
+
+    def insert_first(conn, cursor, statement, *args):
+        if statement.startswith("INSERT INTO datasets") and not raced:
+            raced.append(statement)  # before the nested call: its own insert comes through here too
+            client.log_inputs(other, [DatasetInput(data._to_mlflow_entity())])
+
+    sqlalchemy.event.listen(engine, "before_cursor_execute", insert_first)
+    try:
+        with mlflow.start_run(experiment_id=client.get_run(other).info.experiment_id) as run:
+            evaluation.log_input(data, context="test")
+    finally:
+        sqlalchemy.event.remove(engine, "before_cursor_execute", insert_first)
+
+    assert raced
+    logged = [client.get_run(r).inputs.dataset_inputs for r in (run.info.run_id, other)]
+    assert [[i.dataset.digest for i in inputs] for inputs in logged] == [[data.digest], [data.digest]]
+    assert [t.value for t in logged[0][0].tags] == ["test"]

@@ -163,6 +163,10 @@ def test_a_second_promotion_reuses_the_cached_evaluations(add):
     assert sorted(r.data.tags["evaluation.model_version"] for r in mine) == sorted([champion, candidate])
     assert len({r.data.tags["evaluation.dataset_digest"] for r in mine}) == 1
     assert all(r.info.status == "FINISHED" and "f1_score" in r.data.metrics for r in mine)
+    # one dataset input each (logged once, though both this project and `mlflow.models.evaluate` log it)
+    assert [[i.dataset.digest for i in r.inputs.dataset_inputs] for r in mine] == [
+        [r.data.tags["evaluation.dataset_digest"]] for r in mine
+    ]
 
 
 def test_a_champion_whose_test_file_changed_falls_back_to_the_recorded_metrics_and_says_so(add, models):
