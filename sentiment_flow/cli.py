@@ -16,8 +16,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from sentiment_flow.config import (
-    ALIASES, CHAMPION, HEADLINE_METRICS, INT8_FALLBACK_MARGIN, INT8_MAX_F1_DROP, INT8_MIN_AGREEMENT, KEY_METRICS,
-    SCORING_EXPERIMENT, SPARK_MASTER, PromotionConfig, ScoreConfig, TrainConfig,
+    ALIASES, CHAMPION, HEADLINE_METRICS, INT8_FALLBACK_MARGIN, INT8_MAX_F1_DROP, INT8_MIN_AGREEMENT, INT8_SMOOTH_ALPHA,
+    KEY_METRICS, SCORING_EXPERIMENT, SPARK_MASTER, PromotionConfig, ScoreConfig, TrainConfig,
 )
 from sentiment_flow.errors import UserError
 from sentiment_flow.server import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS
@@ -269,8 +269,14 @@ def score(
 @click.option("--fallback-margin", default=INT8_FALLBACK_MARGIN, show_default=True, type=click.FloatRange(0, 1),
               help="Rows whose two best int8 probabilities are closer than this are scored again in fp32 (the "
               "variant carries the fp32 graph for them); 0: int8 alone, a smaller model.")
+@click.option("--smooth-alpha", default=INT8_SMOOTH_ALPHA, show_default=True, type=click.FloatRange(0, 1),
+              help="SmoothQuant's alpha: how much of each Linear's input range moves into its weights before "
+              "quantizing, measured on validation rows; 0: no smoothing.")
 @user_errors
-def optimize(model_uri: str, data: str | None, max_f1_drop: float, min_agreement: float, fallback_margin: float) -> None:
+def optimize(
+    model_uri: str, data: str | None, max_f1_drop: float, min_agreement: float, fallback_margin: float,
+    smooth_alpha: float,
+) -> None:
     """Build the int8 (ONNX Runtime) variant of MODEL_URI and register it as NAME-int8 if it passes the gate.
 
     MODEL_URI is models:/NAME/VERSION or models:/NAME@ALIAS. The gate: on the source's test split, macro-F1
@@ -279,7 +285,7 @@ def optimize(model_uri: str, data: str | None, max_f1_drop: float, min_agreement
     """
     from sentiment_flow.optimize import optimize as build_int8
 
-    result = build_int8(model_uri, data, max_f1_drop, min_agreement, fallback_margin)
+    result = build_int8(model_uri, data, max_f1_drop, min_agreement, fallback_margin, smooth_alpha)
     table = Table(title=f"Registered {result.model_uri}", show_header=False)
     table.add_row("source", result.source_uri)
     table.add_row("test macro-F1", f"{result.metrics['test_f1_macro']:.4f} (fp32 {result.fp32_f1_macro:.4f})")

@@ -125,7 +125,8 @@ def test_a_variant_that_misses_the_gate_is_not_registered_and_its_run_fails(tiny
         tracking.register_version(info.model_uri, "outlier", tags, "Outlier weight.", "Outlier weights.")
 
     # int8 alone: the tiny model's two best classes are close on every row, so any fallback margin rescues them all.
-    result = CliRunner().invoke(cli, ["optimize", "models:/outlier/1", "--fallback-margin", "0"])
+    # Unsmoothed: smoothing divides the outlier column by the (zero) range of its input, which rescues it (below).
+    result = CliRunner().invoke(cli, ["optimize", "models:/outlier/1", "--fallback-margin", "0", "--smooth-alpha", "0"])
     assert result.exit_code == 1, result.output
     line = " ".join(result.output.split())
     assert "was not registered" in line and "short of the 99% required" in line
@@ -134,6 +135,43 @@ def test_a_variant_that_misses_the_gate_is_not_registered_and_its_run_fails(tiny
     (refused,) = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.int8_gate LIKE 'refused%'")
     assert refused.info.status == "FAILED"
     assert refused.data.metrics["label_agreement"] < 0.99
+
+    smoothed = CliRunner().invoke(cli, ["optimize", "models:/outlier/1", "--fallback-margin", "0"])
+    assert smoothed.exit_code == 0, smoothed.output
+    version = client.get_model_version("outlier-int8", "1")
+    assert mlflow.get_run(version.run_id).data.metrics["label_agreement"] >= 0.99
+    assert mlflow.get_run(version.run_id).data.params["smooth_alpha"] == "0.9"
+
+
+def test_smoothing_changes_no_fp32_answer_and_flattens_each_linears_input_range(tiny_model_dir):
+    from sentiment_flow.optimize import SmoothedLinear, smooth
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    texts = [*TEXTS, "the service was slow and the room was cold", "great"]
+    # alpha 1: all of each input channel's range moves into the weights, so on the calibration texts every
+    # channel that is ever non-zero peaks at exactly 1.
+    smoothed = smooth(model, tokenizer, texts, alpha=1.0, max_length=64)
+    peaks = {}
+
+    def channel_peaks(x):  # (batch, [tokens,] channels) -> max |x| per channel
+        return x.abs().reshape(-1, x.shape[-1]).amax(dim=0)
+
+    hooks = [
+        m.linear.register_forward_hook(lambda mod, inputs, out, n=n: peaks.__setitem__(n, channel_peaks(inputs[0])))
+        for n, m in smoothed.named_modules() if isinstance(m, SmoothedLinear)
+    ]
+    encoded = tokenizer(texts, truncation=True, max_length=64, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        expected, answered = model(**encoded).logits, smoothed(**encoded).logits
+    for hook in hooks:
+        hook.remove()
+
+    assert len(peaks) == sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+    for peak in peaks.values():
+        torch.testing.assert_close(peak[peak > 1e-4], torch.ones_like(peak[peak > 1e-4]), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(answered, expected, rtol=1e-4, atol=1e-4)
+    assert not any(isinstance(m, SmoothedLinear) for m in model.modules())  # a copy: the source model is untouched
 
 
 def test_data_other_than_the_source_was_tested_on_is_refused_before_any_work(register_tiny_model, tiny_data_dir):
