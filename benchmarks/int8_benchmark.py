@@ -6,7 +6,8 @@ already trained there is reused (the results say which).
 
 1. Backends, in one process on the English test split (batches of 32 in order of token counts): PyTorch fp32,
    PyTorch dynamic int8 (torch.ao.quantization.quantize_dynamic), ONNX Runtime fp32, ONNX Runtime dynamic int8
-   alone, and the variant as registered (dynamic int8, rows it is unsure of scored again by its fp32 graph).
+   of the plain graph and of the smoothed one (the variant's), and the variant as registered (smoothed dynamic
+   int8, rows it is unsure of scored again by its fp32 graph).
 2. Scoring, each arm a whole process on the same texts (test.csv repeated to --rows): the fp32 scorer, the int8
    scorer, `mlflow models predict` of the int8 model (scoring_benchmark.measure: wall seconds, peak RSS).
 3. Serving: `mlflow models serve` of each model; 1-text and 64-text requests from 1 and 8 concurrent clients.
@@ -75,9 +76,13 @@ def ort_run(session):
         logits[rows] = session.run(None, {n: b[n].astype(np.int64) for n in names})[0]
     return logits
 import copy, onnxruntime
+from onnxruntime.quantization import QuantType, quantize_dynamic
 def ort_fp32():
     _export_onnx(model, tokenizer, Path(folder, "fp32.onnx"))
     return onnxruntime.InferenceSession(str(Path(folder, "fp32.onnx")))
+def ort_int8_unsmoothed():  # what optimize builds with --smooth-alpha 0, without the fallback
+    quantize_dynamic(Path(folder, "fp32.onnx"), Path(folder, "int8.onnx"), weight_type=QuantType.QInt8, per_channel=True)
+    return onnxruntime.InferenceSession(str(Path(folder, "int8.onnx")))
 variant = lambda: mlflow.pyfunc.load_model(int8_uri).unwrap_python_model()
 # Each arm's model is built just before it runs, so that no arm's setup (an export, a quantization) can change
 # the model an earlier arm measures.
@@ -86,7 +91,8 @@ arms = {
     "PyTorch dynamic int8": lambda: (lambda m: lambda: torch_run(m))(
         torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)),
     "ONNX Runtime fp32": lambda: (lambda s: lambda: ort_run(s))(ort_fp32()),
-    "ONNX Runtime dynamic int8 alone": lambda: (lambda v: lambda: ort_run(v.session))(variant()),
+    "ONNX Runtime dynamic int8, not smoothed": lambda: (lambda s: lambda: ort_run(s))(ort_int8_unsmoothed()),
+    "ONNX Runtime dynamic int8, smoothed (the variant's int8 graph alone)": lambda: (lambda v: lambda: ort_run(v.session))(variant()),
     "the variant: dynamic int8, unsure rows again in fp32": lambda: (lambda v: lambda: v.probabilities(texts))(variant()),
 }
 out, reference = [], None
@@ -236,6 +242,7 @@ no GPU, torch {machine['torch']}, onnxruntime {machine['onnxruntime']}. 1-minute
 
 ## Gate (English test split, {gate['rows']} rows)
 
+Activations smoothed before quantizing with alpha {gate['smooth_alpha']:g} ({gate['calibration_rows']} validation rows).
 fp32 macro-F1 {gate['fp32_test_f1_macro']:.4f}, int8 {gate['test_f1_macro']:.4f} (drop {gate['f1_macro_drop']:+.4f},
 allowed 0.005); labels equal to fp32 on {gate['label_agreement']:.2%} of rows (required 99%), with
 {gate['fallback_share']:.1%} of rows (top-two margin under {gate['fallback_margin']:g}) scored again by the fp32 graph:
@@ -330,7 +337,8 @@ v = client.get_model_version("{NAME}-int8", "{int8_uri.rsplit('/', 1)[1]}")
 m = client.get_run(v.run_id).data.metrics
 keys = ("fp32_test_f1_macro", "test_f1_macro", "f1_macro_drop", "label_agreement", "fallback_share")
 params = client.get_run(v.run_id).data.params
-print(json.dumps({{**{{k: m[k] for k in keys}}, "fallback_margin": float(params["fallback_margin"])}}))
+print(json.dumps({{**{{k: m[k] for k in keys}}, **{{k: float(params[k]) for k in ("fallback_margin", "smooth_alpha")}},
+                  "calibration_rows": int(params["calibration_rows"])}}))
 print(params["test_rows"])
 """
         gate_metrics, test_rows = run([sys.executable, "-c", gate_code], env).strip().splitlines()[-2:]

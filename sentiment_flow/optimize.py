@@ -20,8 +20,8 @@ import torch
 from sentiment_flow import metrics as M
 from sentiment_flow import tracking
 from sentiment_flow.config import (
-    INT8_CALIBRATION_ROWS, INT8_FALLBACK_MARGIN, INT8_MAX_F1_DROP, INT8_MIN_AGREEMENT, INT8_SMOOTH_ALPHA, LABELS,
-    ScoreConfig,
+    INT8_CALIBRATION_ROWS, INT8_FALLBACK_MARGIN, INT8_MAX_F1_DROP, INT8_MIN_AGREEMENT, INT8_REQUEST_BATCH_SIZE,
+    INT8_SMOOTH_ALPHA, LABELS, ScoreConfig,
 )
 from sentiment_flow.errors import UserError
 from sentiment_flow.int8_model import FP32_ARTIFACT, ONNX_ARTIFACT, TOKENIZER_ARTIFACT, Int8Model
@@ -241,7 +241,7 @@ def _model_kwargs(
             "labels": [model.config.id2label[i] for i in range(model.config.num_labels)],
             "input_column": tracking.INPUT_COLUMN,
             "max_length": max_length,
-            "batch_size": ScoreConfig.batch_size,  # per ONNX Runtime call, batched by token count within a request
+            "batch_size": INT8_REQUEST_BATCH_SIZE,  # per ONNX Runtime call, batched by token count within a request
             "fallback_margin": fallback_margin,
         },
         signature=signature,  # the fp32 model's: the same payloads, the same answers

@@ -17,7 +17,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from sentiment_flow import tracking
 from sentiment_flow.cli import cli
-from sentiment_flow.config import LABELS, ScoreConfig
+from sentiment_flow.config import INT8_REQUEST_BATCH_SIZE, LABELS
 from sentiment_flow.data import load_data
 from sentiment_flow.optimize import gate_misses
 from sentiment_flow.tracking import INPUT_COLUMN
@@ -72,10 +72,10 @@ def test_the_variant_answers_the_fp32_contract_through_pyfunc_and_the_scorer(opt
     fp32, int8 = mlflow.pyfunc.load_model(source.model_uri), mlflow.pyfunc.load_model(int8_uri)
     assert int8.metadata.signature == fp32.metadata.signature
     # Both serve in batches (the transformers pipeline's default is one text per forward pass): fp32 in its training
-    # batch size (the run's param, which MLflow also logs from the model_config), int8 in the scorer's.
+    # batch size (the run's param, which MLflow also logs from the model_config), int8 in INT8_REQUEST_BATCH_SIZE.
     run_params = mlflow.get_run(source.run_id).data.params
     assert fp32.model_config["batch_size"] == int(run_params["batch_size"]) > 1
-    assert int8.model_config["batch_size"] == ScoreConfig.batch_size
+    assert int8.model_config["batch_size"] == INT8_REQUEST_BATCH_SIZE
     frame = pd.DataFrame({INPUT_COLUMN: TEXTS})
     expected, answered = fp32.predict(frame), int8.predict(frame)
     assert list(answered.columns) == ["label", "score"]
