@@ -31,7 +31,7 @@ class Int8Model(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context):
         import onnxruntime
-        from transformers import AutoTokenizer
+        from transformers import PreTrainedTokenizerFast  # AutoTokenizer would import torch: 1.4 s per load
 
         config = context.model_config
         self.labels = list(config["labels"])  # logit i is labels[i]
@@ -39,7 +39,9 @@ class Int8Model(mlflow.pyfunc.PythonModel):
         self.max_length = config["max_length"]
         self.batch_size = config["batch_size"]
         self.fallback_margin = float(config.get("fallback_margin", 0.0))
-        self.tokenizer = AutoTokenizer.from_pretrained(context.artifacts[TOKENIZER_ARTIFACT])
+        # The saved tokenizer.json alone: the same tokens as the model's own tokenizer class (checked on MiniLM,
+        # 1,604 texts in four scripts) without its Python class.
+        self.tokenizer = PreTrainedTokenizerFast.from_pretrained(context.artifacts[TOKENIZER_ARTIFACT])
 
         def session(key):
             return onnxruntime.InferenceSession(context.artifacts[key], providers=["CPUExecutionProvider"])
@@ -47,6 +49,7 @@ class Int8Model(mlflow.pyfunc.PythonModel):
         self.session = session(ONNX_ARTIFACT)
         self.fp32_session = session(FP32_ARTIFACT) if self.fallback_margin > 0 else None
         self.input_names = [i.name for i in self.session.get_inputs()]
+        self.token_type_ids = "token_type_ids" in self.input_names  # BERT's graph takes them; DistilBERT's not
 
     def probabilities(self, texts: list[str], batch_size: int | None = None, lengths=None) -> np.ndarray:
         """Softmax probabilities, one row per text in order, columns in `self.labels` order. `lengths`: the
@@ -80,7 +83,7 @@ class Int8Model(mlflow.pyfunc.PythonModel):
             rows = order[start : start + batch_size]
             encoded = self.tokenizer(
                 [texts[i] for i in rows], truncation=True, max_length=self.max_length, padding=True,
-                return_tensors="np",
+                return_tensors="np", return_token_type_ids=self.token_type_ids,
             )
             (logits,) = session.run(None, {name: encoded[name].astype(np.int64) for name in self.input_names})
             exp = np.exp(logits - logits.max(axis=1, keepdims=True))

@@ -85,7 +85,6 @@ def load_scorer(model_uri: str, dst_path: str | None = None) -> Scorer:
     """Load `model_uri` (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model or a local path), downloaded
     into `dst_path` if given (a local model is then copied there too)."""
     import mlflow
-    from transformers import Pipeline
 
     load_uri, model_version = resolve_model(model_uri)
     try:
@@ -99,6 +98,8 @@ def load_scorer(model_uri: str, dst_path: str | None = None) -> Scorer:
     if isinstance(python_model := _python_model(model), Int8Model):  # `sentiment-flow optimize`'s variant
         pipeline, labels = python_model, set(python_model.labels)
     else:
+        from transformers import Pipeline  # here: it imports torch, which the int8 variant does without
+
         pipeline = model.get_raw_model()
         if not isinstance(pipeline, Pipeline) or pipeline.task != "text-classification":
             raise UserError(

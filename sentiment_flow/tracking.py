@@ -17,7 +17,6 @@ import mlflow
 from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from sqlalchemy.engine import make_url
-from transformers import TrainerCallback
 
 from sentiment_flow.config import CANARY_TEXTS
 from sentiment_flow.errors import UserError, one_line, redact_uri
@@ -177,24 +176,29 @@ def tracked_run(params: dict[str, str | int | float], run_name: str, tags: dict[
         log.info("W&B run saved offline in %s; upload it with: wandb sync %s", wb.dir, os.path.dirname(wb.dir))
 
 
-class MetricsCallback(TrainerCallback):
-    """Logs the Trainer's logs (loss, learning_rate, eval_f1_macro, ...) to the MLflow and the W&B run, under
-    the same names and steps.
+def metrics_callback():
+    """A Trainer callback that logs the Trainer's logs (loss, learning_rate, eval_f1_macro, ...) to the MLflow and
+    the W&B run, under the same names and steps.
 
     transformers' own MLflowCallback and WandbCallback are off (report_to="none"): the first logs ~150
     TrainingArguments as params (clashing with the MLproject's, which MLflow refuses to change) and starts
     runs of its own; the second dumps the same ~167 keys into the W&B config and renames every metric
-    (eval_f1_macro becomes eval/f1_macro).
+    (eval_f1_macro becomes eval/f1_macro). Built on call: importing transformers' trainer imports torch, which
+    scoring an int8 variant does not need (about 2 s of every such job).
     """
+    from transformers import TrainerCallback
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        import wandb
+    class MetricsCallback(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            import wandb
 
-        if state.is_world_process_zero and logs:
-            numeric = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float))}
-            mlflow.log_metrics(numeric, step=state.global_step)
-            if wandb.run is not None:
-                wandb.run.log(numeric, step=state.global_step)
+            if state.is_world_process_zero and logs:
+                numeric = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float))}
+                mlflow.log_metrics(numeric, step=state.global_step)
+                if wandb.run is not None:
+                    wandb.run.log(numeric, step=state.global_step)
+
+    return MetricsCallback()
 
 
 def log_metrics(metrics: dict[str, float]) -> None:

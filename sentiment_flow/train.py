@@ -71,7 +71,7 @@ def training_arguments(cfg: TrainConfig, output_dir: str, **overrides):
         dataloader_num_workers=min(4, os.cpu_count() or 1) if cuda else 0,
         dataloader_pin_memory=cuda,
         use_cpu=cpu_only(),  # on CPU-only hosts this is what lets torchrun run data-parallel (gloo)
-        report_to="none",  # MLflow and W&B get the same logs through tracking.MetricsCallback
+        report_to="none",  # MLflow and W&B get the same logs through tracking.metrics_callback
     )
     return TrainingArguments(**{**settings, **overrides})
 
@@ -133,7 +133,7 @@ def train(cfg: TrainConfig) -> TrainResult | None:
             if state.is_main_process:
                 tracking.log_datasets(data.splits, data.split_sources)
                 _log_eda(encoded, cfg.max_length)
-            trainer = build_trainer(cfg, model, tokenizer, encoded, ckpt, callbacks=[tracking.MetricsCallback()])
+            trainer = build_trainer(cfg, model, tokenizer, encoded, ckpt, callbacks=[tracking.metrics_callback()])
             trainer.train()
 
             # 3. Test once, on the best epoch's weights.
