@@ -360,26 +360,29 @@ print(params["test_rows"])
         inp = tmp / f"in-{rows}.csv"
         repeated_texts(test_csv, rows, inp)
         score = [*flow, "score"]
-        commands = {
-            "fp32 scorer (sentiment-flow score)": [*score, fp32_uri, str(inp), str(tmp / "fp32.csv")],
-            "int8 scorer (sentiment-flow score)": [*score, int8_uri, str(inp), str(tmp / "int8.csv")],
-            "int8 `mlflow models predict`": [
-                str(bin_dir / "mlflow"), "models", "predict", "-m", int8_uri, "-i", str(inp), "-o",
-                str(tmp / "predict.json"), "-t", "csv", "--env-manager", "local",
-            ],
-        }
+
+        def commands(round: int) -> dict[str, list[str]]:  # each round writes its own outputs
+            return {
+                "fp32 scorer (sentiment-flow score)": [*score, fp32_uri, str(inp), str(tmp / f"fp32-{round}.csv")],
+                "int8 scorer (sentiment-flow score)": [*score, int8_uri, str(inp), str(tmp / f"int8-{round}.csv")],
+                "int8 `mlflow models predict`": [
+                    str(bin_dir / "mlflow"), "models", "predict", "-m", int8_uri, "-i", str(inp), "-o",
+                    str(tmp / f"predict-{round}.json"), "-t", "csv", "--env-manager", "local",
+                ],
+            }
+
         # Interleaved rounds, fastest kept: this machine's speed drifts by up to 20 % within minutes (one run
         # gave the fp32 scorer 291 rows/s, the next 236), and the slower rounds say more about neighbours.
-        measured = [measure_arms(commands, rows, env) for _ in range(rounds)]
+        measured = [measure_arms(commands(r), rows, env) for r in range(rounds)]
         arms = [max(runs, key=lambda a: a["rows_per_second"]) for runs in zip(*measured)]
         for arm, runs in zip(arms, zip(*measured)):
             arm["rows_per_second_each_round"] = [a["rows_per_second"] for a in runs]
         ratios = [r[1]["rows_per_second"] / r[0]["rows_per_second"] for r in measured]
-        reference = pd.read_csv(tmp / "fp32.csv", keep_default_na=False)["label"].tolist()
+        reference = pd.read_csv(tmp / "fp32-0.csv", keep_default_na=False)["label"].tolist()
         outputs = [
-            pd.read_csv(tmp / "fp32.csv", keep_default_na=False)["label"].tolist(),
-            pd.read_csv(tmp / "int8.csv", keep_default_na=False)["label"].tolist(),
-            [row["label"] for row in json.loads((tmp / "predict.json").read_text())["predictions"]],
+            reference,
+            pd.read_csv(tmp / "int8-0.csv", keep_default_na=False)["label"].tolist(),
+            [row["label"] for row in json.loads((tmp / "predict-0.json").read_text())["predictions"]],
         ]
         for arm, labels in zip(arms, outputs):
             arm["agreement_with_fp32_scorer"] = sum(a == b for a, b in zip(labels, reference)) / len(reference)
