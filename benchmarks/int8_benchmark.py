@@ -361,13 +361,13 @@ print(params["test_rows"])
         repeated_texts(test_csv, rows, inp)
         score = [*flow, "score"]
 
-        def commands(round: int) -> dict[str, list[str]]:  # each round writes its own outputs
+        def commands(index: int) -> dict[str, list[str]]:  # each round writes its own outputs
             return {
-                "fp32 scorer (sentiment-flow score)": [*score, fp32_uri, str(inp), str(tmp / f"fp32-{round}.csv")],
-                "int8 scorer (sentiment-flow score)": [*score, int8_uri, str(inp), str(tmp / f"int8-{round}.csv")],
+                "fp32 scorer (sentiment-flow score)": [*score, fp32_uri, str(inp), str(tmp / f"fp32-{index}.csv")],
+                "int8 scorer (sentiment-flow score)": [*score, int8_uri, str(inp), str(tmp / f"int8-{index}.csv")],
                 "int8 `mlflow models predict`": [
                     str(bin_dir / "mlflow"), "models", "predict", "-m", int8_uri, "-i", str(inp), "-o",
-                    str(tmp / f"predict-{round}.json"), "-t", "csv", "--env-manager", "local",
+                    str(tmp / f"predict-{index}.json"), "-t", "csv", "--env-manager", "local",
                 ],
             }
 
