@@ -1,4 +1,5 @@
-"""The packaged MiniLM on the real English data, with the project's defaults (skips without ../shared)."""
+"""The packaged MiniLM on the real English data, with the project's defaults, and its int8 variant (skips without
+../shared)."""
 
 import pandas as pd
 import pytest
@@ -34,3 +35,13 @@ def test_minilm_with_default_settings_reaches_macro_f1_060_and_batch_scoring_rep
     # Per-batch padding may flip a near-tie or two against the Trainer's batches, no more.
     assert summary.accuracy == pytest.approx(result.metrics["test_accuracy"], abs=0.005)
     assert summary.f1_macro == pytest.approx(result.metrics["test_f1_macro"], abs=0.005)
+
+    # Its int8 variant, with the defaults (smoothed, fallback margin 0.05), passes the gate on the real test split:
+    # when written, macro-F1 0.6663 against 0.6640 and 99.77 % of labels equal, 2.5 % of rows scored in fp32.
+    from sentiment_flow.optimize import optimize
+
+    int8 = optimize(result.model_uri)
+    assert int8.model_uri == f"models:/{result.registered_model_name}-int8/1"
+    assert int8.rows == len(given) and int8.agreement >= 0.99
+    assert int8.fp32_f1_macro - int8.metrics["test_f1_macro"] <= 0.005
+    assert int8.fallback_share < 0.10
