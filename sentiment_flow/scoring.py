@@ -139,15 +139,14 @@ def predict_texts(
     prediction for "", and the scorer must agree with it.
     """
     clean = texts.fillna("").astype(str).tolist()
-    # Tokens, not characters: in a mix of languages, texts of one character length differ several-fold in tokens,
-    # and a batch sorted by characters pads to its longest (Spark's shuffled chunks scored 1.45x slower).
-    lengths = token_lengths(scorer, texts) if lengths is None else lengths
     probs = np.empty((len(clean), len(LABELS)))
-    if isinstance(scorer.pipeline, Int8Model):
+    if isinstance(scorer.pipeline, Int8Model):  # sorts by token count itself, tokenizing each text once
         columns = [scorer.pipeline.labels.index(label) for label in LABELS]
-        probs[:] = scorer.pipeline.probabilities(clean, batch_size, lengths)[:, columns]
+        probs[:] = scorer.pipeline.probabilities(clean, batch_size)[:, columns]
     elif clean:  # the pipeline fails on an empty list (a first chunk of one row is the header alone)
-        order = np.argsort(lengths, kind="stable")
+        # Tokens, not characters: in a mix of languages, texts of one character length differ several-fold in
+        # tokens, and a batch sorted by characters pads to its longest (Spark's shuffled chunks scored 1.45x slower).
+        order = np.argsort(token_lengths(scorer, texts) if lengths is None else lengths, kind="stable")
         results = scorer.pipeline([clean[i] for i in order], batch_size=batch_size, top_k=None, **scorer.call_kwargs)
         for i, row in zip(order, results):
             scores = {r["label"]: r["score"] for r in row}
@@ -162,9 +161,12 @@ def token_lengths(scorer: Scorer, texts: pd.Series) -> np.ndarray:
     """Tokens per text as the model sees it (truncated like `predict_texts`), for the token-length drift check."""
     if texts.empty:  # the tokenizer fails on an empty list
         return np.zeros(0, dtype=np.int64)
+    clean = texts.fillna("").astype(str).tolist()
+    if isinstance(scorer.pipeline, Int8Model):  # a tokenizer that truncates at the variant's max_length
+        return np.fromiter((len(e.ids) for e in scorer.pipeline.tokenizer.encode_batch(clean)), np.int64, len(clean))
     tokenizer = scorer.pipeline.tokenizer
     max_length = scorer.call_kwargs.get("max_length") or tokenizer.model_max_length
-    encoded = tokenizer(texts.fillna("").astype(str).tolist(), truncation=True, max_length=max_length)
+    encoded = tokenizer(clean, truncation=True, max_length=max_length)
     return np.fromiter((len(ids) for ids in encoded["input_ids"]), dtype=np.int64, count=len(texts))
 
 

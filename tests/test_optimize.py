@@ -107,6 +107,25 @@ def test_scoring_with_the_variant_imports_no_torch(optimized, tmp_path):
     assert len(pd.read_csv(tmp_path / "out.csv")) == len(TEXTS)
 
 
+def test_requests_scored_at_once_get_the_answers_they_get_alone(optimized):
+    """`mlflow models serve` runs requests in threads. transformers' tokenizer call resets the shared tokenizer's
+    padding, so with it a request padded by one thread and read by another failed ("setting an array element with
+    a sequence") or was scored with another request's padding."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = mlflow.pyfunc.load_model(f"models:/{optimized['source'].registered_model_name}-int8/1")
+    words = "the food was great today but the service was awful and slow".split()
+    requests = [
+        pd.DataFrame({INPUT_COLUMN: [" ".join(words[: (i * 7 + j) % len(words) + 1]) for j in range(1 + i % 5)]})
+        for i in range(48)
+    ]
+    alone = [model.predict(request) for request in requests]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(model.predict, requests * 4))
+    for expected, answered in zip(alone * 4, together):
+        pd.testing.assert_frame_equal(answered, expected)
+
+
 @pytest.mark.parametrize("margin", [0.0, 1.0])
 def test_the_fallback_margin_decides_which_rows_the_fp32_graph_scores_again(optimized, margin):
     from sentiment_flow.optimize import optimize
