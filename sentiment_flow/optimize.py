@@ -310,8 +310,9 @@ def smooth(model, tokenizer, texts: list[str], alpha: float, max_length: int):
     return model
 
 
-def _export_onnx(model, tokenizer, path: Path) -> None:
-    """The classifier's logits as an ONNX graph with dynamic batch and sequence axes."""
+def _export_onnx(model, tokenizer, path: Path, attention: str = "eager") -> None:
+    """The classifier's logits as an ONNX graph with dynamic batch and sequence axes. `attention`: transformers'
+    attention implementation to export (another than eager only for the benchmark's comparison)."""
     import copy
 
     names = list(tokenizer.model_input_names)
@@ -328,9 +329,13 @@ def _export_onnx(model, tokenizer, path: Path) -> None:
 
     example = tokenizer(["a short text", "and a longer second one"], padding=True, return_tensors="pt")
     axes = {name: {0: "batch", 1: "sequence"} for name in names}
+    # A copy: after the export the model itself answered differently (logits off by up to 0.49 on MiniLM).
+    model = copy.deepcopy(model).eval()
+    # Eager attention: the SDPA path exports its mask as Where/IsNaN on every layer, and MiniLM's int8 graph ran
+    # 10 % slower with it (benchmarks/results/int8.md); the two agree to float rounding.
+    model.set_attn_implementation(attention)
     torch.onnx.export(
-        # A copy: after the export the model itself answered differently (logits off by up to 0.49 on MiniLM).
-        Logits(copy.deepcopy(model).eval()), tuple(example[name] for name in names), str(path), input_names=names,
+        Logits(model), tuple(example[name] for name in names), str(path), input_names=names,
         output_names=["logits"], dynamic_axes={**axes, "logits": {0: "batch"}}, opset_version=ONNX_OPSET,
         dynamo=False,  # the dynamo exporter needs onnxscript, which this project does not install
     )
