@@ -68,7 +68,8 @@ class Int8Model(mlflow.pyfunc.PythonModel):
         self.session = session(ONNX_ARTIFACT)
         self.fp32_session = session(FP32_ARTIFACT) if self.fallback_margin > 0 else None
         self.input_names = [i.name for i in self.session.get_inputs()]
-        self.threads = ThreadPoolExecutor(len(os.sched_getaffinity(0)), thread_name_prefix="sentiment_flow-int8")
+        self.cores = len(os.sched_getaffinity(0))
+        self.threads = ThreadPoolExecutor(self.cores, thread_name_prefix="sentiment_flow-int8")
 
     def probabilities(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
         """Softmax probabilities, one row per text in order, columns in `self.labels` order."""
@@ -89,7 +90,9 @@ class Int8Model(mlflow.pyfunc.PythonModel):
 
     def _run(self, session, encodings: list, batch_size: int) -> np.ndarray:
         """`session`'s softmax for every encoding. Batches are formed in order of token counts so that each pads
-        little, whatever order the texts came in."""
+        little, whatever order the texts came in, and are smaller than `batch_size` where that gives every core one
+        (the 2.5 % of rows scored again in fp32 were one batch on one core: 15 % of the variant's time)."""
+        batch_size = max(1, min(batch_size, -(-len(encodings) // self.cores)))
         order = np.argsort([len(e.ids) for e in encodings], kind="stable")
         batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
         probs = np.empty((len(encodings), len(self.labels)), dtype=np.float32)
