@@ -68,7 +68,8 @@ class Int8Model(mlflow.pyfunc.PythonModel):
         self.session = session(ONNX_ARTIFACT)
         self.fp32_session = session(FP32_ARTIFACT) if self.fallback_margin > 0 else None
         self.input_names = [i.name for i in self.session.get_inputs()]
-        self.cores = len(os.sched_getaffinity(0))
+        # The cores this process may run on (Linux); elsewhere (macOS has no sched_getaffinity) all of them.
+        self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         self.threads = ThreadPoolExecutor(self.cores, thread_name_prefix="sentiment_flow-int8")
 
     def probabilities(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:

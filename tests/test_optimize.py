@@ -126,6 +126,23 @@ def test_requests_scored_at_once_get_the_answers_they_get_alone(optimized):
         pd.testing.assert_frame_equal(answered, expected)
 
 
+def test_a_pass_smaller_than_cores_times_batch_size_gives_each_core_a_batch(optimized, monkeypatch):
+    # Without sched_getaffinity (macOS) the variant counts os.cpu_count() cores.
+    monkeypatch.delattr("os.sched_getaffinity")
+    monkeypatch.setattr("os.cpu_count", lambda: 3)
+    model = mlflow.pyfunc.load_model(f"models:/{optimized['source'].registered_model_name}-int8/1")
+    variant = model.unwrap_python_model()
+    batches, run = [], variant.session.run
+    monkeypatch.setattr(variant, "session", type("Recording", (), {
+        "run": lambda self, names, feeds: batches.append(len(feeds["input_ids"])) or run(names, feeds)})())
+    variant.fp32_session = None
+    variant.probabilities(["a text"] * 7, batch_size=32)
+    assert sorted(batches) == [1, 3, 3]  # 7 rows on 3 cores: batches of 3, not one of 7
+    batches.clear()
+    variant.probabilities(["a text"] * 200, batch_size=32)
+    assert max(batches) == 32 and sum(batches) == 200
+
+
 @pytest.mark.parametrize("margin", [0.0, 1.0])
 def test_the_fallback_margin_decides_which_rows_the_fp32_graph_scores_again(optimized, margin):
     from sentiment_flow.optimize import optimize
