@@ -225,6 +225,12 @@ def test_smoothing_changes_no_fp32_answer_and_flattens_each_linears_input_range(
         torch.testing.assert_close(peak[peak > 1e-4], torch.ones_like(peak[peak > 1e-4]), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(answered, expected, rtol=1e-4, atol=1e-4)
     assert not any(isinstance(m, SmoothedLinear) for m in model.modules())  # a copy: the source model is untouched
+    # Query, key and value read one input: one scale, one tensor (so the export divides that input once).
+    attention = [m for m in smoothed.modules() if hasattr(m, "q_lin")]  # DistilBERT's names
+    assert len(attention) == 2
+    for m in attention:
+        assert m.q_lin.inverse is m.k_lin.inverse is m.v_lin.inverse
+        assert m.out_lin.inverse is not m.q_lin.inverse
 
 
 def test_data_other_than_the_source_was_tested_on_is_refused_before_any_work(register_tiny_model, tiny_data_dir):
