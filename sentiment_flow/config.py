@@ -235,5 +235,6 @@ INT8_CALIBRATION_ROWS = 512
 INT8_FALLBACK_MARGIN = 0.05
 # Texts per ONNX Runtime call when the variant answers a request (pyfunc predict, `mlflow models serve`); the
 # scorer passes its own --batch-size. In 64-text requests, batches of 16 pad less than 32: 435 rows/s against 386
-# on MiniLM in one process (a sorted stream of thousands of rows pads little either way and runs best at 32).
+# on MiniLM in one process, measured before a request's batches were spread over the cores (a sorted stream of
+# thousands of rows pads little either way and runs best at 32).
 INT8_REQUEST_BATCH_SIZE = 16
