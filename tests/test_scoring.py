@@ -619,7 +619,10 @@ def test_a_signal_to_mlflow_run_score_ends_its_run_and_leaves_no_output(model_di
     pd.concat([write_input(isolated / "in.csv", n=100)] * 1000).to_csv(isolated / "in.csv", index=False)
     command = mlflow_run_score(isolated, model_uri=model_dir, input="in.csv", output="out.csv", chunk_size="50")
     proc = subprocess.Popen(
-        command, cwd=isolated, env=subprocess_env(), stderr=subprocess.PIPE, text=True, start_new_session=True
+        command, cwd=isolated, env=subprocess_env(), stderr=subprocess.PIPE, text=True, start_new_session=True,
+        # As from a terminal: a suite started in the background by a non-interactive shell (`... &`) ignores
+        # SIGINT, every child inherits that, and the job then ran to its end FINISHED.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 180
