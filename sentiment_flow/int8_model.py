@@ -81,14 +81,15 @@ class Int8Model(mlflow.pyfunc.PythonModel):
 
     def scored(self, texts: list[str], batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities (as `probabilities`) and the indices of the rows the fp32 graph scored again."""
+        batch_size = batch_size or self.batch_size
         encodings = self.tokenizer.encode_batch(texts)
-        probs = self._run(self.session, encodings, batch_size or self.batch_size)
+        probs = self._run(self.session, encodings, batch_size)
         if self.fp32_session is None:
             return probs, np.zeros(0, dtype=np.int64)
         top_two = np.sort(probs, axis=1)[:, -2:]
         unsure = np.flatnonzero(top_two[:, 1] - top_two[:, 0] < self.fallback_margin)
         if unsure.size:
-            probs[unsure] = self._run(self.fp32_session, [encodings[i] for i in unsure], batch_size or self.batch_size)
+            probs[unsure] = self._run(self.fp32_session, [encodings[i] for i in unsure], batch_size)
         return probs, unsure
 
     def _run(self, session, encodings: list, batch_size: int) -> np.ndarray:
