@@ -21,8 +21,11 @@ from sentiment_flow.errors import UserError
 from sentiment_flow.registry import audit, pending
 from sentiment_flow.registry.rows import Gate
 
+import test_registry
 from conftest import subprocess_env
-from test_registry import NAME, add_version, aliases, history_tag, registry_state  # noqa: F401 - add_version: a fixture
+from test_registry import NAME, aliases, history_tag, registry_state
+
+add_version = test_registry.add_version  # the fixture: a new version whose own run has these test metrics
 
 
 def records(**match: str) -> list[registry.AuditRecord]:

@@ -614,7 +614,8 @@ def test_mlproject_registry_entry_points_pass_their_parameters_to_the_cli():
     promote, rollback = entry_points["promote"], entry_points["rollback"]
 
     assert set(promote["parameters"]) == {
-        "model_name", "version", "alias", "dry_run", "force", "reason", "eval_data", "require_significant"
+        "model_name", "version", "alias", "dry_run", "force", "reason", "eval_data", "require_significant",
+        "despite_rollback",
     }
     assert set(rollback["parameters"]) == {"model_name", "alias"}
     assert rollback["parameters"]["alias"]["default"] == CHAMPION
@@ -623,7 +624,8 @@ def test_mlproject_registry_entry_points_pass_their_parameters_to_the_cli():
     assert promote["command"] == (
         "python -m sentiment_flow promote {model_name} --version {version} --alias {alias} "
         "--dry-run {dry_run} --force {force} --reason {reason} "
-        "--eval-data {eval_data} --require-significant {require_significant}"
+        "--eval-data {eval_data} --require-significant {require_significant} "
+        "--despite-rollback {despite_rollback}"
     )
     assert rollback["command"] == "python -m sentiment_flow rollback {model_name} --alias {alias}"
 

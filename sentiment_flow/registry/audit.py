@@ -75,7 +75,9 @@ def check_reason(reason: str) -> str:
     return reason
 
 
-def new_record(event: str, outcome: str, alias: str, from_version: str | None, to_version: str | None, **rest) -> AuditRecord:
+def new_record(
+    event: str, outcome: str, alias: str, from_version: str | None, to_version: str | None, **rest
+) -> AuditRecord:
     """A record stamped now, by this user."""
     at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return AuditRecord(
