@@ -99,6 +99,20 @@ def test_refusals_and_forced_promotions_are_recorded_with_their_gate_summary(add
     assert (first.outcome, first.from_version, first.to_version) == ("done", "", v1)
 
 
+def test_a_refused_rollback_is_recorded_and_moves_nothing(add_version):
+    v1 = add_version(0.7)
+    registry.promote(NAME, v1, "champion")
+    before = registry_state(records=False)
+
+    with pytest.raises(registry.Refused, match="has no previous holder recorded"):
+        registry.rollback(NAME, reason="looks wrong")
+
+    assert registry_state(records=False) == before
+    refused = registry.status(NAME).audit[0]
+    assert (refused.event, refused.outcome, refused.from_version, refused.to_version) == ("rollback", "refused", v1, "")
+    assert refused.reason == "looks wrong" and "has no previous holder recorded" in refused.note
+
+
 def test_dry_runs_and_no_ops_write_no_record(add_version):
     v1, v2 = add_version(0.7), add_version(0.8)
     registry.promote(NAME, v1, "champion")
