@@ -297,6 +297,7 @@ def optimize(
 
 # Registry commands: the logic, and every message, live in sentiment_flow.registry.
 OUTCOME_STYLE = {"pass": "green", "fail": "bold red", "forced": "yellow", "skipped": "dim"}
+AUDIT_SHOWN = 20  # audit records `status` prints; the rest stay in the registered model's tags
 
 
 @cli.command("status")
@@ -325,6 +326,13 @@ def status_command(name: str) -> None:
     out.print(table)
     for alias, entries in report.histories.items():
         out.print(f"{alias}: {_history_text(entries)}", highlight=False, markup=False)
+    if report.audit:
+        shown = report.audit[:AUDIT_SHOWN]
+        older = f", {len(report.audit) - len(shown)} older in its audit.* tags" if len(report.audit) > len(shown) else ""
+        out.print(f"Audit trail (newest first{older}):", highlight=False, markup=False)
+        for record in shown:
+            out.print(f"  {record.at[:19].replace('T', ' ')}  {record.by}  {record.summary}",
+                      highlight=False, markup=False, soft_wrap=True)
 
 
 @cli.command("promote")
@@ -332,18 +340,24 @@ def status_command(name: str) -> None:
 @click.option("--version", "version", required=True, help="The model version to promote, e.g. 3.")
 @click.option("--alias", required=True, help=f"The alias to point at it: {', '.join(ALIASES)}.")
 @optional_flag("--dry-run", help="Run the gates and report; change nothing.")
-@click.option("--reason", default="", help="Why; recorded on the version. Required with --force.")
+@click.option("--reason", default="", help="Why; recorded on the version and in the audit trail. Required with --force.")
 @optional_flag(
     "--force", help="Promote even if gates 2-3 (min_f1_macro, no_regression, per_class_f1, significance) fail."
 )
+@optional_flag(
+    "--despite-rollback", help="Promote a version that was rolled back from ALIAS before; recorded in the audit trail."
+)
 @config_options(PromotionConfig)
 @user_errors
-def promote_command(name: str, version: str, alias: str, dry_run: bool, reason: str, force: bool, **thresholds) -> None:
+def promote_command(
+    name: str, version: str, alias: str, dry_run: bool, reason: str, force: bool, despite_rollback: bool, **thresholds
+) -> None:
     """Run the gates on version VERSION of NAME, then point ALIAS at it. Exit 0 promoted, 1 refused, 2 bad input."""
     from sentiment_flow import registry
 
     report = registry.promote(
-        name, version, alias, config=PromotionConfig(**thresholds), dry_run=dry_run, force=force, reason=reason
+        name, version, alias, config=PromotionConfig(**thresholds), dry_run=dry_run, force=force, reason=reason,
+        despite_rollback=despite_rollback,
     )
     out = Console()
     if report.gates:
@@ -362,20 +376,19 @@ def promote_command(name: str, version: str, alias: str, dry_run: bool, reason: 
 @cli.command("rollback")
 @click.argument("name")
 @click.option("--alias", default=CHAMPION, show_default=True, help=f"The alias to move back: {', '.join(ALIASES)}.")
-@click.option("--reason", default="", help="Why; recorded on the version the alias leaves.")
+@click.option("--reason", default="", help="Why; recorded in the audit trail.")
 @user_errors
 def rollback_command(name: str, alias: str, reason: str) -> None:
-    """Point ALIAS of NAME back at its previous holder. Exit 0 done, 1 nothing to go back to, 2 bad input."""
+    """Point ALIAS of NAME back at its previous holder. Exit 0 done, 1 nothing to go back to or superseded,
+    2 bad input."""
     from sentiment_flow import registry
 
     result = registry.rollback(name, alias, reason)
     Console().print(
-        f"{name}@{alias} rolled back from version {result.from_version} to {result.to_version}; "
-        f"now {_history_text(result.history)}",
-        highlight=False,
-        markup=False,
-        soft_wrap=True,
+        f"{result.summary}; now {_history_text(result.history)}", highlight=False, markup=False, soft_wrap=True
     )
+    if result.exit_code:
+        sys.exit(result.exit_code)
 
 
 @cli.command("copy")

@@ -68,12 +68,20 @@ def history_tag(alias: str = CHAMPION, name: str = NAME) -> list[str]:
     return [entry["version"] for entry in json.loads(document)]
 
 
-def registry_state(name: str = NAME) -> dict:
-    """Every alias and tag of the model and its versions: what a refused or failed command must not change."""
+def registry_state(name: str = NAME, records: bool = True) -> dict:
+    """Every alias and tag of the model and its versions: what a refused or failed command must not change.
+
+    records=False leaves out the audit records, which a refusal appends to.
+    """
     client = MlflowClient()
     model = client.get_registered_model(name)
     versions = {mv.version: mv.tags for mv in client.search_model_versions(f"name = '{name}'")}
-    return {"aliases": model.aliases, "tags": model.tags, "versions": versions}
+    tags = {key: value for key, value in model.tags.items() if records or not key.startswith("audit.")}
+    return {"aliases": model.aliases, "tags": tags, "versions": versions}
+
+
+def refusals(name: str = NAME) -> list[registry.AuditRecord]:
+    return [record for record in registry.status(name).audit if record.outcome == "refused"]
 
 
 def outcomes(report: registry.PromotionReport) -> dict[str, str]:
@@ -147,14 +155,15 @@ def test_a_tie_with_the_champion_is_not_a_regression(add_version):
 def test_a_candidate_worse_than_the_champion_is_refused_and_changes_nothing(add_version):
     v1, v2 = add_version(0.7), add_version(0.65)
     registry.promote(NAME, v1, "champion")
-    before = registry_state()
+    before = registry_state(records=False)
 
     report = registry.promote(NAME, v2, "champion")
 
     assert not report.promoted and report.exit_code == 1
     assert report.failed == ("no_regression",)
     assert outcomes(report)["smoke_test"] == "skipped"  # refused already: the model is not even loaded
-    assert registry_state() == before
+    assert registry_state(records=False) == before
+    assert [(r.to_version, r.note) for r in refusals()] == [(v2, "refused by no_regression")]
     assert report.summary.startswith(f"Refused by no_regression: {NAME}@champion still points at version {v1}.")
     assert "--force --reason" in report.summary
 
@@ -267,7 +276,7 @@ def test_metrics_fall_back_to_the_version_tags_when_the_run_is_not_in_this_store
 
 def test_smoke_test_refuses_a_model_whose_weights_are_missing_even_when_forced(add_version, template, tmp_path):
     v1 = add_version(0.8, source=broken_copy(template, tmp_path, "no-weights"))
-    before = registry_state()
+    before = registry_state(records=False)
 
     report = registry.promote(NAME, v1, "champion")
     forced = registry.promote(NAME, v1, "champion", force=True, reason="trying anyway")
@@ -275,7 +284,8 @@ def test_smoke_test_refuses_a_model_whose_weights_are_missing_even_when_forced(a
     assert outcomes(report)["signature"] == "pass"  # the MLmodel is intact; loading is what fails
     assert report.failed == forced.failed == ("smoke_test",)
     assert "load/predict failed" in report.gates[-1].note and "model.safetensors" in report.gates[-1].note
-    assert registry_state() == before
+    assert registry_state(records=False) == before
+    assert [(r.forced, r.reason) for r in refusals()] == [(True, "trying anyway"), (False, "")]
 
 
 def test_smoke_test_refuses_a_model_predicting_labels_outside_the_three(add_version, template, tmp_path):
@@ -409,8 +419,9 @@ def test_rollback_walks_back_through_the_holders_then_refuses(add_version):
     assert (first.from_version, first.to_version) == (v3, v2)
     assert aliases() == {"champion": v2}
     assert history_tag() == [v2, v1] == [entry.version for entry in first.history]
-    assert version_tags(v3)["promotion.champion.rolled_back_to"] == v2
-    assert version_tags(v3)["promotion.champion.rolled_back_reason"] == "v3 fails on emojis"
+    rolled = registry.status(NAME).audit[0]
+    assert (rolled.event, rolled.outcome, rolled.from_version, rolled.to_version) == ("rollback", "done", v3, v2)
+    assert rolled.reason == "v3 fails on emojis"
 
     assert registry.rollback(NAME).to_version == v1
     with pytest.raises(registry.Refused, match=f"version {v1} has no previous holder recorded") as error:
@@ -419,18 +430,26 @@ def test_rollback_walks_back_through_the_holders_then_refuses(add_version):
     assert aliases() == {"champion": v1}
 
 
-def test_a_version_promoted_again_after_a_rollback_drops_its_rollback_record(add_version):
+def test_a_version_promoted_again_after_a_rollback_needs_despite_rollback_and_keeps_the_rollback_record(add_version):
     v1, v2 = add_version(0.7), add_version(0.8)
     registry.promote(NAME, v1, "champion")
     registry.promote(NAME, v2, "champion")
-    registry.rollback(NAME)
+    registry.rollback(NAME, reason="bad outputs in prod")
 
-    registry.promote(NAME, v2, "champion", reason="fixed upstream")
+    with pytest.raises(registry.Refused, match="was rolled back from .* \\(bad outputs in prod\\).* --despite-rollback"):
+        registry.promote(NAME, v2, "champion", reason="fixed upstream")
+    assert aliases() == {"champion": v1}
+    registry.promote(NAME, v2, "champion", reason="fixed upstream", despite_rollback=True)
 
-    tags = version_tags(v2)
-    assert not [key for key in tags if key.startswith("promotion.champion.rolled_back")]
-    assert tags["promotion.champion.previous_version"] == v1
+    assert aliases() == {"champion": v2}
+    assert version_tags(v2)["promotion.champion.previous_version"] == v1
     assert registry.status(NAME).histories["champion"][0].reason == "fixed upstream"
+    events = [(r.event, r.outcome, r.to_version) for r in registry.status(NAME).audit]
+    assert events == [
+        ("promote", "done", v2), ("promote", "refused", v2), ("rollback", "done", v1), ("promote", "done", v2),
+        ("promote", "done", v1),
+    ]
+    assert "bad outputs in prod" in registry.status(NAME).audit[0].despite_rollback
 
 
 def test_rollback_of_an_alias_set_by_hand_or_not_set_at_all_is_refused_clearly(add_version):
@@ -595,7 +614,8 @@ def test_mlproject_registry_entry_points_pass_their_parameters_to_the_cli():
     promote, rollback = entry_points["promote"], entry_points["rollback"]
 
     assert set(promote["parameters"]) == {
-        "model_name", "version", "alias", "dry_run", "force", "reason", "eval_data", "require_significant"
+        "model_name", "version", "alias", "dry_run", "force", "reason", "eval_data", "require_significant",
+        "despite_rollback",
     }
     assert set(rollback["parameters"]) == {"model_name", "alias"}
     assert rollback["parameters"]["alias"]["default"] == CHAMPION
@@ -604,7 +624,8 @@ def test_mlproject_registry_entry_points_pass_their_parameters_to_the_cli():
     assert promote["command"] == (
         "python -m sentiment_flow promote {model_name} --version {version} --alias {alias} "
         "--dry-run {dry_run} --force {force} --reason {reason} "
-        "--eval-data {eval_data} --require-significant {require_significant}"
+        "--eval-data {eval_data} --require-significant {require_significant} "
+        "--despite-rollback {despite_rollback}"
     )
     assert rollback["command"] == "python -m sentiment_flow rollback {model_name} --alias {alias}"
 

@@ -1,4 +1,5 @@
-"""The registry commands: status, promote, rollback, copy. Each returns a result or raises; `cli.py` prints."""
+"""The registry commands status, promote and copy (rollback has its own module). Each returns a result or
+raises; `cli.py` prints."""
 
 from __future__ import annotations
 
@@ -8,16 +9,15 @@ from datetime import datetime, timezone
 
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
-from mlflow.exceptions import MlflowException
 
 from sentiment_flow.config import CHAMPION, PromotionConfig
 from sentiment_flow.errors import UserError
 from sentiment_flow.registry import audit, pending
 from sentiment_flow.registry.gates import run_gates
-from sentiment_flow.registry.reports import CopyResult, ModelStatus, PromotionReport, Refused, RollbackResult, VersionStatus
+from sentiment_flow.registry.reports import CopyResult, ModelStatus, PromotionReport, Refused, VersionStatus
 from sentiment_flow.registry.store import (
-    NOT_FOUND, READY, alias_version, all_versions, check_alias, evidence, get_version, models_uri, registered_model,
-    resolve_version, user, utc,
+    alias_version, all_versions, check_alias, evidence, get_version, models_uri, registered_model, resolve_version,
+    user, utc,
 )
 
 
@@ -45,7 +45,7 @@ def status(name: str) -> ModelStatus:
         )
     rows.sort(key=lambda row: int(row.version), reverse=True)
     histories = {alias: audit.chain(client, name, alias) for alias in sorted(model.aliases)}
-    return ModelStatus(name=name, versions=tuple(rows), histories=histories)
+    return ModelStatus(name=name, versions=tuple(rows), histories=histories, audit=audit.trail(model))
 
 
 def promote(
@@ -57,9 +57,14 @@ def promote(
     dry_run: bool = False,
     force: bool = False,
     reason: str = "",
+    despite_rollback: bool = False,
 ) -> PromotionReport:
-    """The gate report for `version`; when every gate passes (and not a dry run) `alias` points at it."""
-    reason = reason.strip()
+    """The gate report for `version`; when every gate passes (and not a dry run) `alias` points at it.
+
+    A version once rolled back from `alias` is refused (Refused) unless `despite_rollback` acknowledges it.
+    Every outcome but a dry run or a no-op is appended to the audit trail.
+    """
+    reason = audit.check_reason(reason)
     if force and not reason:
         raise UserError(
             "--force needs --reason: say why gates 2-3 are overridden, e.g. --reason 'hotfix for ticket 123'; "
@@ -77,27 +82,63 @@ def promote(
     )
     if previous == version:
         return replace(report, already_held=True)
+    acknowledged = _acknowledged_rollback(client, model, report, despite_rollback, reason)
 
     # Announced before the gates, so that promotions overlapping this one wait for it, and it for them.
     own = None if dry_run else pending.announce(client, name, alias, version)
     try:
-        return _gate_and_point(client, report, candidate, model, config, force, reason, own)
+        return _gate_and_point(client, report, candidate, model, config, force, reason, own, acknowledged)
     finally:
         if own:
             client.delete_registered_model_tag(name, own)
 
 
+def _acknowledged_rollback(
+    client: MlflowClient, model: RegisteredModel, report: PromotionReport, despite_rollback: bool, reason: str
+) -> str:
+    """The rollback of this version that --despite-rollback acknowledges ("" if none); Refused if unacknowledged."""
+    rolled_back = audit.last_rollback(model, report.alias, report.version)
+    if rolled_back is None:
+        return ""
+    why = " ".join(rolled_back.reason.split()) or "no reason given"
+    acknowledged = f"{rolled_back.at} by {rolled_back.by} ({why})"
+    if despite_rollback:
+        return acknowledged
+    message = (
+        f"Version {report.version} was rolled back from {report.name}@{report.alias} at {rolled_back.at} by "
+        f"{rolled_back.by} ({why}). To promote it again anyway add --despite-rollback (recorded in the audit trail)."
+    )
+    if not report.dry_run:
+        _record(client, report, audit.REFUSED, reason, note=message)
+    raise Refused(message)
+
+
+def _record(
+    client: MlflowClient, report: PromotionReport, outcome: str, reason: str, acknowledged: str = "", note: str = ""
+) -> None:
+    """Append the promotion's outcome to the audit trail."""
+    gates = " ".join(f"{g.gate}={g.outcome}" for g in report.gates)
+    record = audit.new_record(
+        audit.PROMOTE, outcome, report.alias, report.previous, report.version, reason=reason, forced=report.forced,
+        despite_rollback=acknowledged, gates=gates, note=note,
+    )
+    audit.append(client, report.name, record)
+
+
 def _gate_and_point(
     client: MlflowClient, report: PromotionReport, candidate: ModelVersion, model: RegisteredModel,
-    config: PromotionConfig, force: bool, reason: str, own: str | None,
+    config: PromotionConfig, force: bool, reason: str, own: str | None, acknowledged: str,
 ) -> PromotionReport:
     name, version, alias = report.name, report.version, report.alias
-    # 1-4: read only; nothing is written unless every gate passes.
+    # 1-4: read only; nothing is written unless every gate passes (but a refusal, which is recorded).
     champion_version = alias_version(model, CHAMPION)
     champion = client.get_model_version(name, champion_version) if champion_version else None
     gates = tuple(run_gates(client, candidate, champion, config, force))
     report = replace(report, champion=champion_version, gates=gates)
-    if report.failed or report.dry_run:
+    if report.dry_run:
+        return report
+    if report.failed:
+        _record(client, report, audit.REFUSED, reason, acknowledged, note=f"refused by {', '.join(report.failed)}")
         return report
 
     # The smoke test took a while: re-read the holder so the rollback target is the latest one.
@@ -114,22 +155,22 @@ def _gate_and_point(
         "forced": str(force).lower(),
         "gates": json.dumps([asdict(g) for g in gates]),
     }
-    stale = [audit.key(alias, field) for field in audit.ROLLBACK_FIELDS]
     # Rivals learn from this where the alias was before this version, should this promotion lose.
     pending.mark(client, name, own, version, pending.CHECKING, previous or "")
     tags = audit.keys(alias, record)
-    before = audit.tag_then_point(client, name, alias, version, tags, stale, version)
+    before = audit.tag_then_point(client, name, alias, version, tags, [], version)
     pending.mark(client, name, own, version, pending.WRITTEN, previous or "")
-    holder, seen = pending.settle(client, name, alias, own)
+    until = pending.deadline()  # one deadline for all the waiting below: the README promises 2 minutes
+    holder, seen = pending.settle(client, name, alias, own, until)
     # Later reads know more (a rival's `previous` appears once it is about to write).
     rivals.update({v: intent for v, intent in seen.items() if intent.get("previous") is not None or v not in rivals})
     if holder != version:
         # This promotion did not take: its version's record goes back to what it was, so that a chain of
         # holders passing through this version (an earlier holder) is not rewritten by a failed attempt.
-        audit.put_back(client, name, version, before, [*tags, *stale])
-        return replace(report, previous=previous, superseded_by=holder or "")
+        audit.put_back(client, name, version, before, list(tags))
+        return _superseded(client, replace(report, previous=previous), holder, reason, acknowledged)
     pending.mark(client, name, own, version, pending.WON, previous or "")
-    pending.await_losers(client, name, alias, own, version)
+    pending.await_losers(client, name, alias, own, version, until)
     before_race = pending.skip_losers(previous or "", rivals)
     if before_race != (previous or ""):
         client.set_model_version_tag(name, version, audit.key(alias, "previous_version"), before_race)
@@ -137,53 +178,19 @@ def _gate_and_point(
     # Read back last: success is reported only if this version still holds the alias now.
     holder = alias_version(client.get_registered_model(name), alias)
     if holder != version:
-        audit.put_back(client, name, version, before, [*tags, *stale])
-        return replace(report, previous=before_race or None, superseded_by=holder or "")
-    return replace(report, previous=before_race or None, promoted=True)
+        audit.put_back(client, name, version, before, list(tags))
+        return _superseded(client, replace(report, previous=before_race or None), holder, reason, acknowledged)
+    report = replace(report, previous=before_race or None, promoted=True)
+    _record(client, report, audit.DONE, reason, acknowledged)
+    return report
 
 
-def rollback(name: str, alias: str = CHAMPION, reason: str = "") -> RollbackResult:
-    """The alias moved back to the version that held it before its current holder was promoted."""
-    check_alias(alias)
-    client = MlflowClient()
-    model = registered_model(client, name)
-    current = alias_version(model, alias)
-    if current is None:
-        raise UserError(
-            f"{name} has no alias {alias!r} (its aliases: {', '.join(sorted(model.aliases)) or 'none'}); "
-            f"nothing to roll back. Promote a version first: "
-            f"sentiment-flow promote {name} --version V --alias {alias}."
-        )
-    holder = client.get_model_version(name, current)
-    target = holder.tags.get(audit.key(alias, "previous_version"), "")
-    if not target:
-        raise Refused(
-            f"Cannot roll back {name}@{alias}: version {current} has no previous holder recorded (it was the first "
-            f"{alias}, or the alias was set outside `promote`). Point it explicitly with "
-            f"`sentiment-flow promote {name} --version V --alias {alias}`."
-        )
-    try:
-        target_version = client.get_model_version(name, target)
-    except MlflowException as exc:
-        if exc.error_code != NOT_FOUND:
-            raise
-        raise Refused(
-            f"Cannot roll back {name}@{alias} from version {current}: its previous holder, version {target}, "
-            f"no longer exists. Promote another version explicitly with --version."
-        ) from exc
-    if target_version.status != READY:
-        raise Refused(
-            f"Cannot roll back {name}@{alias} to version {target}: it is {target_version.status}, not READY."
-        )
-    record = {
-        "rolled_back_at": utc(datetime.now(timezone.utc)),
-        "rolled_back_by": user(),
-        "rolled_back_to": target,
-        "rolled_back_reason": reason.strip(),
-    }
-    audit.tag_then_point(client, name, alias, current, audit.keys(alias, record), [], target)
-    history = audit.sync_history(client, name, alias)
-    return RollbackResult(name=name, alias=alias, from_version=current, to_version=target, history=history)
+def _superseded(
+    client: MlflowClient, report: PromotionReport, holder: str | None, reason: str, acknowledged: str
+) -> PromotionReport:
+    report = replace(report, superseded_by=holder or "")
+    _record(client, report, audit.SUPERSEDED, reason, acknowledged, note=f"v{holder or '-'} holds the alias")
+    return report
 
 
 def copy(source_uri: str, name: str) -> CopyResult:

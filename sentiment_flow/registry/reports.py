@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sentiment_flow.errors import UserError
-from sentiment_flow.registry.audit import HistoryEntry
+from sentiment_flow.registry.audit import AuditRecord, HistoryEntry
 from sentiment_flow.registry.rows import FAIL, FORCEABLE, Gate
 from sentiment_flow.registry.store import models_uri
 
@@ -83,6 +83,25 @@ class RollbackResult:
     from_version: str
     to_version: str
     history: tuple[HistoryEntry, ...]
+    superseded_by: str | None = None  # where an overlapping promotion moved the alias after this rollback did
+
+    @property
+    def exit_code(self) -> int:
+        """0 rolled back; 1 superseded by an overlapping promotion."""
+        return 0 if self.superseded_by is None else 1
+
+    @property
+    def summary(self) -> str:
+        """One sentence on the outcome, naming what to do next."""
+        target = f"{self.name}@{self.alias}"
+        if self.superseded_by is not None:
+            now = f"version {self.superseded_by}" if self.superseded_by else "no version"
+            return (
+                f"Not rolled back: a promotion running at the same time pointed {target} at {now} after this "
+                f"rollback pointed it at version {self.to_version}; it stays at {now}. Check "
+                f"`sentiment-flow status {self.name}` and roll back again if needed."
+            )
+        return f"{target} rolled back from version {self.from_version} to {self.to_version}"
 
 
 @dataclass(frozen=True)
@@ -121,3 +140,4 @@ class ModelStatus:
     name: str
     versions: tuple[VersionStatus, ...]
     histories: dict[str, tuple[HistoryEntry, ...]]
+    audit: tuple[AuditRecord, ...] = ()  # every promotion, refusal and rollback, newest first
