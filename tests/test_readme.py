@@ -59,6 +59,10 @@ SKIP = {
         "the GPU machine's install (CUDA torch) and a Hub training",
     ("Quick start", 'pip install -e ".[offline,dev,server]" && python -m pytest'):
         "the test suite itself (CI runs it)",
+    ("Conda", "UV_CONSTRAINT=$PWD/constraints-cpu.txt UV_TORCH_BACKEND=cpu mlflow run . -P lang=english --env-manager uv"):
+        "PyTorch's CPU index is unreachable here; tests/test_packaging.py runs the UV_FIND_LINKS route below",
+    ("Conda", "UV_CONSTRAINT=$PWD/constraints-cpu.txt UV_FIND_LINKS=/opt/wheels UV_PYTHON_DOWNLOADS=never mlflow run . -P model=minilm -P data=../shared/data/multilingual-sentiments --env-manager uv"):
+        "builds a uv environment (minutes); tests/test_packaging.py runs it on a few rows",
     ("Several GPUs", "torchrun --nproc-per-node 4 -m sentiment_flow train --lang english --batch-size 16   # 16 per GPU"):
         "4 processes training distilbert from the Hub; tests/test_distributed.py runs the same launch with 2 CPU processes",
     ("A shared tracking server", "export MLFLOW_TRACKING_URI=http://mlflow.internal:5000        # MLFLOW_TRACKING_USERNAME/PASSWORD if it asks"):
