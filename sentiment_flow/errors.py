@@ -2,6 +2,17 @@
 
 from urllib.parse import urlsplit
 
+# mlflow server answers 503 when its backend store fails; MLflow's client retries, then gives up with this text.
+SERVER_UNAVAILABLE = "too many 503 error responses"
+
+
+def database_down(redacted_server_uri: str) -> str:
+    """The message for a tracking server that answers but whose database does not (HTTP 503)."""
+    return (
+        f"The MLflow tracking server at {redacted_server_uri} answers, but its database is down (HTTP 503). "
+        "Ask whoever runs the server to restart it; `sentiment-flow server` exits when its PostgreSQL dies."
+    )
+
 
 class UserError(Exception):
     """Bad input or environment, with a message that names what was found and how to fix it."""

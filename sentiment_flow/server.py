@@ -1,7 +1,12 @@
 """Team tracking server: `mlflow server` on PostgreSQL with proxied artifacts, started and stopped as one.
 
-Embedded (the default): PostgreSQL from the `pgserver` wheel keeps its data in DATA_DIR/postgres and
-listens on a unix socket only; artifacts go to DATA_DIR/artifacts. Production: `backend_store_uri`
+Embedded (the default): PostgreSQL from the `pgserver` wheel's binaries keeps its data in DATA_DIR/postgres
+and listens on a unix socket only, in a directory only its own user may enter, with password authentication
+(scram-sha-256; the password lives in the libpq passfile DATA_DIR/pgpass, mode 0600); artifacts go to
+DATA_DIR/artifacts. pgserver's Python API is not used: as root it opens every parent of the data dir to all
+users, initdbs with trust authentication and moves a long socket path to a world-writable /tmp directory.
+A reaper process in its own session stops `mlflow server` and PostgreSQL when this process dies, even by
+SIGKILL; `TeamServer.wait` stops the server when PostgreSQL dies. Production: `backend_store_uri`
 names an existing PostgreSQL and nothing else is started. Either way the server proxies artifacts
 (`--serve-artifacts`), so clients need only its URL, never a shared filesystem.
 
@@ -12,18 +17,22 @@ MLFLOW_AUTH_ADMIN_PASSWORD in the environment, so it never passes through argv, 
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import pwd
 import secrets
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from sentiment_flow.errors import UserError, redact_uri
 
@@ -36,6 +45,11 @@ ADMIN_PASSWORD_VAR = "MLFLOW_AUTH_ADMIN_PASSWORD"  # read by MLflow's auth app w
 START_TIMEOUT = 180.0  # seconds for migrations on a fresh database plus the workers' imports, on a busy host
 STOP_TIMEOUT = 30.0
 AUTH_CACHE_TTL_SECONDS = 60  # with --auth: credentials checked once a minute per worker, not on every request
+SERVICE_USER = "pgserver"  # runs PostgreSQL when started as root (it refuses root); pgserver's name, so its data dirs stay usable
+SUPERUSER = "postgres"  # the database role everything connects as
+SOCKET_NAME = ".s.PGSQL.5432"  # PostgreSQL's socket file; the port only names it, no TCP port is opened
+SOCKET_PATH_MAX = 107  # bytes in a unix socket path: sun_path is 108 with the terminating NUL
+WATCH_INTERVAL = 1.0  # seconds between checks that the embedded PostgreSQL is still alive
 
 
 @dataclass
@@ -47,12 +61,25 @@ class TeamServer:
     log_path: Path
     artifacts: str
     backend: str  # the backend store URI without credentials, safe to print
-    postgres: Any = None  # pgserver's PostgresServer when embedded, else None
+    reaper: Reaper
+    postgres: EmbeddedPostgres | None = None  # None with a production PostgreSQL
     _stopped: bool = field(default=False, repr=False)
 
     def wait(self) -> int:
-        """The exit code of `mlflow server`, once it exits."""
-        return self.process.wait()
+        """The exit code of `mlflow server` once it exits; raises UserError, having stopped it, if PostgreSQL dies."""
+        while True:
+            try:
+                return self.process.wait(timeout=WATCH_INTERVAL)
+            except subprocess.TimeoutExpired:
+                pass
+            # Restarting PostgreSQL here would hide a crash loop or a full disk behind a server that seems up;
+            # exiting lets the operator, or a supervisor such as systemd's Restart=on-failure, decide.
+            if self.postgres is not None and not self.postgres.running():
+                self.stop()
+                raise UserError(
+                    f"The embedded PostgreSQL stopped unexpectedly, so the server stopped too; its log is "
+                    f"{self.postgres.log}. Start the same command again."
+                )
 
     def stop(self) -> None:
         """Stop `mlflow server` and its workers, then the embedded PostgreSQL; safe to call twice."""
@@ -62,14 +89,27 @@ class TeamServer:
         try:
             _stop_group(self.process)
         finally:
-            if self.postgres is not None:
-                self.postgres.cleanup()  # pg_ctl stop: a clean shutdown, the data stays
+            try:
+                if self.postgres is not None:
+                    self.postgres.stop()  # pg_ctl stop -m fast: a clean shutdown, the data stays
+            finally:
+                self.reaper.release()
 
     def __enter__(self) -> TeamServer:
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+def setup_notice(backend_store_uri: str | None = None) -> str | None:
+    """What `start` will change on this system before it does (a user it creates), or None."""
+    if backend_store_uri or os.geteuid() != 0 or _service_user() is not None:
+        return None
+    return (
+        f"Started as root: PostgreSQL refuses to run as root, so it runs as the system user {SERVICE_USER}, "
+        f"created now with: {shlex.join(_useradd_command())}"
+    )
 
 
 def start(
@@ -96,14 +136,23 @@ def start(
             f"--backend-store-uri must be a PostgreSQL URI like postgresql://mlflow@db.internal:5432/mlflow, "
             f"got {redact_uri(backend_store_uri)!r}."
         )
-    data_dir.mkdir(parents=True, exist_ok=True)
+    # A new data dir is private: with --auth, artifacts read from the filesystem would bypass the server's
+    # permissions. As root, PostgreSQL's own user still needs to pass through it to DATA_DIR/postgres.
+    data_dir.mkdir(mode=0o711 if os.geteuid() == 0 and not backend_store_uri else 0o700, parents=True, exist_ok=True)
     artifacts = artifacts_destination or str(data_dir / "artifacts")
+    if artifacts_destination is None:
+        Path(artifacts).mkdir(mode=0o700, exist_ok=True)
+    reaper = Reaper.start()
     postgres = None
-    if backend_store_uri is None:
-        postgres = _start_postgres(data_dir / "postgres")
     try:
-        store = _psycopg2(backend_store_uri or postgres.get_uri(DATABASE))
+        if backend_store_uri is None:
+            postgres = start_postgres(data_dir / "postgres", data_dir / "pgpass")
+            reaper.watch_postgres(postgres)
+            _create_databases(postgres)
+        store = _psycopg2(backend_store_uri or postgres.uri(DATABASE))
         env = dict(os.environ)
+        if postgres is not None:
+            env["PGPASSFILE"] = str(postgres.passfile)  # libpq reads the password there: never in a URI or argv
         # MLflow's job runner serves GenAI jobs this project never submits, and costs a process per queue.
         env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
         command = [
@@ -111,7 +160,7 @@ def start(
             "--backend-store-uri", store, "--serve-artifacts", "--artifacts-destination", artifacts,
         ]
         if auth:
-            auth_store = _psycopg2(postgres.get_uri(AUTH_DATABASE)) if postgres else store
+            auth_store = _psycopg2(postgres.uri(AUTH_DATABASE)) if postgres else store
             env["MLFLOW_AUTH_CONFIG_PATH"] = str(_write_auth_config(data_dir, auth_store))
             # CSRF tokens must verify in every worker; a fresh key per start only logs browsers out.
             env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_hex(32))
@@ -119,17 +168,22 @@ def start(
         # `mlflow server` starts uvicorn from PATH: the one next to this interpreter.
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         log_path = data_dir / "mlflow-server.log"
-        with open(log_path, "a") as log:
+        with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as log:
             # Its own session: Ctrl-C in the terminal reaches only us, and we stop it and its workers in order.
+            # uvicorn and its workers stay in its process group, which the reaper stops if we are killed.
             process = subprocess.Popen(
                 command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+        reaper.watch_group(process.pid)
         url = f"http://{_client_host(host)}:{port}"
-        server = TeamServer(url, process, log_path, artifacts, redact_uri(store), postgres)
+        server = TeamServer(url, process, log_path, artifacts, redact_uri(store), reaper, postgres)
     except BaseException:
-        if postgres is not None:
-            postgres.cleanup()
+        try:
+            if postgres is not None:
+                postgres.stop()
+        finally:
+            reaper.release()
         raise
     try:
         _wait_healthy(server, urlsplit(backend_store_uri).password if backend_store_uri else None)
@@ -153,31 +207,304 @@ def _check_port_free(host: str, port: int) -> None:
             ) from None
 
 
-def _start_postgres(pgdata: Path):
+# ---------------------------------------------------------------------------------------------------------
+# The embedded PostgreSQL
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A running PostgreSQL on a private unix socket, with password authentication for its one role."""
+
+    pgdata: Path
+    socket_dir: Path  # PGDATA itself when the socket path fits, else a private directory under /tmp
+    passfile: Path  # libpq passfile (mode 0600, owned by the server's user) with the superuser's password
+    pid: int  # the postmaster's
+    started: str  # the postmaster's start time in /proc, so a reused pid is not taken for it
+    user: pwd.struct_passwd | None  # the system user it runs as when started as root, else None (ours)
+
+    @property
+    def log(self) -> Path:
+        return self.pgdata / "log"
+
+    def uri(self, database: str) -> str:
+        """A libpq URI for `database` on the socket, without a password (libpq takes it from PGPASSFILE)."""
+        return f"postgresql://{SUPERUSER}@/{database}?host={quote(str(self.socket_dir), safe='/')}"
+
+    def running(self) -> bool:
+        """Whether the postmaster still runs."""
+        return _start_time(self.pid) == self.started
+
+    def stop(self) -> None:
+        """pg_ctl stop -m fast (the data stays), then remove a socket directory made for this run."""
+        try:
+            _pg_run(["pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "stop"], self.user)
+        except UserError:
+            pass  # it is not running (it died, or was stopped already)
+        if self.socket_dir != self.pgdata:
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+
+def start_postgres(pgdata: Path, passfile: Path) -> EmbeddedPostgres:
+    """PostgreSQL started on `pgdata` (initialized on first use), reachable by this process's user only.
+
+    As root it runs as SERVICE_USER, created with useradd if missing (`setup_notice` says so first); raises
+    UserError, changing no permission, when that user cannot reach `pgdata` or the binaries.
+    """
+    bin_dir = _pg_bin()
+    user = _ensure_service_user() if os.geteuid() == 0 else None
+    if user is not None:
+        _check_reachable(user, pgdata.parent, bin_dir)
+    pgdata.mkdir(mode=0o700, exist_ok=True)
+    if user is not None:
+        os.chown(pgdata, user.pw_uid, user.pw_gid)
+    password = passfile.read_text().rsplit(":", 1)[-1].strip() if passfile.exists() else None
+    if not (pgdata / "PG_VERSION").exists():
+        # Nobody can log in until the password is set below: initdb's trust default is what the issue exploited.
+        _pg_run(["initdb", "-D", str(pgdata), "-U", SUPERUSER, "--auth=reject", "--encoding=UTF8", "--no-locale"], user)
+        password = None
+    if password is None:  # a new cluster, or one pgserver made with trust authentication
+        password = secrets.token_hex(24)
+        # Single-user mode opens no socket; the password goes in on stdin, never in argv or the environment.
+        _pg_run(["postgres", "--single", "-D", str(pgdata), "-F", "postgres"], user,
+                input=f"ALTER ROLE {SUPERUSER} PASSWORD '{password}';\n")
+        _write_private(passfile, f"*:*:*:{SUPERUSER}:{password}\n")
+    hba = pgdata / "pg_hba.conf"
+    _write_private(hba, "# Written by sentiment-flow server on every start: local socket, password only.\n"
+                        "local all all scram-sha-256\n")
+    if user is not None:
+        os.chown(hba, user.pw_uid, user.pw_gid)
+    socket_dir = pgdata
+    if len(os.fsencode(pgdata / SOCKET_NAME)) > SOCKET_PATH_MAX:
+        socket_dir = Path(tempfile.mkdtemp(prefix="sentiment-flow-pg-"))  # mode 0700
+        if user is not None:
+            os.chown(socket_dir, user.pw_uid, user.pw_gid)
+    options = ["-h", "", "-k", str(socket_dir), "-c", "unix_socket_permissions=0700"]
     try:
-        import pgserver
+        # pg_ctl passes -o to /bin/sh: quoted. It starts the postmaster in its own session.
+        _pg_run(["pg_ctl", "-D", str(pgdata), "-l", str(pgdata / "log"), "-w", "-t", str(int(START_TIMEOUT)),
+                 "-o", shlex.join(options), "start"], user)
+        pid = int((pgdata / "postmaster.pid").read_text().split()[0])
+    except UserError:
+        if socket_dir != pgdata:
+            shutil.rmtree(socket_dir, ignore_errors=True)
+        raise UserError(
+            f"The embedded PostgreSQL did not start: {_last_error_line(pgdata / 'log')}. The whole log is "
+            f"{pgdata / 'log'}."
+        ) from None
+    return EmbeddedPostgres(pgdata, socket_dir, passfile, pid, _start_time(pid), user)
+
+
+def _create_databases(postgres: EmbeddedPostgres) -> None:
+    try:
         import psycopg2
     except ImportError:
+        postgres.stop()
         raise UserError(
             "The embedded PostgreSQL needs the server extra: pip install -e \".[server]\" "
             "(or pass --backend-store-uri postgresql://... of an existing database)."
         ) from None
-    postgres = pgserver.get_server(pgdata, cleanup_mode="stop")
+    connection = psycopg2.connect(postgres.uri(SUPERUSER), passfile=str(postgres.passfile))
+    connection.autocommit = True  # CREATE DATABASE cannot run inside a transaction
     try:
-        connection = psycopg2.connect(postgres.get_uri())
-        connection.autocommit = True  # CREATE DATABASE cannot run inside a transaction
+        with connection.cursor() as cursor:
+            for database in (DATABASE, AUTH_DATABASE):
+                cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
+                if cursor.fetchone() is None:
+                    cursor.execute(f'CREATE DATABASE "{database}"')
+    finally:
+        connection.close()
+
+
+def _pg_bin() -> Path:
+    """The PostgreSQL binaries of the pgserver wheel, found without importing it (its import has side effects)."""
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            "The embedded PostgreSQL needs the server extra: pip install -e \".[server]\" "
+            "(or pass --backend-store-uri postgresql://... of an existing database)."
+        )
+    return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
+
+
+def _pg_run(args: list[str], user: pwd.struct_passwd | None, input: str | None = None) -> None:
+    """Run a PostgreSQL binary as `user` (None: ourselves) with an environment that holds no secret.
+
+    Raises UserError with the first line it printed when it fails.
+    """
+    env = {key: value for key, value in os.environ.items() if key in ("LANG", "TZ") or key.startswith("LC_")}
+    env.update(PATH=os.defpath, HOME=user.pw_dir if user else os.environ.get("HOME", "/"))
+    ids = {} if user is None else {
+        "user": user.pw_uid, "group": user.pw_gid, "extra_groups": os.getgrouplist(user.pw_name, user.pw_gid),
+    }
+    with tempfile.TemporaryFile() as errors:
+        # Output to files, not pipes: the postmaster pg_ctl starts would inherit a pipe and hold it open.
         try:
-            with connection.cursor() as cursor:
-                for database in (DATABASE, AUTH_DATABASE):
-                    cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
-                    if cursor.fetchone() is None:
-                        cursor.execute(f'CREATE DATABASE "{database}"')
-        finally:
-            connection.close()
-    except BaseException:
-        postgres.cleanup()
-        raise
-    return postgres
+            subprocess.run([str(_pg_bin() / args[0]), *args[1:]], input=input, text=True, env=env, cwd="/",
+                           stdout=errors if input is None else subprocess.DEVNULL, stderr=errors,
+                           stdin=None if input is not None else subprocess.DEVNULL, check=True,
+                           timeout=START_TIMEOUT, **ids)
+        except subprocess.CalledProcessError:
+            errors.seek(0)
+            lines = [line for line in errors.read().decode(errors="replace").splitlines() if line.strip()]
+            raise UserError(f"PostgreSQL's {args[0]} failed: {(lines or ['no output'])[0].strip()}") from None
+
+
+def _service_user() -> pwd.struct_passwd | None:
+    try:
+        return pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        return None
+
+
+def _useradd_command() -> list[str]:
+    # A system user with no login shell and no home: it only owns DATA_DIR/postgres.
+    return ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
+            "--shell", "/usr/sbin/nologin", SERVICE_USER]
+
+
+def _ensure_service_user() -> pwd.struct_passwd:
+    user = _service_user()
+    if user is None:
+        subprocess.run(_useradd_command(), check=True, capture_output=True)
+        user = pwd.getpwnam(SERVICE_USER)
+    return user
+
+
+def _check_reachable(user: pwd.struct_passwd, *folders: Path) -> None:
+    """Raise UserError unless `user` may enter each of `folders` (and so all their parents)."""
+    ids = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": os.getgrouplist(user.pw_name, user.pw_gid)}
+    for folder in folders:
+        reachable = subprocess.run(["test", "-x", str(folder)], env={"PATH": os.defpath}, cwd="/", check=False, **ids)
+        if reachable.returncode != 0:
+            raise UserError(
+                f"PostgreSQL refuses to run as root, so it runs as the system user {SERVICE_USER}, which cannot "
+                f"enter {folder}: one of its parent folders is closed to other users, and the server changes no "
+                f"permission outside its data dir. Choose a --data-dir under an open folder (like /srv/mlflow), "
+                f"or open the parents yourself (chmod o+x)."
+            )
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `path` readable by its owner only, from the first byte on."""
+    path.unlink(missing_ok=True)  # O_CREAT keeps an existing file's mode
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
+def _start_time(pid: int) -> str | None:
+    """A process's start time (field 22 of /proc/PID/stat), or None when no such process runs."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()  # the command name in parentheses may hold spaces
+    return None if fields[0] == "Z" else fields[19]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The reaper: what dies with this process
+
+
+REAPER = "import sys; sys.path[:0] = [{path!r}]; from sentiment_flow.server import _reap; _reap()"
+
+
+@dataclass
+class Reaper:
+    """A process in its own session that stops what it was told about when our end of its pipe closes.
+
+    The kernel closes the pipe however we die (SIGKILL included); PR_SET_PDEATHSIG would reach only direct
+    children, and `mlflow server` starts uvicorn, which starts the workers.
+    """
+
+    process: subprocess.Popen
+    pipe: int
+
+    @classmethod
+    def start(cls) -> Reaper:
+        read_end, write_end = os.pipe()  # not inheritable: no other child holds the write end open
+        env = {key: value for key, value in os.environ.items() if key != ADMIN_PASSWORD_VAR}
+        package_root = str(Path(__file__).resolve().parent.parent)
+        process = subprocess.Popen(
+            [sys.executable, "-c", REAPER.format(path=package_root)], stdin=read_end, env=env,
+            stdout=subprocess.DEVNULL, start_new_session=True,
+        )
+        os.close(read_end)
+        return cls(process, write_end)
+
+    def _say(self, line: str) -> None:
+        os.write(self.pipe, f"{line}\n".encode())
+
+    def watch_group(self, pgid: int) -> None:
+        self._say(f"group {pgid}")
+
+    def watch_postgres(self, postgres: EmbeddedPostgres) -> None:
+        self._say(f"postmaster {postgres.pid} {postgres.started}")
+        if postgres.socket_dir != postgres.pgdata:
+            self._say(f"remove {postgres.socket_dir}")
+
+    def release(self) -> None:
+        """We stopped everything ourselves: the reaper exits without touching anything."""
+        try:
+            self._say("done")
+        except OSError:
+            pass  # it died already
+        os.close(self.pipe)
+        try:
+            self.process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _reap() -> None:
+    """The reaper's body: read orders until EOF, then stop the process group, PostgreSQL and remove folders."""
+    groups, postmasters, folders = [], [], []
+    for line in sys.stdin:
+        verb, _, argument = line.strip().partition(" ")
+        if verb == "done":
+            return
+        {"group": groups, "postmaster": postmasters, "remove": folders}[verb].append(argument)
+    for pgid in map(int, groups):
+        _stop_until_gone(lambda sig, pgid=pgid: os.killpg(pgid, sig), lambda pgid=pgid: _group_alive(pgid),
+                         signal.SIGTERM)
+    for pid, started in (entry.split() for entry in postmasters):
+        alive = lambda pid=int(pid), started=started: _start_time(pid) == started  # the same start time: not a reused pid
+        if alive():
+            # SIGINT is PostgreSQL's fast shutdown: clients disconnected, data kept.
+            _stop_until_gone(lambda sig, pid=int(pid): os.kill(pid, sig), alive, signal.SIGINT)
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _stop_until_gone(send, alive, first_signal: int) -> None:
+    """Send `first_signal`, wait until `alive()` is false, SIGKILL after STOP_TIMEOUT."""
+    try:
+        send(first_signal)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while alive():
+            if time.monotonic() > deadline:
+                send(signal.SIGKILL)
+                return
+            time.sleep(0.2)
+    except ProcessLookupError:
+        pass  # gone
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a live (not zombie) process is in process group `pgid`; zombies wait for whoever reaps them."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # it exited while we looked
+        if fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
+
+
+# ---------------------------------------------------------------------------------------------------------
+# mlflow server
 
 
 def _write_auth_config(data_dir: Path, database_uri: str) -> Path:
