@@ -416,11 +416,10 @@ def server_command(data_dir: str, backend_store_uri: str | None, artifacts_desti
     from sentiment_flow import server
 
     out = Console()
-    if notice := server.setup_notice(backend_store_uri):  # before it happens: creating a system user
-        out.print(notice, highlight=False, markup=False, soft_wrap=True)
     with server.start(
         data_dir, backend_store_uri=backend_store_uri, artifacts_destination=artifacts_destination,
         host=host, port=port, workers=workers, auth=auth,
+        announce=lambda text: out.print(text, highlight=False, markup=False, soft_wrap=True),
     ) as running:
         out.print(f"Team server on {running.url}: store {running.backend}, artifacts {running.artifacts}, "
                   f"log {running.log_path}", highlight=False, markup=False, soft_wrap=True)

@@ -18,6 +18,7 @@ MLFLOW_AUTH_ADMIN_PASSWORD in the environment, so it never passes through argv, 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import pwd
 import secrets
@@ -30,11 +31,14 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from sentiment_flow.errors import UserError, redact_uri
+
+log = logging.getLogger(__name__)
 
 DEFAULT_DATA_DIR = "mlflow-server"
 DEFAULT_HOST = "127.0.0.1"
@@ -102,16 +106,6 @@ class TeamServer:
         self.stop()
 
 
-def setup_notice(backend_store_uri: str | None = None) -> str | None:
-    """What `start` will change on this system before it does (a user it creates), or None."""
-    if backend_store_uri or os.geteuid() != 0 or _service_user() is not None:
-        return None
-    return (
-        f"Started as root: PostgreSQL refuses to run as root, so it runs as the system user {SERVICE_USER}, "
-        f"created now with: {shlex.join(_useradd_command())}"
-    )
-
-
 def start(
     data_dir: str | Path,
     *,
@@ -121,8 +115,12 @@ def start(
     port: int = DEFAULT_PORT,
     workers: int = DEFAULT_WORKERS,
     auth: bool = False,
+    announce: Callable[[str], None] = log.warning,
 ) -> TeamServer:
-    """A started team server, answering on its URL; raises UserError (and starts nothing) when it cannot."""
+    """A started team server, answering on its URL; raises UserError (and starts nothing) when it cannot.
+
+    `announce` is told about a change to the system (a user created) before it is made.
+    """
     data_dir = Path(data_dir).expanduser().resolve()
     _check_port_free(host, port)
     if auth and not os.environ.get(ADMIN_PASSWORD_VAR):
@@ -146,7 +144,7 @@ def start(
     postgres = None
     try:
         if backend_store_uri is None:
-            postgres = start_postgres(data_dir / "postgres", data_dir / "pgpass")
+            postgres = start_postgres(data_dir / "postgres", data_dir / "pgpass", announce)
             reaper.watch_postgres(postgres)
             _create_databases(postgres)
         store = _psycopg2(backend_store_uri or postgres.uri(DATABASE))
@@ -244,14 +242,16 @@ class EmbeddedPostgres:
             shutil.rmtree(self.socket_dir, ignore_errors=True)
 
 
-def start_postgres(pgdata: Path, passfile: Path) -> EmbeddedPostgres:
+def start_postgres(
+    pgdata: Path, passfile: Path, announce: Callable[[str], None] = log.warning
+) -> EmbeddedPostgres:
     """PostgreSQL started on `pgdata` (initialized on first use), reachable by this process's user only.
 
-    As root it runs as SERVICE_USER, created with useradd if missing (`setup_notice` says so first); raises
+    As root it runs as SERVICE_USER, created with useradd if missing (`announce` is told first); raises
     UserError, changing no permission, when that user cannot reach `pgdata` or the binaries.
     """
     bin_dir = _pg_bin()
-    user = _ensure_service_user() if os.geteuid() == 0 else None
+    user = _ensure_service_user(announce) if os.geteuid() == 0 else None
     if user is not None:
         _check_reachable(user, pgdata.parent, bin_dir)
     pgdata.mkdir(mode=0o700, exist_ok=True)
@@ -362,10 +362,15 @@ def _useradd_command() -> list[str]:
             "--shell", "/usr/sbin/nologin", SERVICE_USER]
 
 
-def _ensure_service_user() -> pwd.struct_passwd:
+def _ensure_service_user(announce: Callable[[str], None]) -> pwd.struct_passwd:
     user = _service_user()
     if user is None:
-        subprocess.run(_useradd_command(), check=True, capture_output=True)
+        command = _useradd_command()
+        announce(
+            f"Started as root: PostgreSQL refuses to run as root, so it runs as the system user {SERVICE_USER}, "
+            f"created now with: {shlex.join(command)}"
+        )
+        subprocess.run(command, check=True, capture_output=True)
         user = pwd.getpwnam(SERVICE_USER)
     return user
 

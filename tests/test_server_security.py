@@ -112,6 +112,28 @@ def test_no_other_local_user_reaches_the_embedded_database_or_its_files(open_dir
     assert name == "short" or not postgres.socket_dir.exists()  # the private /tmp socket folder is removed
 
 
+@pytest.mark.slow
+def test_a_trust_cluster_made_by_pgserver_gets_a_password_on_the_next_start(open_dir):
+    data_dir = open_dir / "old"
+    data_dir.mkdir(mode=0o711)
+    pgdata = data_dir / "postgres"
+    pgdata.mkdir(mode=0o700)
+    user = server._ensure_service_user(print) if os.geteuid() == 0 else None
+    if user is not None:
+        os.chown(pgdata, user.pw_uid, user.pw_gid)
+    # What pgserver.get_server ran, and the older version of this server with it.
+    server._pg_run(["initdb", "-D", str(pgdata), "-U", server.SUPERUSER, "--auth=trust"], user)
+    postgres = server.start_postgres(pgdata, data_dir / "pgpass")
+    try:
+        no_password = psql(postgres, {})
+        assert no_password.returncode != 0 and "password" in no_password.stderr, no_password.stderr
+        ours = psql(postgres, {"PGPASSFILE": str(postgres.passfile)})
+        assert ours.returncode == 0, ours.stderr
+        assert "trust" not in (pgdata / "pg_hba.conf").read_text()
+    finally:
+        postgres.stop()
+
+
 def run_cli(*args: str) -> tuple[int, str]:
     result = CliRunner().invoke(cli, list(args))
     return result.exit_code, result.output
