@@ -1,11 +1,8 @@
 """Team tracking server: `mlflow server` on PostgreSQL with proxied artifacts, started and stopped as one.
 
-Embedded (the default): PostgreSQL from the `pgserver` wheel's binaries keeps its data in DATA_DIR/postgres
-and listens on a unix socket only, in a directory only its own user may enter, with password authentication
-(scram-sha-256; the password lives in the libpq passfile DATA_DIR/pgpass, mode 0600); artifacts go to
-DATA_DIR/artifacts. pgserver's Python API is not used: as root it opens every parent of the data dir to all
-users, initdbs with trust authentication and moves a long socket path to a world-writable /tmp directory.
-A reaper process in its own session stops `mlflow server` and PostgreSQL when this process dies, even by
+Embedded (the default): PostgreSQL (see embedded_postgres) keeps its data in DATA_DIR/postgres and admits
+only this process's user, with the password in the libpq passfile DATA_DIR/pgpass; artifacts go to
+DATA_DIR/artifacts. A reaper process in its own session stops `mlflow server` and PostgreSQL when this process dies, even by
 SIGKILL; `TeamServer.wait` stops the server when PostgreSQL dies. Production: `backend_store_uri`
 names an existing PostgreSQL and nothing else is started. Either way the server proxies artifacts
 (`--serve-artifacts`), so clients need only its URL, never a shared filesystem.
@@ -17,25 +14,28 @@ MLFLOW_AUTH_ADMIN_PASSWORD in the environment, so it never passes through argv, 
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
-import pwd
 import secrets
-import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
+from sentiment_flow.embedded_postgres import (
+    SUPERUSER,
+    EmbeddedPostgres,
+    last_error_line,
+    start_postgres,
+    start_time,
+)
 from sentiment_flow.errors import UserError, redact_uri
 
 log = logging.getLogger(__name__)
@@ -49,10 +49,6 @@ ADMIN_PASSWORD_VAR = "MLFLOW_AUTH_ADMIN_PASSWORD"  # read by MLflow's auth app w
 START_TIMEOUT = 180.0  # seconds for migrations on a fresh database plus the workers' imports, on a busy host
 STOP_TIMEOUT = 30.0
 AUTH_CACHE_TTL_SECONDS = 60  # with --auth: credentials checked once a minute per worker, not on every request
-SERVICE_USER = "pgserver"  # runs PostgreSQL when started as root (it refuses root); pgserver's name, so its data dirs stay usable
-SUPERUSER = "postgres"  # the database role everything connects as
-SOCKET_NAME = ".s.PGSQL.5432"  # PostgreSQL's socket file; the port only names it, no TCP port is opened
-SOCKET_PATH_MAX = 107  # bytes in a unix socket path: sun_path is 108 with the terminating NUL
 WATCH_INTERVAL = 1.0  # seconds between checks that the embedded PostgreSQL is still alive
 
 
@@ -205,95 +201,6 @@ def _check_port_free(host: str, port: int) -> None:
             ) from None
 
 
-# ---------------------------------------------------------------------------------------------------------
-# The embedded PostgreSQL
-
-
-@dataclass
-class EmbeddedPostgres:
-    """A running PostgreSQL on a private unix socket, with password authentication for its one role."""
-
-    pgdata: Path
-    socket_dir: Path  # PGDATA itself when the socket path fits, else a private directory under /tmp
-    passfile: Path  # libpq passfile (mode 0600, owned by the server's user) with the superuser's password
-    pid: int  # the postmaster's
-    started: str  # the postmaster's start time in /proc, so a reused pid is not taken for it
-    user: pwd.struct_passwd | None  # the system user it runs as when started as root, else None (ours)
-
-    @property
-    def log(self) -> Path:
-        return self.pgdata / "log"
-
-    def uri(self, database: str) -> str:
-        """A libpq URI for `database` on the socket, without a password (libpq takes it from PGPASSFILE)."""
-        return f"postgresql://{SUPERUSER}@/{database}?host={quote(str(self.socket_dir), safe='/')}"
-
-    def running(self) -> bool:
-        """Whether the postmaster still runs."""
-        return _start_time(self.pid) == self.started
-
-    def stop(self) -> None:
-        """pg_ctl stop -m fast (the data stays), then remove a socket directory made for this run."""
-        try:
-            _pg_run(["pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "stop"], self.user)
-        except UserError:
-            pass  # it is not running (it died, or was stopped already)
-        if self.socket_dir != self.pgdata:
-            shutil.rmtree(self.socket_dir, ignore_errors=True)
-
-
-def start_postgres(
-    pgdata: Path, passfile: Path, announce: Callable[[str], None] = log.warning
-) -> EmbeddedPostgres:
-    """PostgreSQL started on `pgdata` (initialized on first use), reachable by this process's user only.
-
-    As root it runs as SERVICE_USER, created with useradd if missing (`announce` is told first); raises
-    UserError, changing no permission, when that user cannot reach `pgdata` or the binaries.
-    """
-    bin_dir = _pg_bin()
-    user = _ensure_service_user(announce) if os.geteuid() == 0 else None
-    if user is not None:
-        _check_reachable(user, pgdata.parent, bin_dir)
-    pgdata.mkdir(mode=0o700, exist_ok=True)
-    if user is not None:
-        os.chown(pgdata, user.pw_uid, user.pw_gid)
-    password = passfile.read_text().rsplit(":", 1)[-1].strip() if passfile.exists() else None
-    if not (pgdata / "PG_VERSION").exists():
-        # Nobody can log in until the password is set below: initdb's trust default is what the issue exploited.
-        _pg_run(["initdb", "-D", str(pgdata), "-U", SUPERUSER, "--auth=reject", "--encoding=UTF8", "--no-locale"], user)
-        password = None
-    if password is None:  # a new cluster, or one pgserver made with trust authentication
-        password = secrets.token_hex(24)
-        # Single-user mode opens no socket; the password goes in on stdin, never in argv or the environment.
-        _pg_run(["postgres", "--single", "-D", str(pgdata), "-F", "postgres"], user,
-                input=f"ALTER ROLE {SUPERUSER} PASSWORD '{password}';\n")
-        _write_private(passfile, f"*:*:*:{SUPERUSER}:{password}\n")
-    hba = pgdata / "pg_hba.conf"
-    _write_private(hba, "# Written by sentiment-flow server on every start: local socket, password only.\n"
-                        "local all all scram-sha-256\n")
-    if user is not None:
-        os.chown(hba, user.pw_uid, user.pw_gid)
-    socket_dir = pgdata
-    if len(os.fsencode(pgdata / SOCKET_NAME)) > SOCKET_PATH_MAX:
-        socket_dir = Path(tempfile.mkdtemp(prefix="sentiment-flow-pg-"))  # mode 0700
-        if user is not None:
-            os.chown(socket_dir, user.pw_uid, user.pw_gid)
-    options = ["-h", "", "-k", str(socket_dir), "-c", "unix_socket_permissions=0700"]
-    try:
-        # pg_ctl passes -o to /bin/sh: quoted. It starts the postmaster in its own session.
-        _pg_run(["pg_ctl", "-D", str(pgdata), "-l", str(pgdata / "log"), "-w", "-t", str(int(START_TIMEOUT)),
-                 "-o", shlex.join(options), "start"], user)
-        pid = int((pgdata / "postmaster.pid").read_text().split()[0])
-    except UserError:
-        if socket_dir != pgdata:
-            shutil.rmtree(socket_dir, ignore_errors=True)
-        raise UserError(
-            f"The embedded PostgreSQL did not start: {_last_error_line(pgdata / 'log')}. The whole log is "
-            f"{pgdata / 'log'}."
-        ) from None
-    return EmbeddedPostgres(pgdata, socket_dir, passfile, pid, _start_time(pid), user)
-
-
 def _create_databases(postgres: EmbeddedPostgres) -> None:
     try:
         import psycopg2
@@ -313,98 +220,6 @@ def _create_databases(postgres: EmbeddedPostgres) -> None:
                     cursor.execute(f'CREATE DATABASE "{database}"')
     finally:
         connection.close()
-
-
-def _pg_bin() -> Path:
-    """The PostgreSQL binaries of the pgserver wheel, found without importing it (its import has side effects)."""
-    spec = importlib.util.find_spec("pgserver")
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError(
-            "The embedded PostgreSQL needs the server extra: pip install -e \".[server]\" "
-            "(or pass --backend-store-uri postgresql://... of an existing database)."
-        )
-    return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
-
-
-def _pg_run(args: list[str], user: pwd.struct_passwd | None, input: str | None = None) -> None:
-    """Run a PostgreSQL binary as `user` (None: ourselves) with an environment that holds no secret.
-
-    Raises UserError with the first line it printed when it fails.
-    """
-    env = {key: value for key, value in os.environ.items() if key in ("LANG", "TZ") or key.startswith("LC_")}
-    env.update(PATH=os.defpath, HOME=user.pw_dir if user else os.environ.get("HOME", "/"))
-    ids = {} if user is None else {
-        "user": user.pw_uid, "group": user.pw_gid, "extra_groups": os.getgrouplist(user.pw_name, user.pw_gid),
-    }
-    with tempfile.TemporaryFile() as errors:
-        # Output to files, not pipes: the postmaster pg_ctl starts would inherit a pipe and hold it open.
-        try:
-            subprocess.run([str(_pg_bin() / args[0]), *args[1:]], input=input, text=True, env=env, cwd="/",
-                           stdout=errors if input is None else subprocess.DEVNULL, stderr=errors,
-                           stdin=None if input is not None else subprocess.DEVNULL, check=True,
-                           timeout=START_TIMEOUT, **ids)
-        except subprocess.CalledProcessError:
-            errors.seek(0)
-            lines = [line for line in errors.read().decode(errors="replace").splitlines() if line.strip()]
-            raise UserError(f"PostgreSQL's {args[0]} failed: {(lines or ['no output'])[0].strip()}") from None
-
-
-def _service_user() -> pwd.struct_passwd | None:
-    try:
-        return pwd.getpwnam(SERVICE_USER)
-    except KeyError:
-        return None
-
-
-def _useradd_command() -> list[str]:
-    # A system user with no login shell and no home: it only owns DATA_DIR/postgres.
-    return ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
-            "--shell", "/usr/sbin/nologin", SERVICE_USER]
-
-
-def _ensure_service_user(announce: Callable[[str], None]) -> pwd.struct_passwd:
-    user = _service_user()
-    if user is None:
-        command = _useradd_command()
-        announce(
-            f"Started as root: PostgreSQL refuses to run as root, so it runs as the system user {SERVICE_USER}, "
-            f"created now with: {shlex.join(command)}"
-        )
-        subprocess.run(command, check=True, capture_output=True)
-        user = pwd.getpwnam(SERVICE_USER)
-    return user
-
-
-def _check_reachable(user: pwd.struct_passwd, *folders: Path) -> None:
-    """Raise UserError unless `user` may enter each of `folders` (and so all their parents)."""
-    ids = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": os.getgrouplist(user.pw_name, user.pw_gid)}
-    for folder in folders:
-        reachable = subprocess.run(["test", "-x", str(folder)], env={"PATH": os.defpath}, cwd="/", check=False, **ids)
-        if reachable.returncode != 0:
-            raise UserError(
-                f"PostgreSQL refuses to run as root, so it runs as the system user {SERVICE_USER}, which cannot "
-                f"enter {folder}: one of its parent folders is closed to other users, and the server changes no "
-                f"permission outside its data dir. Choose a --data-dir under an open folder (like /srv/mlflow), "
-                f"or open the parents yourself (chmod o+x)."
-            )
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write `path` readable by its owner only, from the first byte on."""
-    path.unlink(missing_ok=True)  # O_CREAT keeps an existing file's mode
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-
-
-def _start_time(pid: int) -> str | None:
-    """A process's start time (field 22 of /proc/PID/stat), or None when no such process runs."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rpartition(")")[2].split()  # the command name in parentheses may hold spaces
-    return None if fields[0] == "Z" else fields[19]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -474,7 +289,7 @@ def _reap() -> None:
         _stop_until_gone(lambda sig, pgid=pgid: os.killpg(pgid, sig), lambda pgid=pgid: _group_alive(pgid),
                          signal.SIGTERM)
     for pid, started in (entry.split() for entry in postmasters):
-        alive = lambda pid=int(pid), started=started: _start_time(pid) == started  # the same start time: not a reused pid
+        alive = lambda pid=int(pid), started=started: start_time(pid) == started  # the same start time: not a reused pid
         if alive():
             # SIGINT is PostgreSQL's fast shutdown: clients disconnected, data kept.
             _stop_until_gone(lambda sig, pid=int(pid): os.kill(pid, sig), alive, signal.SIGINT)
@@ -542,7 +357,7 @@ def _wait_healthy(server: TeamServer, secret: str | None) -> None:
         except OSError:
             pass
         if server.process.poll() is not None or time.monotonic() > deadline:
-            last = _last_error_line(server.log_path)
+            last = last_error_line(server.log_path)
             if secret:  # a driver error may quote the URI it was given
                 last = last.replace(secret, "***")
             raise UserError(
@@ -550,12 +365,6 @@ def _wait_healthy(server: TeamServer, secret: str | None) -> None:
                 f"): {last}. The whole log is {server.log_path}."
             )
         time.sleep(0.5)
-
-
-def _last_error_line(log_path: Path) -> str:
-    lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
-    errors = [line for line in lines if "Error" in line or "error" in line]
-    return (errors or lines or ["no output"])[-1][:300]
 
 
 def _stop_group(process: subprocess.Popen) -> None:

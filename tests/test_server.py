@@ -27,7 +27,7 @@ import pytest
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
-from sentiment_flow import registry, server
+from sentiment_flow import embedded_postgres, registry, server
 from sentiment_flow.cli import cli
 
 from conftest import REPO_ROOT, free_port, http_service, subprocess_env
@@ -304,10 +304,9 @@ def test_eight_promotions_at_once_leave_one_holder_and_every_other_process_fails
 @pytest.mark.slow
 def test_the_password_is_in_no_database_row_artifact_or_log(team, as_admin):
     """Runs after the workflow and race tests: whatever they wrote is searched."""
-    pg_bin = Path(__import__("pgserver").__file__).parent / "pginstall" / "bin"
     postgres = team.server.postgres
     dump = subprocess.run(
-        [str(pg_bin / "pg_dumpall"), "-d", postgres.uri(server.SUPERUSER)], capture_output=True, timeout=300,
+        [str(embedded_postgres._pg_bin() / "pg_dumpall"), "-d", postgres.uri(embedded_postgres.SUPERUSER)], capture_output=True, timeout=300,
         check=True, env={**os.environ, "PGPASSFILE": str(postgres.passfile)},
     ).stdout
     assert b"alembic_version_auth" in dump and b"registered_model" in dump  # the dump has both databases

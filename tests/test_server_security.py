@@ -27,7 +27,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import free_port, subprocess_env
 
-from sentiment_flow import server
+from sentiment_flow import embedded_postgres, server
 from sentiment_flow.cli import cli
 
 pytest.importorskip("pgserver", reason='the [server] extra is not installed: pip install -e ".[server]"')
@@ -67,9 +67,9 @@ def modes_up_to_root(path: Path) -> dict[Path, int]:
     return {parent: parent.stat().st_mode for parent in path.parents}
 
 
-def psql(postgres: server.EmbeddedPostgres, env: dict[str, str], as_user: str | None = None):
+def psql(postgres: embedded_postgres.EmbeddedPostgres, env: dict[str, str], as_user: str | None = None):
     """`psql -c 'select 1'` on the server's socket as `as_user` (None: ourselves), never prompting."""
-    command = [str(server._pg_bin() / "psql"), "-h", str(postgres.socket_dir), "-U", server.SUPERUSER,
+    command = [str(embedded_postgres._pg_bin() / "psql"), "-h", str(postgres.socket_dir), "-U", embedded_postgres.SUPERUSER,
                "-d", "postgres", "-w", "-c", "select 1"]
     if as_user:
         command = ["runuser", "-u", as_user, "--", *command]
@@ -85,7 +85,7 @@ def test_no_other_local_user_reaches_the_embedded_database_or_its_files(open_dir
     data_dir = open_dir / name
     data_dir.mkdir(mode=0o711)  # as `server.start` makes it when root
     before = modes_up_to_root(data_dir)
-    postgres = server.start_postgres(data_dir / "postgres", data_dir / "pgpass")
+    postgres = embedded_postgres.start_postgres(data_dir / "postgres", data_dir / "pgpass")
     try:
         assert (postgres.socket_dir == postgres.pgdata) == (name == "short")
         # Our own user with the passfile gets in, so the refusals below are refusals, not a broken database.
@@ -118,12 +118,12 @@ def test_a_trust_cluster_made_by_pgserver_gets_a_password_on_the_next_start(open
     data_dir.mkdir(mode=0o711)
     pgdata = data_dir / "postgres"
     pgdata.mkdir(mode=0o700)
-    user = server._ensure_service_user(print) if os.geteuid() == 0 else None
+    user = embedded_postgres._ensure_service_user(print) if os.geteuid() == 0 else None
     if user is not None:
         os.chown(pgdata, user.pw_uid, user.pw_gid)
     # What pgserver.get_server ran, and the older version of this server with it.
-    server._pg_run(["initdb", "-D", str(pgdata), "-U", server.SUPERUSER, "--auth=trust"], user)
-    postgres = server.start_postgres(pgdata, data_dir / "pgpass")
+    embedded_postgres._pg_run(["initdb", "-D", str(pgdata), "-U", embedded_postgres.SUPERUSER, "--auth=trust"], user)
+    postgres = embedded_postgres.start_postgres(pgdata, data_dir / "pgpass")
     try:
         no_password = psql(postgres, {})
         assert no_password.returncode != 0 and "password" in no_password.stderr, no_password.stderr
@@ -144,7 +144,7 @@ def test_a_data_dir_behind_a_closed_folder_is_refused_after_announcing_useradd_a
     open_dir, monkeypatch
 ):
     user = f"sf-svc-{uuid.uuid4().hex[:8]}"  # a service user of our own: the real one may be in use
-    monkeypatch.setattr(server, "SERVICE_USER", user)
+    monkeypatch.setattr(embedded_postgres, "SERVICE_USER", user)
     closed = open_dir / "private"
     closed.mkdir(mode=0o700)  # like a home folder holding private files
     (closed / "secret.txt").write_text("private")
