@@ -20,11 +20,11 @@ from sqlalchemy.engine import make_url
 
 from sentiment_flow.config import CANARY_TEXTS
 from sentiment_flow.errors import (
-    SERVER_UNAVAILABLE,
+    SERVER_FAILED,
     UserError,
-    database_down,
     one_line,
     redact_uri,
+    server_failed,
 )
 
 log = logging.getLogger(__name__)
@@ -86,8 +86,9 @@ def store_error(exc: MlflowException) -> UserError:
     """A one-line UserError for an MLflow store failure, with credentials redacted from the URI and the message."""
     uri = mlflow.get_tracking_uri()
     message = one_line(exc)
-    if message.startswith("API request to") and SERVER_UNAVAILABLE in message:
-        return UserError(database_down(redacted_uri(uri)))
+    status = next((code for text, code in SERVER_FAILED.items() if text in message), None)
+    if message.startswith("API request to") and status:
+        return UserError(server_failed(redacted_uri(uri), status))
     if message.startswith("API request to"):  # the transport failed: requests' text repeats the URL
         return UserError(
             f"Cannot reach the MLflow tracking server at {redacted_uri(uri)}. Start it, or point "
