@@ -2,9 +2,9 @@
 
 Embedded (the default): PostgreSQL (see embedded_postgres) keeps its data in DATA_DIR/postgres and admits
 only this process's user, with the password in the libpq passfile DATA_DIR/pgpass; artifacts go to
-DATA_DIR/artifacts. A reaper process in its own session stops `mlflow server` and PostgreSQL when this process dies, even by
-SIGKILL; `TeamServer.wait` stops the server when PostgreSQL dies. Production: `backend_store_uri`
-names an existing PostgreSQL and nothing else is started. Either way the server proxies artifacts
+DATA_DIR/artifacts. A reaper process in its own session stops `mlflow server` and PostgreSQL when this
+process dies, even by SIGKILL; `TeamServer.wait` stops the server when PostgreSQL dies. Production:
+`backend_store_uri` names an existing PostgreSQL and nothing else is started. Either way the server proxies artifacts
 (`--serve-artifacts`), so clients need only its URL, never a shared filesystem.
 
 With `auth`, MLflow's own basic-auth app runs: its users live in the same PostgreSQL (database
