@@ -89,6 +89,7 @@ def main(model: str, versions: int, repeats: int) -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)  # sqlite's artifacts (./mlruns) and anything else land in the temporary folder
+        Path(tmp).chmod(0o711)  # as root, PostgreSQL's own user must pass through; the server opens no parent
         results["sqlite file store"] = measure_store(f"sqlite:///{tmp}/mlflow.db", model, versions, repeats)
         with server.start(Path(tmp) / "team", port=_free_port(), workers=2) as team:
             results["PostgreSQL team server"] = measure_store(team.url, model, versions, repeats)

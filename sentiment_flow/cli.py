@@ -428,11 +428,12 @@ def server_command(data_dir: str, backend_store_uri: str | None, artifacts_desti
     """Run a team tracking server: `mlflow server` on PostgreSQL with proxied artifacts, until Ctrl-C or SIGTERM."""
     from sentiment_flow import server
 
+    out = Console()
     with server.start(
         data_dir, backend_store_uri=backend_store_uri, artifacts_destination=artifacts_destination,
         host=host, port=port, workers=workers, auth=auth,
+        announce=lambda text: out.print(text, highlight=False, markup=False, soft_wrap=True),
     ) as running:
-        out = Console()
         out.print(f"Team server on {running.url}: store {running.backend}, artifacts {running.artifacts}, "
                   f"log {running.log_path}", highlight=False, markup=False, soft_wrap=True)
         if auth:

@@ -2,6 +2,20 @@
 
 from urllib.parse import urlsplit
 
+# What MLflow's client says once it gave up retrying a server that answers with an error: mlflow server
+# answers 503 when the tracking store's database fails, and 500 when the model registry's does.
+SERVER_FAILED = {"too many 503 error responses": "503", "too many 500 error responses": "500"}
+
+
+def server_failed(redacted_server_uri: str, status: str) -> str:
+    """The message for a tracking server that answers, but with 503 or 500 (its database is down) to every try."""
+    cause = "its database is down" if status == "503" else "most likely its database is down"
+    return (
+        f"The MLflow tracking server at {redacted_server_uri} answers, but {cause} (HTTP {status}). "
+        "Ask whoever runs the server to check its log and restart it; `sentiment-flow server` exits when its "
+        "PostgreSQL dies."
+    )
+
 
 class UserError(Exception):
     """Bad input or environment, with a message that names what was found and how to fix it."""

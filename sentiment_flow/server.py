@@ -1,8 +1,10 @@
 """Team tracking server: `mlflow server` on PostgreSQL with proxied artifacts, started and stopped as one.
 
-Embedded (the default): PostgreSQL from the `pgserver` wheel keeps its data in DATA_DIR/postgres and
-listens on a unix socket only; artifacts go to DATA_DIR/artifacts. Production: `backend_store_uri`
-names an existing PostgreSQL and nothing else is started. Either way the server proxies artifacts
+Embedded (the default): PostgreSQL (see embedded_postgres) keeps its data in DATA_DIR/postgres and admits
+only this process's user, with the password in the libpq passfile DATA_DIR/pgpass; artifacts go to
+DATA_DIR/artifacts. A reaper process in its own session stops `mlflow server` and PostgreSQL when this
+process dies, even by SIGKILL; `TeamServer.wait` stops the server when PostgreSQL dies. Production:
+`backend_store_uri` names an existing PostgreSQL and nothing else is started. Either way the server proxies artifacts
 (`--serve-artifacts`), so clients need only its URL, never a shared filesystem.
 
 With `auth`, MLflow's own basic-auth app runs: its users live in the same PostgreSQL (database
@@ -12,20 +14,31 @@ MLFLOW_AUTH_ADMIN_PASSWORD in the environment, so it never passes through argv, 
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
+from sentiment_flow.embedded_postgres import (
+    SUPERUSER,
+    EmbeddedPostgres,
+    last_error_line,
+    start_postgres,
+    start_time,
+)
 from sentiment_flow.errors import UserError, redact_uri
+
+log = logging.getLogger(__name__)
 
 DEFAULT_DATA_DIR = "mlflow-server"
 DEFAULT_HOST = "127.0.0.1"
@@ -36,6 +49,7 @@ ADMIN_PASSWORD_VAR = "MLFLOW_AUTH_ADMIN_PASSWORD"  # read by MLflow's auth app w
 START_TIMEOUT = 180.0  # seconds for migrations on a fresh database plus the workers' imports, on a busy host
 STOP_TIMEOUT = 30.0
 AUTH_CACHE_TTL_SECONDS = 60  # with --auth: credentials checked once a minute per worker, not on every request
+WATCH_INTERVAL = 1.0  # seconds between checks that the embedded PostgreSQL is still alive
 
 
 @dataclass
@@ -47,12 +61,25 @@ class TeamServer:
     log_path: Path
     artifacts: str
     backend: str  # the backend store URI without credentials, safe to print
-    postgres: Any = None  # pgserver's PostgresServer when embedded, else None
+    reaper: Reaper
+    postgres: EmbeddedPostgres | None = None  # None with a production PostgreSQL
     _stopped: bool = field(default=False, repr=False)
 
     def wait(self) -> int:
-        """The exit code of `mlflow server`, once it exits."""
-        return self.process.wait()
+        """The exit code of `mlflow server` once it exits; raises UserError, having stopped it, if PostgreSQL dies."""
+        while True:
+            try:
+                return self.process.wait(timeout=WATCH_INTERVAL)
+            except subprocess.TimeoutExpired:
+                pass
+            # Restarting PostgreSQL here would hide a crash loop or a full disk behind a server that seems up;
+            # exiting lets the operator, or a supervisor such as systemd's Restart=on-failure, decide.
+            if self.postgres is not None and not self.postgres.running():
+                self.stop()
+                raise UserError(
+                    f"The embedded PostgreSQL stopped unexpectedly, so the server stopped too; its log is "
+                    f"{self.postgres.log}. Start the same command again."
+                )
 
     def stop(self) -> None:
         """Stop `mlflow server` and its workers, then the embedded PostgreSQL; safe to call twice."""
@@ -62,8 +89,11 @@ class TeamServer:
         try:
             _stop_group(self.process)
         finally:
-            if self.postgres is not None:
-                self.postgres.cleanup()  # pg_ctl stop: a clean shutdown, the data stays
+            try:
+                if self.postgres is not None:
+                    self.postgres.stop()  # pg_ctl stop -m fast: a clean shutdown, the data stays
+            finally:
+                self.reaper.release()
 
     def __enter__(self) -> TeamServer:
         return self
@@ -81,8 +111,12 @@ def start(
     port: int = DEFAULT_PORT,
     workers: int = DEFAULT_WORKERS,
     auth: bool = False,
+    announce: Callable[[str], None] = log.warning,
 ) -> TeamServer:
-    """A started team server, answering on its URL; raises UserError (and starts nothing) when it cannot."""
+    """A started team server, answering on its URL; raises UserError (and starts nothing) when it cannot.
+
+    `announce` is told about a change to the system (a user created) before it is made.
+    """
     data_dir = Path(data_dir).expanduser().resolve()
     _check_port_free(host, port)
     if auth and not os.environ.get(ADMIN_PASSWORD_VAR):
@@ -96,14 +130,23 @@ def start(
             f"--backend-store-uri must be a PostgreSQL URI like postgresql://mlflow@db.internal:5432/mlflow, "
             f"got {redact_uri(backend_store_uri)!r}."
         )
-    data_dir.mkdir(parents=True, exist_ok=True)
+    # A new data dir is private: with --auth, artifacts read from the filesystem would bypass the server's
+    # permissions. As root, PostgreSQL's own user still needs to pass through it to DATA_DIR/postgres.
+    data_dir.mkdir(mode=0o711 if os.geteuid() == 0 and not backend_store_uri else 0o700, parents=True, exist_ok=True)
     artifacts = artifacts_destination or str(data_dir / "artifacts")
+    if artifacts_destination is None:
+        Path(artifacts).mkdir(mode=0o700, exist_ok=True)
+    reaper = Reaper.start()
     postgres = None
-    if backend_store_uri is None:
-        postgres = _start_postgres(data_dir / "postgres")
     try:
-        store = _psycopg2(backend_store_uri or postgres.get_uri(DATABASE))
+        if backend_store_uri is None:
+            postgres = start_postgres(data_dir / "postgres", data_dir / "pgpass", announce)
+            reaper.watch_postgres(postgres)
+            _create_databases(postgres)
+        store = _psycopg2(backend_store_uri or postgres.uri(DATABASE))
         env = dict(os.environ)
+        if postgres is not None:
+            env["PGPASSFILE"] = str(postgres.passfile)  # libpq reads the password there: never in a URI or argv
         # MLflow's job runner serves GenAI jobs this project never submits, and costs a process per queue.
         env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
         command = [
@@ -111,7 +154,7 @@ def start(
             "--backend-store-uri", store, "--serve-artifacts", "--artifacts-destination", artifacts,
         ]
         if auth:
-            auth_store = _psycopg2(postgres.get_uri(AUTH_DATABASE)) if postgres else store
+            auth_store = _psycopg2(postgres.uri(AUTH_DATABASE)) if postgres else store
             env["MLFLOW_AUTH_CONFIG_PATH"] = str(_write_auth_config(data_dir, auth_store))
             # CSRF tokens must verify in every worker; a fresh key per start only logs browsers out.
             env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_hex(32))
@@ -119,17 +162,22 @@ def start(
         # `mlflow server` starts uvicorn from PATH: the one next to this interpreter.
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         log_path = data_dir / "mlflow-server.log"
-        with open(log_path, "a") as log:
+        with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as log:
             # Its own session: Ctrl-C in the terminal reaches only us, and we stop it and its workers in order.
+            # uvicorn and its workers stay in its process group, which the reaper stops if we are killed.
             process = subprocess.Popen(
                 command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+        reaper.watch_group(process.pid)
         url = f"http://{_client_host(host)}:{port}"
-        server = TeamServer(url, process, log_path, artifacts, redact_uri(store), postgres)
+        server = TeamServer(url, process, log_path, artifacts, redact_uri(store), reaper, postgres)
     except BaseException:
-        if postgres is not None:
-            postgres.cleanup()
+        try:
+            if postgres is not None:
+                postgres.stop()
+        finally:
+            reaper.release()
         raise
     try:
         _wait_healthy(server, urlsplit(backend_store_uri).password if backend_store_uri else None)
@@ -153,31 +201,130 @@ def _check_port_free(host: str, port: int) -> None:
             ) from None
 
 
-def _start_postgres(pgdata: Path):
+def _create_databases(postgres: EmbeddedPostgres) -> None:
     try:
-        import pgserver
         import psycopg2
     except ImportError:
+        postgres.stop()
         raise UserError(
             "The embedded PostgreSQL needs the server extra: pip install -e \".[server]\" "
             "(or pass --backend-store-uri postgresql://... of an existing database)."
         ) from None
-    postgres = pgserver.get_server(pgdata, cleanup_mode="stop")
+    connection = psycopg2.connect(postgres.uri(SUPERUSER), passfile=str(postgres.passfile))
+    connection.autocommit = True  # CREATE DATABASE cannot run inside a transaction
     try:
-        connection = psycopg2.connect(postgres.get_uri())
-        connection.autocommit = True  # CREATE DATABASE cannot run inside a transaction
+        with connection.cursor() as cursor:
+            for database in (DATABASE, AUTH_DATABASE):
+                cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
+                if cursor.fetchone() is None:
+                    cursor.execute(f'CREATE DATABASE "{database}"')
+    finally:
+        connection.close()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The reaper: what dies with this process
+
+
+REAPER = "import sys; sys.path[:0] = [{path!r}]; from sentiment_flow.server import _reap; _reap()"
+
+
+@dataclass
+class Reaper:
+    """A process in its own session that stops what it was told about when our end of its pipe closes.
+
+    The kernel closes the pipe however we die (SIGKILL included); PR_SET_PDEATHSIG would reach only direct
+    children, and `mlflow server` starts uvicorn, which starts the workers.
+    """
+
+    process: subprocess.Popen
+    pipe: int
+
+    @classmethod
+    def start(cls) -> Reaper:
+        read_end, write_end = os.pipe()  # not inheritable: no other child holds the write end open
+        env = {key: value for key, value in os.environ.items() if key != ADMIN_PASSWORD_VAR}
+        package_root = str(Path(__file__).resolve().parent.parent)
+        process = subprocess.Popen(
+            [sys.executable, "-c", REAPER.format(path=package_root)], stdin=read_end, env=env,
+            stdout=subprocess.DEVNULL, start_new_session=True,
+        )
+        os.close(read_end)
+        return cls(process, write_end)
+
+    def _say(self, line: str) -> None:
+        os.write(self.pipe, f"{line}\n".encode())
+
+    def watch_group(self, pgid: int) -> None:
+        self._say(f"group {pgid}")
+
+    def watch_postgres(self, postgres: EmbeddedPostgres) -> None:
+        self._say(f"postmaster {postgres.pid} {postgres.started}")
+        if postgres.socket_dir != postgres.pgdata:
+            self._say(f"remove {postgres.socket_dir}")
+
+    def release(self) -> None:
+        """We stopped everything ourselves: the reaper exits without touching anything."""
         try:
-            with connection.cursor() as cursor:
-                for database in (DATABASE, AUTH_DATABASE):
-                    cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
-                    if cursor.fetchone() is None:
-                        cursor.execute(f'CREATE DATABASE "{database}"')
-        finally:
-            connection.close()
-    except BaseException:
-        postgres.cleanup()
-        raise
-    return postgres
+            self._say("done")
+        except OSError:
+            pass  # it died already
+        os.close(self.pipe)
+        try:
+            self.process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _reap() -> None:
+    """The reaper's body: read orders until EOF, then stop the process group, PostgreSQL and remove folders."""
+    groups, postmasters, folders = [], [], []
+    for line in sys.stdin:
+        verb, _, argument = line.strip().partition(" ")
+        if verb == "done":
+            return
+        {"group": groups, "postmaster": postmasters, "remove": folders}[verb].append(argument)
+    for pgid in map(int, groups):
+        _stop_until_gone(lambda sig, pgid=pgid: os.killpg(pgid, sig), lambda pgid=pgid: _group_alive(pgid),
+                         signal.SIGTERM)
+    for pid, started in (entry.split() for entry in postmasters):
+        alive = lambda pid=int(pid), started=started: start_time(pid) == started  # the same start time: not a reused pid
+        if alive():
+            # SIGINT is PostgreSQL's fast shutdown: clients disconnected, data kept.
+            _stop_until_gone(lambda sig, pid=int(pid): os.kill(pid, sig), alive, signal.SIGINT)
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _stop_until_gone(send, alive, first_signal: int) -> None:
+    """Send `first_signal`, wait until `alive()` is false, SIGKILL after STOP_TIMEOUT."""
+    try:
+        send(first_signal)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while alive():
+            if time.monotonic() > deadline:
+                send(signal.SIGKILL)
+                return
+            time.sleep(0.2)
+    except ProcessLookupError:
+        pass  # gone
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a live (not zombie) process is in process group `pgid`; zombies wait for whoever reaps them."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # it exited while we looked
+        if fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
+
+
+# ---------------------------------------------------------------------------------------------------------
+# mlflow server
 
 
 def _write_auth_config(data_dir: Path, database_uri: str) -> Path:
@@ -210,7 +357,7 @@ def _wait_healthy(server: TeamServer, secret: str | None) -> None:
         except OSError:
             pass
         if server.process.poll() is not None or time.monotonic() > deadline:
-            last = _last_error_line(server.log_path)
+            last = last_error_line(server.log_path)
             if secret:  # a driver error may quote the URI it was given
                 last = last.replace(secret, "***")
             raise UserError(
@@ -218,12 +365,6 @@ def _wait_healthy(server: TeamServer, secret: str | None) -> None:
                 f"): {last}. The whole log is {server.log_path}."
             )
         time.sleep(0.5)
-
-
-def _last_error_line(log_path: Path) -> str:
-    lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
-    errors = [line for line in lines if "Error" in line or "error" in line]
-    return (errors or lines or ["no output"])[-1][:300]
 
 
 def _stop_group(process: subprocess.Popen) -> None:

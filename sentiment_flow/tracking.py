@@ -19,7 +19,13 @@ from mlflow.exceptions import MlflowException
 from sqlalchemy.engine import make_url
 
 from sentiment_flow.config import CANARY_TEXTS
-from sentiment_flow.errors import UserError, one_line, redact_uri
+from sentiment_flow.errors import (
+    SERVER_FAILED,
+    UserError,
+    one_line,
+    redact_uri,
+    server_failed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +86,9 @@ def store_error(exc: MlflowException) -> UserError:
     """A one-line UserError for an MLflow store failure, with credentials redacted from the URI and the message."""
     uri = mlflow.get_tracking_uri()
     message = one_line(exc)
+    status = next((code for text, code in SERVER_FAILED.items() if text in message), None)
+    if message.startswith("API request to") and status:
+        return UserError(server_failed(redacted_uri(uri), status))
     if message.startswith("API request to"):  # the transport failed: requests' text repeats the URL
         return UserError(
             f"Cannot reach the MLflow tracking server at {redacted_uri(uri)}. Start it, or point "

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -25,7 +27,7 @@ import pytest
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
-from sentiment_flow import registry, server
+from sentiment_flow import embedded_postgres, registry, server
 from sentiment_flow.cli import cli
 
 from conftest import REPO_ROOT, free_port, http_service, subprocess_env
@@ -53,16 +55,23 @@ class Team:
 @pytest.fixture(scope="module")
 def team(tmp_path_factory):
     """A running team server with --auth; stopped (with its PostgreSQL) however the module ends."""
-    root = tmp_path_factory.mktemp("team")
+    # Under a folder other users may pass through (as root PostgreSQL runs as another user, and pytest's tmp
+    # folders are closed), with a path too long for a socket: PostgreSQL's goes to a private /tmp folder.
+    root = Path(tempfile.mkdtemp(prefix="sf-team-", dir="/tmp")) / ("t" * 80)
+    root.parent.chmod(0o711)
+    root.mkdir(mode=0o711)
     port = free_port()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(server.ADMIN_PASSWORD_VAR, PASSWORD)
-        started = server.start(root / "data", port=port, workers=2, auth=True)
-    team = Team(root, root / "data", port, started)
     try:
-        yield team
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv(server.ADMIN_PASSWORD_VAR, PASSWORD)
+            started = server.start(root / "data", port=port, workers=2, auth=True)
+        team = Team(root, root / "data", port, started)
+        try:
+            yield team
+        finally:
+            team.server.stop()
     finally:
-        team.server.stop()
+        shutil.rmtree(root.parent, ignore_errors=True)
 
 
 @pytest.fixture
@@ -295,10 +304,10 @@ def test_eight_promotions_at_once_leave_one_holder_and_every_other_process_fails
 @pytest.mark.slow
 def test_the_password_is_in_no_database_row_artifact_or_log(team, as_admin):
     """Runs after the workflow and race tests: whatever they wrote is searched."""
-    pg_bin = Path(__import__("pgserver").__file__).parent / "pginstall" / "bin"
-    uri = team.server.postgres.get_uri()
+    postgres = team.server.postgres
     dump = subprocess.run(
-        [str(pg_bin / "pg_dumpall"), "-d", uri], capture_output=True, timeout=300, check=True
+        [str(embedded_postgres._pg_bin() / "pg_dumpall"), "-d", postgres.uri(embedded_postgres.SUPERUSER)], capture_output=True, timeout=300,
+        check=True, env={**os.environ, "PGPASSFILE": str(postgres.passfile)},
     ).stdout
     assert b"alembic_version_auth" in dump and b"registered_model" in dump  # the dump has both databases
     assert PASSWORD.encode() not in dump
