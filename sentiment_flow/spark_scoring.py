@@ -137,9 +137,11 @@ def _session(master: str, config: ScoreConfig):
             if SparkConf().get("spark.ui.enabled") is None:
                 builder = builder.config("spark.ui.enabled", "false")
             spark = builder.getOrCreate()
-        except PySparkException as exc:
+        except BaseException as exc:  # a SIGTERM while the JVM starts too
             _remove(scratch)
-            raise UserError(f"Spark did not start on master {master!r}: {one_line(exc)}.") from None
+            if isinstance(exc, PySparkException):
+                raise UserError(f"Spark did not start on master {master!r}: {one_line(exc)}.") from None
+            raise
     else:
         spark = active
     # Arrow batches of chunk_size rows: what one predict_texts call sorts by token count and scores.
