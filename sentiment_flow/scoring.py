@@ -219,6 +219,14 @@ def check_columns(header: list[str], where: str, config: ScoreConfig, probabilit
         )
 
 
+def check_csv(path: Path, config: ScoreConfig) -> None:
+    """Read all of the CSV `path` as the local engine does, and drop the rows: an engine with another parser
+    (Spark's turns invalid bytes into U+FFFD) first refuses what this one would, in the same words."""
+    with open(path, "rb") as handle:
+        for _ in _chunks(handle, path, config):
+            pass
+
+
 def _parquet(path: Path):
     import pyarrow.parquet as pq
 
@@ -337,9 +345,12 @@ def _writer(partial: Path, output: Path, header: list[str], input_path: Path, co
     """A function writing one scored chunk (positional columns: the input's, then the predictions) to `partial`."""
     columns = header + output_columns(config.output_prefix, probabilities)
     if not is_parquet(output):
+        # CRLF line ends (RFC 4180): with "\n", pandas leaves a field holding a lone "\r" unquoted, which a
+        # reader then splits into two rows.
+        lines = "\r\n"
         with open(partial, "x", encoding="utf-8", newline="") as out:
-            out.write(pd.DataFrame(columns=columns).to_csv(index=False))  # as read: duplicates stay duplicates
-            yield lambda scored: scored.to_csv(out, header=False, index=False)
+            out.write(pd.DataFrame(columns=columns).to_csv(index=False, lineterminator=lines))  # duplicates stay
+            yield lambda scored: scored.to_csv(out, header=False, index=False, lineterminator=lines)
         return
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -30,13 +30,22 @@ from sentiment_flow.config import LABELS, SPARK_MASTER, ScoreConfig
 from sentiment_flow.data import label_id
 from sentiment_flow.errors import UserError, one_line
 from sentiment_flow.scoring import (
-    ScoreSummary, _metrics, check_columns, is_parquet, load_scorer, output_columns, predict_texts, token_lengths,
+    ScoreSummary, _metrics, check_columns, check_csv, is_parquet, load_scorer, output_columns, predict_texts,
+    token_lengths,
 )
 
 # Texts whose token lengths the driver counts for the drift check: a sample, not the whole (remote) input.
 LENGTH_SAMPLE = 20_000
 # RFC 4180 as the local scorer reads and writes it: a quote inside a field doubled, newlines inside quotes.
 CSV_OPTIONS = {"header": True, "multiLine": True, "quote": '"', "escape": '"'}
+# Spark's CSV writer strips every field's leading and trailing spaces unless told not to: keep them as read.
+CSV_WRITE_OPTIONS = {
+    **{k: v for k, v in CSV_OPTIONS.items() if k != "multiLine"},
+    "ignoreLeadingWhiteSpace": False, "ignoreTrailingWhiteSpace": False,
+}
+# What Spark's writer ends lines with (its default lineSep), and so how the written output is read back.
+WRITTEN_LINES = {"encoding": "utf-8", "lineSep": "\n"}
+LOOPBACK = "127.0.0.1"  # where a local Spark listens (driver, block manager, web UI) unless SPARK_LOCAL_IP says
 # pyspark 4 warns on import with pandas 3, which every feature used here handles.
 PANDAS_WARNING = "PySpark does not yet fully support pandas"
 
@@ -77,7 +86,7 @@ def score_spark(
         out = _Output(spark, output_path)
         if out.exists() and not overwrite:
             raise UserError(f"Output {output_path!r} exists; pass --overwrite to replace it.")
-        frame = _read(spark, _absolute(input_path), config)
+        frame = _read(spark, _absolute(input_path), _check_local_csv(spark, input_path, config))
         check_columns(frame.columns, input_path, config, probabilities)
         scorer = load_scorer(model_uri, dst_path=model_dir)
         spark.sparkContext.addFile(model_dir, recursive=True)  # its random name is unique in the session
@@ -87,7 +96,7 @@ def score_spark(
         with out.partial() as partial:
             _write(_scored(spark, frame, model, scorer.model_version, config, probabilities), partial, output_path)
             seconds = time.perf_counter() - start
-            written = _read(spark, _literal(partial), config, like=output_path)
+            written = _read(spark, _literal(partial), WRITTEN_LINES, like=output_path)
             summary = _summarise(written, frame.columns, scorer, config)
             out.publish(partial, overwrite)
     return ScoreSummary(output=Path(output_path), model_version=scorer.model_version, seconds=seconds, **summary)
@@ -97,10 +106,12 @@ def score_spark(
 def _session(master: str, config: ScoreConfig):
     """The active SparkSession (spark-submit's, a test's), else a new one on `master`, stopped afterwards."""
     warnings.filterwarnings("ignore", message=PANDAS_WARNING, category=FutureWarning)
+    from pyspark import SparkConf, SparkContext
     from pyspark.errors import PySparkException
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
+    scratch = None  # Spark's scratch folder, when this process starts a local Spark
     if active is None:
         # Local workers run this interpreter (its venv), not whatever `python3` is first on PATH.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -113,10 +124,24 @@ def _session(master: str, config: ScoreConfig):
         )
         if "PYSPARK_GATEWAY_PORT" not in os.environ:  # under spark-submit, its --master decides
             builder = builder.master(master)
+            if master.startswith("local"):
+                # blockmgr-*, userFiles-* (the model's copy) and pyspark-* in a folder of this job's, removed
+                # below: a SIGTERM ends the JVM before its shutdown hook would remove them from /tmp.
+                scratch = tempfile.mkdtemp(prefix="sentiment_flow-spark-")
+                builder = builder.config("spark.local.dir", scratch)
         try:
+            with _local_jvm_environment(scratch):
+                SparkContext._ensure_initialized()  # the JVM, and in it the user's Spark configuration
+            # The web UI (port 4040, on every interface, no login) only where that configuration (spark-submit
+            # --conf, PYSPARK_SUBMIT_ARGS, spark-defaults.conf) turns it on.
+            if SparkConf().get("spark.ui.enabled") is None:
+                builder = builder.config("spark.ui.enabled", "false")
             spark = builder.getOrCreate()
-        except PySparkException as exc:
-            raise UserError(f"Spark did not start on master {master!r}: {one_line(exc)}.") from None
+        except BaseException as exc:  # a SIGTERM while the JVM starts too
+            _remove(scratch)
+            if isinstance(exc, PySparkException):
+                raise UserError(f"Spark did not start on master {master!r}: {one_line(exc)}.") from None
+            raise
     else:
         spark = active
     # Arrow batches of chunk_size rows: what one predict_texts call sorts by token count and scores.
@@ -129,31 +154,101 @@ def _session(master: str, config: ScoreConfig):
         gateway_process = getattr(spark.sparkContext._gateway, "proc", None)
         if active is None and gateway_process is not None:
             gateway_process.kill()
-            try:  # forget the session, or MLflow (ending the run KILLED) asks the dead JVM for its settings
+            gateway_process.wait()  # gone before its scratch folder is removed
+            # Forget the session, or MLflow (ending the run KILLED) asks the dead JVM for its settings. stop()
+            # fails on the dead JVM's refused connection before it forgets the context, so forget that here.
+            try:
                 spark.stop()
-            except Exception:  # noqa: BLE001 - the JVM is gone; stop() has cleared the session by now
+            except Exception:  # noqa: BLE001 - the JVM is gone
                 pass
+            SparkContext._active_spark_context = None
             active = spark  # stopped
         raise
     finally:
-        if active is None:
-            spark.stop()
+        try:
+            if active is None:
+                spark.stop()
+        finally:
+            _remove(scratch)
 
 
-def _read(spark, path: str, config: ScoreConfig, like: str | None = None):
-    """A DataFrame of `path`, CSV or Parquet by the name of `like` (default `path`) or of its part files."""
+@contextmanager
+def _local_jvm_environment(scratch: str | None):
+    """For a JVM started here for a local master (`scratch` given): its java.io.tmpdir (spark-submit's own
+    spark-* folder) in `scratch`, and every port it opens on loopback, not the host's address: its driver and
+    block manager ports take no password, and the web UI, where the user turns it on, otherwise takes every
+    interface. A SPARK_LOCAL_IP of the user's wins."""
+    if scratch is None:
+        yield
+        return
+    opts = os.environ.get("SPARK_SUBMIT_OPTS", "")  # the launcher's JVM options for spark-submit
+    changes = {"SPARK_SUBMIT_OPTS": f'{opts} "-Djava.io.tmpdir={scratch}"'.strip(),
+               "SPARK_LOCAL_IP": os.environ.get("SPARK_LOCAL_IP", LOOPBACK)}
+    saved = {name: os.environ.get(name) for name in changes}
+    os.environ.update(changes)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
+
+
+def _remove(folder: str | None) -> None:
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _read(spark, path: str, csv: dict[str, str], like: str | None = None):
+    """A DataFrame of `path`, CSV (read with CSV_OPTIONS and `csv`'s) or Parquet by the name of `like` (default
+    `path`) or of its part files."""
     from pyspark.errors import AnalysisException
 
     try:
         if _is_csv(spark, like or path):
             # Spark reads an empty unquoted field as null; the local scorer (and pandas) as "": the same rows.
-            return spark.read.options(**CSV_OPTIONS, encoding=config.encoding, mode="FAILFAST").csv(path).na.fill("")
+            return spark.read.options(**CSV_OPTIONS, **csv, mode="FAILFAST").csv(path).na.fill("")
         return spark.read.parquet(path)
     except AnalysisException as exc:
         raise UserError(
             f"Could not read {path!r}: {_first_line(exc)}. Pass a CSV or Parquet file, or a folder of them, "
             "that exists and that you may read."
         ) from None
+
+
+def _check_local_csv(spark, input_path: str, config: ScoreConfig) -> dict[str, str]:
+    """Spark's CSV options for INPUT (its encoding, and its line ending if it is local), after refusing a local
+    CSV that the local engine would refuse, in its words (`check_csv`): Spark's own parser would score it,
+    invalid bytes replaced by U+FFFD. A remote INPUT is read as Spark reads it."""
+    options = {"encoding": config.encoding}
+    if not _is_local(input_path) or not _is_csv(spark, input_path):
+        return options
+    given = Path(urlsplit(input_path).path)
+    files = sorted(p for p in given.iterdir() if _is_part(p) and ".csv" in p.suffixes) if given.is_dir() else [given]
+    files = [f for f in files if f.is_file()]  # a missing INPUT: Spark names it
+    for file in files:
+        check_csv(file, config)
+    if files:
+        options["lineSep"] = _line_ending(files[0], config)
+    return options
+
+
+def _line_ending(path: Path, config: ScoreConfig) -> str:
+    """The line ending (LF, CRLF or CR) after the header of the CSV `path`. Told none, Spark guesses one and also
+    turns a CRLF inside a quoted field into LF, where the local engine keeps the field as written."""
+    from pandas.io.common import get_handle
+
+    with get_handle(path, "rb", compression="infer", is_text=False) as handles:
+        head = handles.handle.read(1 << 16).decode(config.encoding, errors="replace")  # decodable: check_csv read it
+    ending = re.search(r"\r\n|\r|\n", head)
+    return ending.group() if ending else "\n"
+
+
+def _is_part(path: Path) -> bool:
+    """A data file of a folder Spark reads: Hadoop skips names starting with . or _ (_SUCCESS, .crc files)."""
+    return not path.name.startswith((".", "_"))
 
 
 def _is_csv(spark, path: str) -> bool:
@@ -163,7 +258,7 @@ def _is_csv(spark, path: str) -> bool:
         return True
     if is_parquet(name) or not _is_local(path) or not Path(name).is_dir():
         return False
-    parts = [p for p in Path(name).iterdir() if not p.name.startswith((".", "_"))]
+    parts = [p for p in Path(name).iterdir() if _is_part(p)]
     return any(".csv" in p.suffixes for p in parts)
 
 
@@ -209,7 +304,7 @@ def _write(scored, partial: str, output_path: str) -> None:
 
     try:
         if ".csv" in Path(urlsplit(output_path).path).suffixes:
-            scored.write.options(**{k: v for k, v in CSV_OPTIONS.items() if k != "multiLine"}).csv(partial)
+            scored.write.options(**CSV_WRITE_OPTIONS).csv(partial)
         else:
             scored.write.parquet(partial)
     except (Py4JJavaError, PySparkException) as exc:  # a row Spark cannot read surfaces here, when the job runs

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -124,10 +125,11 @@ def test_a_folder_of_parquet_parts_is_scored_into_csv_part_files_that_keep_every
         (None, None, "Could not read '{tmp_path}/in.csv': [PATH_NOT_FOUND] Path does not exist: "),
         ("review\nnice\n", "./no-such-model", "Could not load model './no-such-model'"),
         ("review\nnice\n", "existing output", "Output 'out.parquet' exists; pass --overwrite to replace it."),
-        # Found only when the job reads that row, after the model loaded and other rows were scored.
-        ("review,n\nok,1\nnice,2,3\n", None, "Spark could not score into 'out.parquet': org.apache.spark.SparkException: "
-         "[FAILED_READ_FILE.NO_HINT] Encountered error while reading file file://{tmp_path}/in.csv. SQLSTATE: KD001 "
-         "(org.apache.spark.SparkRuntimeException: [MALFORMED_CSV_RECORD] Malformed CSV record: nice,2,3 SQLSTATE: KD000)."),
+        # A local CSV is read first as the local engine reads it: Spark found this row only mid-job, model loaded.
+        ("review,n\nok,1\nnice,2,3\n", None, (
+            "'in.csv' line 3 has 3 fields but the header has 2: quote fields that contain the delimiter (\"a, b\") "
+            "or fix that line."
+        )),
     ],
 )
 def test_bad_input_on_the_spark_path_is_one_line_and_leaves_no_output(spark, model_dir, tmp_path, setup, model, message):
@@ -163,23 +165,43 @@ def test_java_absent_is_one_line_naming_the_fix(ready_store, tmp_path, monkeypat
 
 @pytest.mark.slow
 def test_sigterm_mid_job_stops_spark_ends_the_run_killed_and_leaves_no_output(model_dir, ready_store, tmp_path):
-    """py4j waits for the running job's answer; without ending the JVM, the process hung on SIGTERM."""
+    """py4j waits for the running job's answer; without ending the JVM, the process hung on SIGTERM. Ending it,
+    the JVM left its scratch folders (blockmgr-*, spark-*/userFiles-* with the model's copy) in the temp folder;
+    running, its web UI listened on every interface."""
+    import psutil
+
     texts = pd.DataFrame({"text": ["the food was great today", "an awful sad day"] * 20_000})
     texts.to_csv(tmp_path / "in.csv", index=False)
+    temp = tmp_path / "tmp"  # this job's TMPDIR; the JVM's own temp folder (java.io.tmpdir) is /tmp
+    temp.mkdir()
+    before = spark_temp_dirs()
     command = [sys.executable, "-m", "sentiment_flow", "score", model_dir, "in.csv", "out.parquet", "--engine",
                "spark", "--spark-master", "local[1]", "--chunk-size", "100"]
-    proc = subprocess.Popen(command, cwd=tmp_path, env=subprocess_env(), stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(command, cwd=tmp_path, env=subprocess_env(TMPDIR=str(temp)), stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 240
         while not any(p.name.startswith(".out.parquet") for p in tmp_path.iterdir()):  # the job is writing
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "timeout"
             time.sleep(0.2)
         time.sleep(2)
+        descendants = psutil.Process(proc.pid).children(recursive=True)  # the JVM and its Python workers
+        (jvm,) = [p for p in descendants if p.name() == "java"]
+        listening = {(c.laddr.ip, c.laddr.port) for c in jvm.net_connections("inet") if c.status == psutil.CONN_LISTEN}
+        assert listening and {ip for ip, _ in listening} <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, listening
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM, proc.stderr.read()[-3000:]
     finally:
         if proc.poll() is None:
             proc.kill()
+    _, alive = psutil.wait_procs(descendants, timeout=30)
+    assert alive == []
+    assert sorted(p.name for p in temp.iterdir()) == []
+    assert spark_temp_dirs() - before == set()
     (run,) = mlflow.MlflowClient().search_runs([mlflow.get_experiment_by_name("sentiment-flow-scoring").experiment_id])
     assert run.info.status == "KILLED"
     assert leftovers(tmp_path) == []
+
+
+def spark_temp_dirs() -> set[str]:
+    """The folders a Spark driver makes in the shared /tmp when told no spark.local.dir."""
+    return {p.name for pattern in ("spark-*", "blockmgr-*") for p in Path("/tmp").glob(pattern)}
