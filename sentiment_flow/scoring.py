@@ -177,17 +177,27 @@ def output_columns(prefix: str = "", probabilities: bool = False) -> list[str]:
 
 def check_input(input_path: Path, config: ScoreConfig, probabilities: bool = False) -> list[str]:
     """The input's header as written, after checking everything that can be checked before a model is loaded."""
+    if input_path.is_dir():
+        raise UserError(
+            f"Input {str(input_path)!r} is a folder; the local engine scores one file: name the file, or score a "
+            f"folder of part files with --engine spark."
+        )
     if not input_path.is_file():
         raise UserError(f"Input file {str(input_path)!r} does not exist.")
     if is_parquet(input_path):
         with _reading(input_path, config):
-            metadata = _parquet(input_path).metadata
-        header, has_rows = list(metadata.schema.names), metadata.num_rows > 0
+            parquet = _parquet(input_path)
+            # The Arrow schema's names are the columns; the Parquet schema's are its leaves (a list column's
+            # leaf is called `element`).
+            schema, has_rows = parquet.schema_arrow, parquet.metadata.num_rows > 0
+        header = list(schema.names)
+        check_columns(header, str(input_path), config, probabilities)
+        _check_text_type(schema, str(input_path), config.text_column)
     else:
         with _reading(input_path, config):
             head = _read_csv(input_path, input_path, config, nrows=2)
         header, has_rows = list(head.iloc[0]), len(head) > 1
-    check_columns(header, str(input_path), config, probabilities)
+        check_columns(header, str(input_path), config, probabilities)
     if not has_rows:
         raise UserError(f"{str(input_path)!r} has a header but no rows to score.")
     return header
@@ -216,6 +226,18 @@ def check_columns(header: list[str], where: str, config: ScoreConfig, probabilit
             f"{where!r} already has column(s) {', '.join(clashes)}, which scoring would write. "
             f"Pass --output-prefix (e.g. --output-prefix {suggestion}) to name the new columns "
             f"{', '.join(output_columns(suggestion, probabilities))}."
+        )
+
+
+def _check_text_type(schema, where: str, text_column: str) -> None:
+    """Refuse a Parquet text column that holds something other than one string (or null) per row."""
+    import pyarrow as pa
+
+    kind = schema.field(text_column).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)):
+        raise UserError(
+            f"{where!r} column {text_column!r} holds {kind} values, not text; scoring needs one string per row "
+            f"(or name another column with --text-column)."
         )
 
 

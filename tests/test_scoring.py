@@ -263,6 +263,40 @@ def test_bad_input_is_refused_before_any_model_loads_and_writes_nothing(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".csv") == (["in.csv"] if setup is not None else [])
 
 
+def test_a_folder_given_as_input_is_named_a_folder_with_the_engine_that_reads_one(tmp_path):
+    (tmp_path / "parts").mkdir()
+    (tmp_path / "parts" / "part-0.csv").write_text("text\nnice\n")
+    with pytest.raises(UserError) as error:
+        scoring.score_csv("models:/never-loaded/1", "parts", "out.csv", progress=False)
+    assert str(error.value) == (
+        "Input 'parts' is a folder; the local engine scores one file: name the file, or score a folder of part "
+        "files with --engine spark."
+    )
+    assert not (tmp_path / "out.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("column", "kind"),
+    [
+        (["nice", "bad"], None),  # the control: a string column passes the checks
+        ([["nice", "good"], ["bad"]], "list<element: string>"),
+        ([1, 2], "int64"),
+    ],
+    ids=["string", "list", "integer"],
+)
+def test_a_parquet_text_column_that_is_not_text_is_named_with_its_type(tmp_path, column, kind):
+    pd.DataFrame({"id": [1, 2], "text": column}).to_parquet(tmp_path / "in.parquet")
+    if kind is None:
+        assert scoring.check_input(tmp_path / "in.parquet", ScoreConfig()) == ["id", "text"]
+        return
+    with pytest.raises(UserError) as error:
+        scoring.score_csv("models:/never-loaded/1", "in.parquet", "out.parquet", progress=False)
+    assert str(error.value) == (
+        f"'in.parquet' column 'text' holds {kind} values, not text; scoring needs one string per row "
+        f"(or name another column with --text-column)."
+    )
+
+
 def test_non_utf8_input_scores_with_the_encoding_it_names(model_dir, tmp_path):
     (tmp_path / "in.csv").write_bytes("text\ncaf\xe9 was great\n".encode("latin-1"))
     scoring.score_csv(model_dir, "in.csv", "out.csv", ScoreConfig(encoding="latin-1"), progress=False)
