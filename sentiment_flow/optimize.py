@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from sentiment_flow import int8_model, tracking
 from sentiment_flow import metrics as M
-from sentiment_flow import tracking
 from sentiment_flow.config import (
     INT8_CALIBRATION_ROWS, INT8_FALLBACK_MARGIN, INT8_MAX_F1_DROP, INT8_MIN_AGREEMENT, INT8_REQUEST_BATCH_SIZE,
     INT8_SMOOTH_ALPHA, LABELS, ScoreConfig,
@@ -32,6 +32,7 @@ INT8_SUFFIX = "-int8"  # the variant of NAME is registered as NAME-int8
 ONNX_OPSET = 17
 EPSILON = 1e-9  # float noise: a drop of exactly the allowed amount passes
 BACKEND = "onnxruntime-dynamic-int8"
+INT8_REQUIREMENTS = ("onnxruntime", "numpy", "pandas")  # beside mlflow, transformers and tokenizers
 HEADLINE_METRICS = ("test_accuracy", "test_f1_macro", "test_f1_weighted")
 # Source tags that describe the variant as well: what it was trained from and how it serves.
 INHERITED_TAGS = ("lang", "base_model", "data_source", "data_hash", "max_length")
@@ -235,7 +236,8 @@ def _model_kwargs(
     if fallback_margin > 0:
         artifacts[FP32_ARTIFACT] = str(fp32_path)
     return dict(
-        python_model=Int8Model(),
+        # A model from code: the variant carries int8_model.py itself, not a pickle that names this package.
+        python_model=int8_model.__file__,
         artifacts=artifacts,
         model_config={
             "labels": [model.config.id2label[i] for i in range(model.config.num_labels)],
@@ -246,9 +248,9 @@ def _model_kwargs(
         },
         signature=signature,  # the fp32 model's: the same payloads, the same answers
         input_example=pd.DataFrame({tracking.INPUT_COLUMN: ["What a great day!", "The meeting is at noon."]}),
+        # What int8_model.py imports, all public: the variant runs on ONNX Runtime alone, without torch or this project.
         pip_requirements=[
-            pin for pin in tracking.pip_requirements(("onnxruntime", "sentiment-flow"))
-            if not pin.startswith(("torch==", "accelerate=="))  # the variant runs on ONNX Runtime alone
+            pin for pin in tracking.pip_requirements(INT8_REQUIREMENTS) if not pin.startswith(("torch==", "accelerate=="))
         ],
     )
 
