@@ -82,9 +82,13 @@ def gate_misses(
 def optimize(
     model_uri: str, data: str | None = None, max_f1_drop: float = INT8_MAX_F1_DROP,
     min_agreement: float = INT8_MIN_AGREEMENT, fallback_margin: float = INT8_FALLBACK_MARGIN,
-    smooth_alpha: float = INT8_SMOOTH_ALPHA,
+    smooth_alpha: float = INT8_SMOOTH_ALPHA, again: bool = False,
 ) -> OptimizeResult:
-    """Build, gate and register the int8 variant of `model_uri`; raises GateRefused when it misses the gate."""
+    """Build, gate and register the int8 variant of `model_uri`; raises GateRefused when it misses the gate.
+
+    A version that already has a variant is refused (UserError) unless `again`: a second variant is another
+    version to tell apart, not a replacement of the first.
+    """
     from sentiment_flow.registry import resolve_version
     from sentiment_flow.scoring import load_scorer, predict_texts
     from sentiment_flow.train import _git_commit as git_commit
@@ -98,19 +102,29 @@ def optimize(
     tracking.check_store()
     source = resolve_version(model_uri)
     source_uri = f"models:/{source.name}/{source.version}"  # pinned: an alias may move meanwhile
+    name = source.name + INT8_SUFFIX
+    built = existing_variants(name, source)
+    if built and not again:
+        raise UserError(
+            f"{source_uri} already has an int8 variant: models:/{name}/{built[-1]}. Promote or score that one, or "
+            "pass --again to build and register another version of it."
+        )
+    if built:
+        log.warning("%s already has int8 variants (versions %s of %s); --again registers another", source_uri,
+                    ", ".join(built), name)
     test, test_source, calibration = _splits(source, data)
     scorer = load_scorer(source_uri)
     if isinstance(scorer.pipeline, Int8Model):
         raise UserError(f"{model_uri!r} is already an int8 variant; optimize its fp32 source instead.")
-    name = source.name + INT8_SUFFIX
     fp32_labels = predict_texts(scorer, test["text"])["label"].map(LABELS.index).to_numpy()
     fp32_f1 = M.classification_metrics(test["label"], fp32_labels)["f1_macro"]
 
     experiment_id = mlflow.MlflowClient().get_run(source.run_id).info.experiment_id if source.run_id else None
     version = None
     try:
+        # SIGTERM or Ctrl-C ends the run KILLED (MLflow's context manager alone records FAILED, like a refused gate).
         with mlflow.start_run(run_name=f"{name}-v{source.version}", experiment_id=experiment_id) as run, \
-                tempfile.TemporaryDirectory(prefix="sentiment_flow-int8-") as folder:
+                tracking.killed_when_stopped(), tempfile.TemporaryDirectory(prefix="sentiment_flow-int8-") as folder:
             mlflow.log_params(
                 {"source_uri": source_uri, "backend": BACKEND, "max_f1_drop": max_f1_drop,
                  "min_agreement": min_agreement, "fallback_margin": fallback_margin, "smooth_alpha": smooth_alpha,
@@ -185,6 +199,24 @@ def optimize(
         source_uri=source_uri, model_uri=f"models:/{name}/{version}", name=name, version=version,
         run_id=run.info.run_id, rows=len(test), fp32_f1_macro=fp32_f1, metrics=metrics, agreement=agreement,
         fallback_share=fallback_share,
+    )
+
+
+def existing_variants(name: str, source) -> list[str]:
+    """The versions of `name` (NAME-int8) built from `source`, found by their lineage tags, oldest first."""
+    from mlflow.exceptions import MlflowException
+
+    from sentiment_flow.registry.store import all_versions
+
+    try:
+        versions = all_versions(mlflow.MlflowClient(), name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        return []
+    lineage = {"source_model": source.name, "source_version": str(source.version)}
+    return sorted(
+        (str(v.version) for v in versions if all(v.tags.get(k) == value for k, value in lineage.items())), key=int
     )
 
 
