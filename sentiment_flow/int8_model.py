@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 
 # Artifact keys of the logged model.
 ONNX_ARTIFACT = "onnx"
@@ -141,13 +142,14 @@ class Int8Model(mlflow.pyfunc.PythonModel, metaclass=abc.ABCMeta):
         )
 
     def texts(self, model_input: pd.DataFrame) -> list[str]:
-        """The input column as a list of strings; raises MlflowException (HTTP 400 when served) for no rows or a
-        value that is not a string, where the fp32 model answers 400 too, instead of classifying a made-up text."""
-        from mlflow.exceptions import MlflowException
-
+        """The input column as a list of strings. Raises MlflowException INVALID_PARAMETER_VALUE (HTTP 400 when
+        served) for no rows or a value that is not a string, which were classified as made-up texts: a null as "",
+        a number as its digits, a list as its repr."""
         values = model_input[self.input_column].tolist()
         if not values:
-            raise MlflowException.invalid_parameter_value(f"No rows to score: send at least one {self.input_column!r} value.")
+            raise MlflowException.invalid_parameter_value(
+                f"No rows to score: send at least one {self.input_column!r} value."
+            )
         wrong = [i for i, value in enumerate(values) if not isinstance(value, str)]
         if wrong:
             kinds = sorted({type(values[i]).__name__ for i in wrong})

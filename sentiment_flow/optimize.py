@@ -204,16 +204,9 @@ def optimize(
 
 def existing_variants(name: str, source) -> list[str]:
     """The versions of `name` (NAME-int8) built from `source`, found by their lineage tags, oldest first."""
-    from mlflow.exceptions import MlflowException
-
     from sentiment_flow.registry.store import all_versions
 
-    try:
-        versions = all_versions(mlflow.MlflowClient(), name)
-    except MlflowException as exc:
-        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
-        return []
+    versions = all_versions(mlflow.MlflowClient(), name)  # none, not an error, before the first variant
     lineage = {"source_model": source.name, "source_version": str(source.version)}
     return sorted(
         (str(v.version) for v in versions if all(v.tags.get(k) == value for k, value in lineage.items())), key=int

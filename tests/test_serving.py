@@ -111,7 +111,7 @@ def test_every_payload_shape_answers_the_batch_scorers_labels(served, shape):
     assert status == 200, body[:2000]
     predictions = json.loads(body)["predictions"]
     assert [p["label"] for p in predictions] == batch_labels(served, texts)
-    assert len(set(p["label"] for p in predictions[: len(SENTENCES)])) > 1  # a trained model: labels vary
+    assert len({p["label"] for p in predictions[: len(SENTENCES)]}) > 1  # a trained model: labels vary
     assert all(1 / len(LABELS) <= p["score"] <= 1 for p in predictions)
 
 
