@@ -199,6 +199,9 @@ CONTRACT = [
     # MLflow's scoring server decides these before either model sees the input.
     ("inputs-numbers", b'{"inputs": [1, 2]}', JSON, both(Answer(200, labels_of=("1", "2"), note="cast-to-strings"))),
     ("inputs-null-value", b'{"inputs": [null]}', JSON, both(Answer(200, labels_of=("None",), note="cast-to-None"))),
+    ("inputs-object-null", b'{"inputs": {"text": null}}', JSON,
+     both(Answer(200, labels_of=("None",), note="cast-to-None"))),
+    ("instances-null", b'{"instances": [{"text": null}]}', JSON, both(Answer(200, labels_of=("None",), note="cast-to-None"))),
     ("records-extra-column", b'{"dataframe_records": [{"text": "great", "id": "7"}]}', JSON,
      both(Answer(200, labels_of=("great",), note="column-dropped"))),
 ]
