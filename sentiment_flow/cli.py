@@ -272,10 +272,11 @@ def score(
 @click.option("--smooth-alpha", default=INT8_SMOOTH_ALPHA, show_default=True, type=click.FloatRange(0, 1),
               help="SmoothQuant's alpha: how much of each Linear's input range moves into its weights before "
               "quantizing, measured on validation rows; 0: no smoothing.")
+@optional_flag("--again", help="Build and register another variant even if this version already has one.")
 @user_errors
 def optimize(
     model_uri: str, data: str | None, max_f1_drop: float, min_agreement: float, fallback_margin: float,
-    smooth_alpha: float,
+    smooth_alpha: float, again: bool,
 ) -> None:
     """Build the int8 (ONNX Runtime) variant of MODEL_URI and register it as NAME-int8 if it passes the gate.
 
@@ -285,7 +286,7 @@ def optimize(
     """
     from sentiment_flow.optimize import optimize as build_int8
 
-    result = build_int8(model_uri, data, max_f1_drop, min_agreement, fallback_margin, smooth_alpha)
+    result = build_int8(model_uri, data, max_f1_drop, min_agreement, fallback_margin, smooth_alpha, again)
     table = Table(title=f"Registered {result.model_uri}", show_header=False)
     table.add_row("source", result.source_uri)
     table.add_row("test macro-F1", f"{result.metrics['test_f1_macro']:.4f} (fp32 {result.fp32_f1_macro:.4f})")

@@ -7,17 +7,21 @@ below `fallback_margin`) are scored again by the fp32 graph carried beside the i
 (benchmarks/results/int8.md).
 
 Kept apart from optimize.py (which exports and quantizes with torch) so that loading and serving the variant
-imports neither torch nor the training stack.
+imports neither torch nor the training stack. The variant is logged as MLflow "model from code": this file itself is
+copied into the model and run at load, so it imports nothing from sentiment_flow, and the model's requirements name
+only public packages (a serving host builds its environment from them).
 """
 
 from __future__ import annotations
 
+import abc
 import os
 from concurrent.futures import ThreadPoolExecutor
 
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 
 # Artifact keys of the logged model.
 ONNX_ARTIFACT = "onnx"
@@ -25,7 +29,7 @@ FP32_ARTIFACT = "onnx_fp32"  # the fallback for rows int8 is unsure of
 TOKENIZER_ARTIFACT = "tokenizer"
 
 
-class Int8Model(mlflow.pyfunc.PythonModel):
+class Int8Model(mlflow.pyfunc.PythonModel, metaclass=abc.ABCMeta):
     """The same contract as the fp32 transformers-flavor model: a `text` column in; `label` and `score` out.
 
     Its model_config carries what the fp32 model's does (max_length, truncation always on) plus the batch size,
@@ -39,6 +43,14 @@ class Int8Model(mlflow.pyfunc.PythonModel):
     calls (`mlflow models serve` runs requests in threads) share those threads and nothing else that changes:
     the tokenizer's settings are fixed at load.
     """
+
+    @classmethod
+    def __subclasshook__(cls, other):
+        # MLflow runs a logged variant's own copy of this file under a module name of its own, so its class is not
+        # this one; scoring and optimize still have to recognize it (`isinstance(model, Int8Model)`).
+        if cls is Int8Model and other.__name__ == cls.__name__ and callable(getattr(other, "scored", None)):
+            return True
+        return NotImplemented
 
     def load_context(self, context):
         import onnxruntime
@@ -123,8 +135,31 @@ class Int8Model(mlflow.pyfunc.PythonModel):
         return logits
 
     def predict(self, context, model_input, params=None):
-        texts = model_input[self.input_column].fillna("").astype(str).tolist()
+        texts = self.texts(model_input)
         probs = self.probabilities(texts)
         return pd.DataFrame(
             {"label": np.asarray(self.labels, dtype=object)[probs.argmax(axis=1)], "score": probs.max(axis=1)}
         )
+
+    def texts(self, model_input: pd.DataFrame) -> list[str]:
+        """The input column as a list of strings. Raises MlflowException INVALID_PARAMETER_VALUE (HTTP 400 when
+        served) for no rows or a value that is not a string, which were classified as made-up texts: a null as "",
+        a number as its digits, a list as its repr."""
+        values = model_input[self.input_column].tolist()
+        if not values:
+            raise MlflowException.invalid_parameter_value(
+                f"No rows to score: send at least one {self.input_column!r} value."
+            )
+        wrong = [i for i, value in enumerate(values) if not isinstance(value, str)]
+        if wrong:
+            kinds = sorted({type(values[i]).__name__ for i in wrong})
+            raise MlflowException.invalid_parameter_value(
+                f"Invalid values in column {self.input_column!r}: all values must be strings; {len(wrong)} of "
+                f"{len(values)} are not (rows {wrong[:5]}, of type {', '.join(kinds)})."
+            )
+        return values
+
+
+# Run by MLflow as the logged model's code (a module name of its own, no package), not when the package imports it.
+if not __package__:
+    mlflow.models.set_model(Int8Model())

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from sentiment_flow import int8_model, tracking
 from sentiment_flow import metrics as M
-from sentiment_flow import tracking
 from sentiment_flow.config import (
     INT8_CALIBRATION_ROWS, INT8_FALLBACK_MARGIN, INT8_MAX_F1_DROP, INT8_MIN_AGREEMENT, INT8_REQUEST_BATCH_SIZE,
     INT8_SMOOTH_ALPHA, LABELS, ScoreConfig,
@@ -32,6 +32,7 @@ INT8_SUFFIX = "-int8"  # the variant of NAME is registered as NAME-int8
 ONNX_OPSET = 17
 EPSILON = 1e-9  # float noise: a drop of exactly the allowed amount passes
 BACKEND = "onnxruntime-dynamic-int8"
+INT8_REQUIREMENTS = ("onnxruntime", "numpy", "pandas")  # beside mlflow, transformers and tokenizers
 HEADLINE_METRICS = ("test_accuracy", "test_f1_macro", "test_f1_weighted")
 # Source tags that describe the variant as well: what it was trained from and how it serves.
 INHERITED_TAGS = ("lang", "base_model", "data_source", "data_hash", "max_length")
@@ -81,9 +82,13 @@ def gate_misses(
 def optimize(
     model_uri: str, data: str | None = None, max_f1_drop: float = INT8_MAX_F1_DROP,
     min_agreement: float = INT8_MIN_AGREEMENT, fallback_margin: float = INT8_FALLBACK_MARGIN,
-    smooth_alpha: float = INT8_SMOOTH_ALPHA,
+    smooth_alpha: float = INT8_SMOOTH_ALPHA, again: bool = False,
 ) -> OptimizeResult:
-    """Build, gate and register the int8 variant of `model_uri`; raises GateRefused when it misses the gate."""
+    """Build, gate and register the int8 variant of `model_uri`; raises GateRefused when it misses the gate.
+
+    A version that already has a variant is refused (UserError) unless `again`: a second variant is another
+    version to tell apart, not a replacement of the first.
+    """
     from sentiment_flow.registry import resolve_version
     from sentiment_flow.scoring import load_scorer, predict_texts
     from sentiment_flow.train import _git_commit as git_commit
@@ -97,19 +102,29 @@ def optimize(
     tracking.check_store()
     source = resolve_version(model_uri)
     source_uri = f"models:/{source.name}/{source.version}"  # pinned: an alias may move meanwhile
+    name = source.name + INT8_SUFFIX
+    built = existing_variants(name, source)
+    if built and not again:
+        raise UserError(
+            f"{source_uri} already has an int8 variant: models:/{name}/{built[-1]}. Promote or score that one, or "
+            "pass --again to build and register another version of it."
+        )
+    if built:
+        log.warning("%s already has int8 variants (versions %s of %s); --again registers another", source_uri,
+                    ", ".join(built), name)
     test, test_source, calibration = _splits(source, data)
     scorer = load_scorer(source_uri)
     if isinstance(scorer.pipeline, Int8Model):
         raise UserError(f"{model_uri!r} is already an int8 variant; optimize its fp32 source instead.")
-    name = source.name + INT8_SUFFIX
     fp32_labels = predict_texts(scorer, test["text"])["label"].map(LABELS.index).to_numpy()
     fp32_f1 = M.classification_metrics(test["label"], fp32_labels)["f1_macro"]
 
     experiment_id = mlflow.MlflowClient().get_run(source.run_id).info.experiment_id if source.run_id else None
     version = None
     try:
+        # SIGTERM or Ctrl-C ends the run KILLED (MLflow's context manager alone records FAILED, like a refused gate).
         with mlflow.start_run(run_name=f"{name}-v{source.version}", experiment_id=experiment_id) as run, \
-                tempfile.TemporaryDirectory(prefix="sentiment_flow-int8-") as folder:
+                tracking.killed_when_stopped(), tempfile.TemporaryDirectory(prefix="sentiment_flow-int8-") as folder:
             mlflow.log_params(
                 {"source_uri": source_uri, "backend": BACKEND, "max_f1_drop": max_f1_drop,
                  "min_agreement": min_agreement, "fallback_margin": fallback_margin, "smooth_alpha": smooth_alpha,
@@ -187,6 +202,17 @@ def optimize(
     )
 
 
+def existing_variants(name: str, source) -> list[str]:
+    """The versions of `name` (NAME-int8) built from `source`, found by their lineage tags, oldest first."""
+    from sentiment_flow.registry.store import all_versions
+
+    versions = all_versions(mlflow.MlflowClient(), name)  # none, not an error, before the first variant
+    lineage = {"source_model": source.name, "source_version": str(source.version)}
+    return sorted(
+        (str(v.version) for v in versions if all(v.tags.get(k) == value for k, value in lineage.items())), key=int
+    )
+
+
 def _splits(source, data: str | None) -> tuple[pd.DataFrame, str, list[str]]:
     """The source version's test split (`text`, `label` ids), from `data` or where its training read it, its
     source (file or Hub split), and up to INT8_CALIBRATION_ROWS texts of its validation split (training's, if
@@ -235,7 +261,8 @@ def _model_kwargs(
     if fallback_margin > 0:
         artifacts[FP32_ARTIFACT] = str(fp32_path)
     return dict(
-        python_model=Int8Model(),
+        # A model from code: the variant carries int8_model.py itself, not a pickle that names this package.
+        python_model=int8_model.__file__,
         artifacts=artifacts,
         model_config={
             "labels": [model.config.id2label[i] for i in range(model.config.num_labels)],
@@ -246,9 +273,9 @@ def _model_kwargs(
         },
         signature=signature,  # the fp32 model's: the same payloads, the same answers
         input_example=pd.DataFrame({tracking.INPUT_COLUMN: ["What a great day!", "The meeting is at noon."]}),
+        # What int8_model.py imports, all public: the variant runs on ONNX Runtime alone, without torch or this project.
         pip_requirements=[
-            pin for pin in tracking.pip_requirements(("onnxruntime", "sentiment-flow"))
-            if not pin.startswith(("torch==", "accelerate=="))  # the variant runs on ONNX Runtime alone
+            pin for pin in tracking.pip_requirements(INT8_REQUIREMENTS) if not pin.startswith(("torch==", "accelerate=="))
         ],
     )
 

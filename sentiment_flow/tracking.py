@@ -140,6 +140,17 @@ def end_project_run(status: str) -> None:
 
 
 @contextmanager
+def killed_when_stopped() -> Iterator[None]:
+    """Inside `mlflow.start_run()`: a SIGTERM or Ctrl-C (SystemExit, KeyboardInterrupt) ends the active run KILLED,
+    where MLflow's context manager would record FAILED; other exceptions are left to it."""
+    try:
+        yield
+    except (SystemExit, KeyboardInterrupt):
+        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        raise
+
+
+@contextmanager
 def tracked_run(params: dict[str, str | int | float], run_name: str, tags: dict[str, str]) -> Iterator[TrackedRun]:
     """Start (or, under `mlflow run`, resume) the MLflow run and a W&B run that point at each other.
 
@@ -174,11 +185,9 @@ def tracked_run(params: dict[str, str | int | float], run_name: str, tags: dict[
             mlflow.set_tag("wandb.url", wb.url)
         exit_code = 1
         try:
-            yield TrackedRun(mlflow_run_id=run_id, wandb_run_path=path, wandb_mode=mode)
+            with killed_when_stopped():
+                yield TrackedRun(mlflow_run_id=run_id, wandb_run_path=path, wandb_mode=mode)
             exit_code = 0
-        except (SystemExit, KeyboardInterrupt):
-            mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
-            raise
         finally:
             wb.finish(exit_code=exit_code)
     if mode == "offline":

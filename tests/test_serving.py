@@ -1,8 +1,10 @@
-"""The serving contract: `mlflow models serve` of a version `train` registered, posted to over loopback.
+"""The serving contract: `mlflow models serve` of a version `train` registered and of its int8 variant
+(`optimize`), posted to over loopback.
 
-One tiny training and one server per module; every test posts to it. What MLflow's scoring server does
-that the project cannot change is marked xfail(strict=True) with the reason, so a fix upstream shows up
-as a failure here and the README's list of limits can shrink.
+One tiny training, one optimize and two servers per module; every test posts the same payloads to both
+models. Where the two still answer differently, or MLflow's scoring server answers what the project would not
+choose, the table below asserts what actually happens (the README lists the same), so a change upstream or in
+either model shows up as a failure here.
 """
 
 from __future__ import annotations
@@ -12,24 +14,26 @@ import sys
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 
-import mlflow
 import pandas as pd
 import pytest
 
 from sentiment_flow import scoring
 from sentiment_flow.config import LABELS
+from sentiment_flow.optimize import optimize
 from sentiment_flow.tracking import INPUT_COLUMN
 from sentiment_flow.train import train
 
 from conftest import free_port, http_service, isolate, synthetic_split
 from test_train import tiny_config
 
-pytestmark = pytest.mark.slow  # a training and a server start per module
+pytestmark = pytest.mark.slow  # a training, an optimize and two server starts per module
 
 JSON = "application/json"
 LONG_TEXT = " ".join(["the food was great today"] * 600)  # 15 KB, no punctuation: was HTTP 400 MemoryError
+MODELS = ("fp32", "int8")
 
 
 @dataclass(frozen=True)
@@ -39,21 +43,30 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(tiny_model_dir, tiny_data_dir, tmp_path_factory):
-    """`mlflow models serve -m models:/NAME/VERSION` of a freshly trained tiny model, on a free loopback port."""
+def servers(tiny_model_dir, tiny_data_dir, tmp_path_factory) -> dict[str, Served]:
+    """`mlflow models serve -m models:/NAME/VERSION` of a freshly trained tiny model ("fp32") and of its int8
+    variant ("int8"), each on a free loopback port."""
     root = tmp_path_factory.mktemp("served")
-    with pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp, ExitStack() as stack:
         isolate(mp, root)
         result = train(tiny_config(tiny_model_dir, tiny_data_dir))
-        scorer = scoring.load_scorer(result.model_uri)
-        port = free_port()
-        command = [
-            "mlflow", "models", "serve", "-m", result.model_uri, "--env-manager", "local", "-h", "127.0.0.1",
-            "-p", str(port),
-        ]
-        # http_service stops the server (and its uvicorn workers) on teardown, whatever the tests did.
-        with http_service(command, f"http://127.0.0.1:{port}", "/ping", root / "serve.log") as url:
-            yield Served(url=url, scorer=scorer)
+        uris = {"fp32": result.model_uri, "int8": optimize(result.model_uri).model_uri}
+        served = {}
+        for model, uri in uris.items():
+            port = free_port()
+            command = [
+                "mlflow", "models", "serve", "-m", uri, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port),
+            ]
+            # http_service stops the server (and its uvicorn workers) on teardown, whatever the tests did.
+            url = stack.enter_context(http_service(command, f"http://127.0.0.1:{port}", "/ping", root / f"{model}.log"))
+            served[model] = Served(url=url, scorer=scoring.load_scorer(uri))
+        yield served
+
+
+@pytest.fixture(params=MODELS)
+def served(servers, request) -> Served:
+    """Each of the two served models in turn."""
+    return servers[request.param]
 
 
 def post(url: str, body: bytes, content_type: str = JSON) -> tuple[int, str]:
@@ -98,7 +111,7 @@ def test_every_payload_shape_answers_the_batch_scorers_labels(served, shape):
     assert status == 200, body[:2000]
     predictions = json.loads(body)["predictions"]
     assert [p["label"] for p in predictions] == batch_labels(served, texts)
-    assert len(set(p["label"] for p in predictions[: len(SENTENCES)])) > 1  # a trained model: labels vary
+    assert len({p["label"] for p in predictions[: len(SENTENCES)]}) > 1  # a trained model: labels vary
     assert all(1 / len(LABELS) <= p["score"] <= 1 for p in predictions)
 
 
@@ -124,72 +137,99 @@ def test_request_params_cannot_turn_truncation_off(served):
 
 MISSING_TEXT = "Model is missing inputs ['text']"
 ONE_FORMAT = "exactly one of the input fields"
-NOT_STRINGS = "all values must be either strings or lists of strings"
+NOT_STRINGS = "all values must be"  # fp32: "... either strings or lists of strings"; int8: "... strings"
+NO_ROWS = "No rows to score"
+UNEXPECTED = "Encountered an unexpected error while evaluating the model"
 
-# (id, body, content type, status, phrase the message must contain)
-MALFORMED = [
-    ("not-json", b"{not json", JSON, 400, "valid JSON"),
-    ("not-utf8", b'{"inputs": ["\xff"]}', JSON, 400, "valid JSON"),
-    ("json-list", b'["great"]', JSON, 400, "Received a list"),
-    ("unknown-key", b'{"texts": ["great"]}', JSON, 400, ONE_FORMAT),
-    ("two-shapes", b'{"inputs": ["a"], "dataframe_records": [{"text": "a"}]}', JSON, 400, ONE_FORMAT),
-    ("records-wrong-column", b'{"dataframe_records": [{"review": "great"}]}', JSON, 400, MISSING_TEXT),
-    ("split-wrong-column", b'{"dataframe_split": {"columns": ["review"], "data": [["great"]]}}', JSON, 400, MISSING_TEXT),
-    ("split-no-columns", b'{"dataframe_split": {"data": [["great"]]}}', JSON, 400, MISSING_TEXT),
-    ("split-duplicate-column", b'{"dataframe_split": {"columns": ["text", "text"], "data": [["a", "b"]]}}', JSON, 400,
-     "not compatible with model signature"),
-    ("records-empty", b'{"dataframe_records": []}', JSON, 400, MISSING_TEXT),
-    ("records-empty-row", b'{"dataframe_records": [{}]}', JSON, 400, MISSING_TEXT),
-    ("records-number", b'{"dataframe_records": [{"text": 5}]}', JSON, 400, NOT_STRINGS),
-    ("records-null", b'{"dataframe_records": [{"text": null}]}', JSON, 400, NOT_STRINGS),
-    ("records-object", b'{"dataframe_records": [{"text": {"a": 1}}]}', JSON, 400, NOT_STRINGS),
-    ("split-null", b'{"dataframe_split": {"columns": ["text"], "data": [[null]]}}', JSON, 400, NOT_STRINGS),
-    ("inputs-null", b'{"inputs": null}', JSON, 400, MISSING_TEXT),
-    ("inputs-number", b'{"inputs": 5}', JSON, 400, MISSING_TEXT),
-    ("inputs-bare-string", b'{"inputs": "great"}', JSON, 400, MISSING_TEXT),
-    ("inputs-nested-object", b'{"inputs": {"a": {"b": 1}}}', JSON, 400, "Failed to enforce schema"),
-    ("csv-wrong-column", b"review\ngreat\n", "text/csv", 400, MISSING_TEXT),
-    ("text-plain", b"great", "text/plain", 415, "only supports the following content types"),
-    ("latin-1", b'{"inputs": ["great"]}', "application/json; charset=latin-1", 415, "only supports UTF-8"),
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    phrase: str = ""  # in the error's message (the plain body for a 415)
+    labels_of: tuple[str, ...] = ()  # a 200's predictions: one per text here, the batch scorer's labels for them
+    stack_trace: bool = False  # MLflow's body carries a `stack_trace` field with the server's file paths
+    note: str = ""  # where the models differ or MLflow decides: what happens, in the test id
+
+
+def both(answer: Answer) -> dict[str, Answer]:
+    return dict.fromkeys(MODELS, answer)
+
+
+# (id, body, content type, the answer of each model). The README's serving contract states the same.
+CONTRACT = [
+    ("not-json", b"{not json", JSON, both(Answer(400, "valid JSON"))),
+    ("not-utf8", b'{"inputs": ["\xff"]}', JSON, both(Answer(400, "valid JSON"))),
+    ("json-list", b'["great"]', JSON, both(Answer(400, "Received a list"))),
+    ("unknown-key", b'{"texts": ["great"]}', JSON, both(Answer(400, ONE_FORMAT))),
+    ("two-shapes", b'{"inputs": ["a"], "dataframe_records": [{"text": "a"}]}', JSON, both(Answer(400, ONE_FORMAT))),
+    ("records-wrong-column", b'{"dataframe_records": [{"review": "great"}]}', JSON, both(Answer(400, MISSING_TEXT))),
+    ("split-wrong-column", b'{"dataframe_split": {"columns": ["review"], "data": [["great"]]}}', JSON,
+     both(Answer(400, MISSING_TEXT))),
+    ("split-no-columns", b'{"dataframe_split": {"data": [["great"]]}}', JSON, both(Answer(400, MISSING_TEXT))),
+    ("split-duplicate-column", b'{"dataframe_split": {"columns": ["text", "text"], "data": [["a", "b"]]}}', JSON,
+     both(Answer(400, "not compatible with model signature"))),
+    ("records-empty", b'{"dataframe_records": []}', JSON, both(Answer(400, MISSING_TEXT))),
+    ("records-empty-row", b'{"dataframe_records": [{}]}', JSON, both(Answer(400, MISSING_TEXT))),
+    ("records-number", b'{"dataframe_records": [{"text": 5}]}', JSON, both(Answer(400, NOT_STRINGS))),
+    ("records-null", b'{"dataframe_records": [{"text": null}]}', JSON, both(Answer(400, NOT_STRINGS))),
+    ("records-object", b'{"dataframe_records": [{"text": {"a": 1}}]}', JSON, both(Answer(400, NOT_STRINGS))),
+    ("split-null", b'{"dataframe_split": {"columns": ["text"], "data": [[null]]}}', JSON, both(Answer(400, NOT_STRINGS))),
+    ("inputs-null", b'{"inputs": null}', JSON, both(Answer(400, MISSING_TEXT))),
+    ("inputs-number", b'{"inputs": 5}', JSON, both(Answer(400, MISSING_TEXT))),
+    ("inputs-bare-string", b'{"inputs": "great"}', JSON, both(Answer(400, MISSING_TEXT))),
+    ("inputs-nested-object", b'{"inputs": {"a": {"b": 1}}}', JSON, both(Answer(400, "Failed to enforce schema"))),
+    ("csv-wrong-column", b"review\ngreat\n", "text/csv", both(Answer(400, MISSING_TEXT))),
+    ("text-plain", b"great", "text/plain", both(Answer(415, "only supports the following content types"))),
+    ("latin-1", b'{"inputs": ["great"]}', "application/json; charset=latin-1", both(Answer(415, "only supports UTF-8"))),
+    # The int8 variant refuses these itself. The fp32 model is MLflow's transformers flavor, which nothing in the
+    # logged model can make refuse them: its pipeline fails on no rows (the server then answers with a
+    # stack_trace), and it takes a list of strings in one cell as that many texts.
+    ("inputs-empty", b'{"inputs": []}', JSON, {
+        "fp32": Answer(400, UNEXPECTED, stack_trace=True, note="with-stack-trace"), "int8": Answer(400, NO_ROWS)}),
+    ("split-empty", b'{"dataframe_split": {"columns": ["text"], "data": []}}', JSON, {
+        "fp32": Answer(400, UNEXPECTED, stack_trace=True, note="with-stack-trace"), "int8": Answer(400, NO_ROWS)}),
+    ("inputs-empty-list", b'{"inputs": [[]]}', JSON, {
+        "fp32": Answer(400, UNEXPECTED, stack_trace=True, note="with-stack-trace"), "int8": Answer(400, NOT_STRINGS)}),
+    ("records-list-value", b'{"dataframe_records": [{"text": ["great", "awful"]}]}', JSON, {
+        "fp32": Answer(200, labels_of=("great", "awful"), note="two-predictions-for-one-row"),
+        "int8": Answer(400, NOT_STRINGS)}),
+    ("inputs-list-value", b'{"inputs": [["great", "awful"]]}', JSON, {
+        "fp32": Answer(200, labels_of=("great", "awful"), note="two-predictions-for-one-row"),
+        "int8": Answer(400, NOT_STRINGS)}),
+    # MLflow's scoring server decides these before either model sees the input.
+    ("inputs-numbers", b'{"inputs": [1, 2]}', JSON, both(Answer(200, labels_of=("1", "2"), note="cast-to-strings"))),
+    ("inputs-null-value", b'{"inputs": [null]}', JSON, both(Answer(200, labels_of=("None",), note="cast-to-None"))),
+    ("inputs-object-null", b'{"inputs": {"text": null}}', JSON,
+     both(Answer(200, labels_of=("None",), note="cast-to-None"))),
+    ("instances-null", b'{"instances": [{"text": null}]}', JSON, both(Answer(200, labels_of=("None",), note="cast-to-None"))),
+    ("records-extra-column", b'{"dataframe_records": [{"text": "great", "id": "7"}]}', JSON,
+     both(Answer(200, labels_of=("great",), note="column-dropped"))),
 ]
 
 
-@pytest.mark.parametrize(("body", "content_type", "status", "phrase"), [m[1:] for m in MALFORMED],
-                         ids=[m[0] for m in MALFORMED])
-def test_a_malformed_payload_gets_a_4xx_naming_the_problem_without_internals(served, body, content_type, status, phrase):
-    got, text = post(served.url, body, content_type)
-    assert got == status, text[:2000]
-    message = json.loads(text)["message"] if content_type.startswith(JSON) and status == 400 else text
-    assert phrase in message
-    assert_no_internals(text)
-
-
-# MLflow's scoring server decides these, before or around the model; nothing in the logged model reaches them.
-EMPTY = "the pipeline raises IndexError on no rows; MLflow's server returns that with a stack_trace field"
-CAST = "MLflow casts `inputs` values to the signature's string type (5 -> '5', null -> 'None') before the model"
-EXTRA = "MLflow's schema enforcement drops columns the signature does not name, with a log warning"
-LIST = "MLflow's transformers flavor lets a list of strings through as one value: one prediction for two texts"
-
-
 @pytest.mark.parametrize(
-    "body",
+    ("model", "body", "content_type", "answer"),
     [
-        pytest.param(b'{"inputs": []}', marks=pytest.mark.xfail(strict=True, reason=EMPTY), id="inputs-empty"),
-        pytest.param(b'{"dataframe_split": {"columns": ["text"], "data": []}}',
-                     marks=pytest.mark.xfail(strict=True, reason=EMPTY), id="split-empty"),
-        pytest.param(b'{"inputs": [[]]}', marks=pytest.mark.xfail(strict=True, reason=EMPTY), id="inputs-empty-list"),
-        pytest.param(b'{"inputs": [1, 2]}', marks=pytest.mark.xfail(strict=True, reason=CAST), id="inputs-numbers"),
-        pytest.param(b'{"inputs": [null]}', marks=pytest.mark.xfail(strict=True, reason=CAST), id="inputs-null"),
-        pytest.param(b'{"dataframe_records": [{"text": "great", "id": "7"}]}',
-                     marks=pytest.mark.xfail(strict=True, reason=EXTRA), id="records-extra-column"),
-        pytest.param(b'{"dataframe_records": [{"text": ["great", "awful"]}]}',
-                     marks=pytest.mark.xfail(strict=True, reason=LIST), id="records-list-value"),
+        pytest.param(model, body, content_type, answers[model],
+                     id="-".join(filter(None, (model, case, answers[model].note))))
+        for case, body, content_type, answers in CONTRACT
+        for model in MODELS
     ],
 )
-def test_known_mlflow_limits_a_fix_upstream_would_turn_into_a_clean_4xx(served, body):
-    status, text = post(served.url, body)
-    assert 400 <= status < 500
-    assert_no_internals(text)
+def test_both_models_answer_each_payload_as_the_contract_table_says(servers, model, body, content_type, answer):
+    served = servers[model]
+    status, text = post(served.url, body, content_type)
+    assert status == answer.status, text[:2000]
+    if status == 200:
+        predictions = json.loads(text)["predictions"]
+        assert [p["label"] for p in predictions] == batch_labels(served, list(answer.labels_of))
+        return
+    message = json.loads(text)["message"] if content_type.startswith(JSON) and status == 400 else text
+    assert answer.phrase in message
+    if answer.stack_trace:
+        assert "stack_trace" in json.loads(text)
+    else:
+        assert_no_internals(text)
 
 
 def test_fifty_concurrent_requests_all_answer_the_batch_scorers_labels(served):
