@@ -2,6 +2,7 @@ import dataclasses
 import hashlib
 import re
 
+import mlflow
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -163,3 +164,17 @@ def test_the_wheel_carries_the_spdx_license_and_the_license_file(tmp_path):
         metadata = archive.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     assert "License-Expression: Apache-2.0" in metadata.splitlines()
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+
+
+@pytest.mark.slow
+def test_names_derived_from_a_registered_model_are_held_to_the_same_limit(register_tiny_model):
+    from sentiment_flow import registry
+    from sentiment_flow.optimize import optimize
+
+    name = "m" * (MODEL_NAME_MAX_LENGTH - 2)  # sqlite stores it; NAME-int8 would be 259 characters
+    register_tiny_model(name=name)
+    with pytest.raises(UserError, match="use at most 256 characters .* not 259; copy 'mmm"):
+        optimize(f"models:/{name}/1")
+    with pytest.raises(UserError, match="use at most 256 characters .* not 257"):
+        registry.copy(f"models:/{name}/1", "c" * 257)
+    assert [m.name for m in mlflow.MlflowClient().search_registered_models()] == [name]
