@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import matplotlib.pyplot as plt
 import mlflow
 import pytest
@@ -38,3 +41,15 @@ def test_every_figure_saves_as_png_without_opening_a_pyplot_figure(no_open_figur
         figure.savefig(tmp_path / f"{i}.png")
         assert (tmp_path / f"{i}.png").read_bytes().startswith(b"\x89PNG")
     assert plt.get_fignums() == []
+
+
+def test_a_figure_becomes_a_wandb_image_in_a_process_that_never_imported_pyplot(tmp_path):
+    # Training hands each figure to wandb.Image, which compares it with matplotlib.pyplot.
+    code = (
+        "import sys, wandb; from sentiment_flow import plots; "
+        "image = wandb.Image(plots.label_distribution({'train': [0, 1, 2]})); "
+        "assert image.image.size[0] > 100; print('image', image.image.size)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("image (")
