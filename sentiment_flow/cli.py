@@ -19,7 +19,7 @@ from sentiment_flow.config import (
     ALIASES, CHAMPION, HEADLINE_METRICS, INT8_FALLBACK_MARGIN, INT8_MAX_F1_DROP, INT8_MIN_AGREEMENT, INT8_SMOOTH_ALPHA,
     KEY_METRICS, SCORING_EXPERIMENT, SPARK_MASTER, PromotionConfig, ScoreConfig, TrainConfig,
 )
-from sentiment_flow.errors import UserError
+from sentiment_flow.errors import UserError, redact_uri, split_credentials
 from sentiment_flow.server import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS
 
 console = Console(stderr=True)
@@ -84,7 +84,8 @@ def _die_with_parent() -> None:
 
 
 def user_errors(func):
-    """Print a UserError or MLflow store failure as one line (no traceback) and exit with its code."""
+    """Print a UserError or MLflow store failure as one line (no traceback) and exit with its code; first take
+    any password out of the store's URI."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -92,6 +93,10 @@ def user_errors(func):
 
         from sentiment_flow import tracking
 
+        try:  # here, not in the group: the registry_scripts call their command without it
+            _credentials_out_of_uris()
+        except UserError as exc:  # before anything, ending a run included, talks to the store
+            _fail(exc)
         try:
             result = func(*args, **kwargs)
         except (Terminated, KeyboardInterrupt):
@@ -166,6 +171,31 @@ def cli(verbose: bool) -> None:
     tracking.configure_store()
     signal.signal(signal.SIGTERM, _terminate)
     _die_with_parent()
+
+
+# MLflow's basic-auth variables: it sends them with every request to an http(s) store.
+CREDENTIAL_VARIABLES = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+def _credentials_out_of_uris() -> None:
+    """Move user:password@ of MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI into MLFLOW_TRACKING_USERNAME/PASSWORD.
+
+    A URI is printed and passed on by libraries (MLflow's "View run ... at:" link, W&B, child processes, Spark
+    workers, `mlflow run`): without the password in it, none of them can show it.
+    """
+    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        uri = os.environ.get(variable, "")
+        bare, *credentials = split_credentials(uri)
+        if credentials == [None, None]:
+            continue
+        given = dict(zip(CREDENTIAL_VARIABLES, credentials))
+        if any(os.environ.get(key, value) != value for key, value in given.items()):
+            raise UserError(
+                f"{variable} ({redact_uri(uri)}) carries a user and password other than MLFLOW_TRACKING_USERNAME "
+                "and MLFLOW_TRACKING_PASSWORD: remove user:password@ from the URI, or unset those two variables."
+            )
+        os.environ.update(given)
+        os.environ[variable] = bare
 
 
 @cli.command("train")

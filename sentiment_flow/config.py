@@ -39,6 +39,26 @@ LEARNING_RATE_BY_MODEL = {OFFLINE_MODEL: 1e-4}
 
 AUTO = "auto"
 
+# MLflow's SQL schema keeps registered model names in VARCHAR(256) columns (registered_models.name and the
+# tables that refer to it): sqlite stores longer names, PostgreSQL and MySQL refuse them.
+MODEL_NAME_MAX_LENGTH = 256
+
+
+def model_name_problem(name: str) -> str | None:
+    """What MLflow (any of its stores) would refuse in a registered model name, as a fix; None if nothing."""
+    if not name.strip() or any(char in name for char in "/:"):
+        return "use a non-empty name without '/' or ':'"
+    if name == "." or name.startswith(".."):  # MLflow refuses names that are not a unique path
+        return "use a name that is not '.' and does not start with '..'"
+    if len(name) > MODEL_NAME_MAX_LENGTH:
+        return f"use at most {MODEL_NAME_MAX_LENGTH} characters (MLflow's SQL stores hold no more), not {len(name)}"
+    return None
+
+
+def shortened(text: str, limit: int = 60) -> str:
+    """`text`, cut to `limit` characters with "..." if longer: fit to quote in a one-line message."""
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -86,11 +106,12 @@ class TrainConfig:
             raise UserError(f"max_train_samples must be 0 (all) or positive, got {self.max_train_samples}.")
         if self.weight_decay < 0:
             raise UserError(f"weight_decay must be >= 0, got {self.weight_decay}.")
-        # MLflow's rule for registered model names; checked here, not after hours of training.
-        if not self.registry_name.strip() or any(char in self.registry_name for char in "/:"):
+        # Checked here, not when the version is registered after hours of training.
+        problem = model_name_problem(self.registry_name)
+        if problem:
             raise UserError(
-                f"registered_model_name {self.registered_model_name!r} is not a valid MLflow model name: "
-                f"use a non-empty name without '/' or ':', e.g. sentiment-{self.lang}."
+                f"registered_model_name {shortened(self.registered_model_name)!r} is not a valid MLflow model name: "
+                f"{problem}, e.g. sentiment-{self.lang}."
             )
         if self.learning_rate != AUTO:
             try:

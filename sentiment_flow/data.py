@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import logging
 import re
@@ -64,11 +65,26 @@ def read_split(path: str | Path) -> pd.DataFrame:
 
 def _read_csv(path: Path) -> pd.DataFrame:
     try:
-        return pd.read_csv(path, keep_default_na=False, na_values=[""])
+        frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
     except pd.errors.EmptyDataError:
         raise UserError(f"{str(path)!r} is empty: each split needs a header text,label and rows.") from None
     except UnicodeDecodeError as exc:
         raise UserError(f"{str(path)!r} is not UTF-8 ({exc.reason}); re-encode it as UTF-8.") from None
+    _check_unique_columns(path)
+    return frame
+
+
+def _check_unique_columns(path: Path) -> None:
+    """Refuse a header naming `text` or `label` twice: pandas reads the second as `label.1`, and training would
+    silently use one of the two columns."""
+    with open(path, newline="", encoding="utf-8-sig") as file:  # -sig: a BOM is no part of the first name
+        header = next((row for row in csv.reader(file) if row), [])  # pandas skips blank lines before it too
+    for name in ("text", "label"):
+        if header.count(name) > 1:
+            raise UserError(
+                f"{str(path)!r}: the header has {header.count(name)} columns named {name!r} "
+                f"({','.join(header)}); keep one, or rename the others."
+            )
 
 
 def _read_local(path: Path, lang: str) -> tuple[dict[str, pd.DataFrame], dict[str, Path]]:

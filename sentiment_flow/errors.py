@@ -1,6 +1,6 @@
 """Errors the user can fix; the CLI prints their message without a traceback."""
 
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 # What MLflow's client says once it gave up retrying a server that answers with an error: mlflow server
 # answers 503 when the tracking store's database fails, and 500 when the model registry's does.
@@ -35,3 +35,17 @@ def redact_uri(uri: str) -> str:
         return uri
     userinfo = parts.netloc.rpartition("@")[0]
     return uri.replace(f"{userinfo}@", f"{userinfo.partition(':')[0]}:***@", 1)
+
+
+def split_credentials(uri: str) -> tuple[str, str | None, str | None]:
+    """`uri` without user:password@, then the user and password (percent-decoded, as requests sends them).
+
+    An http(s) URI without a password comes back unchanged with (None, None): only a password is a secret, and
+    MLflow's basic auth needs both. Other schemes (sqlite, postgresql) too: MLflow's HTTP credentials cannot
+    carry theirs.
+    """
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or parts.password is None:
+        return uri, None, None
+    bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    return bare, unquote(parts.username or ""), unquote(parts.password)

@@ -21,7 +21,7 @@ from sentiment_flow import int8_model, tracking
 from sentiment_flow import metrics as M
 from sentiment_flow.config import (
     INT8_CALIBRATION_ROWS, INT8_FALLBACK_MARGIN, INT8_MAX_F1_DROP, INT8_MIN_AGREEMENT, INT8_REQUEST_BATCH_SIZE,
-    INT8_SMOOTH_ALPHA, LABELS, ScoreConfig,
+    INT8_SMOOTH_ALPHA, LABELS, ScoreConfig, model_name_problem, shortened,
 )
 from sentiment_flow.errors import UserError
 from sentiment_flow.int8_model import FP32_ARTIFACT, ONNX_ARTIFACT, TOKENIZER_ARTIFACT, Int8Model
@@ -101,6 +101,9 @@ def optimize(
         raise UserError(f"sentiment-flow optimize needs {exc.name}: pip install -e '.[fast]'.") from None
     tracking.check_store()
     source = resolve_version(model_uri)
+    if problem := model_name_problem(source.name + INT8_SUFFIX):
+        raise UserError(f"The int8 variant's name {shortened(source.name + INT8_SUFFIX)!r} is not a valid MLflow "
+                        f"model name: {problem}; copy {source.name!r} to a shorter name and optimize the copy.")
     source_uri = f"models:/{source.name}/{source.version}"  # pinned: an alias may move meanwhile
     name = source.name + INT8_SUFFIX
     built = existing_variants(name, source)

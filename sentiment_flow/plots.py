@@ -6,8 +6,13 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: figures are only ever written to files
 
-import matplotlib.pyplot as plt  # noqa: E402
+# Loaded, though no figure here goes through it: wandb.Image(figure) compares its argument with
+# matplotlib.pyplot, and fails if pyplot was never imported.
+import matplotlib.pyplot  # noqa: E402,F401
 import numpy as np  # noqa: E402
+# Figures made with Figure(), not pyplot: pyplot keeps every figure open until it is closed (three per
+# training, "More than 20 figures have been opened"); these are freed once logged.
+from matplotlib.figure import Figure  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 
 from sentiment_flow.config import LABELS  # noqa: E402
@@ -15,7 +20,8 @@ from sentiment_flow.config import LABELS  # noqa: E402
 
 def label_distribution(label_ids_by_split: dict[str, list[int]]):
     """Bar chart of rows per label in each split."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     width = 0.8 / len(label_ids_by_split)
     x = np.arange(len(LABELS))
     for i, (split, ids) in enumerate(label_ids_by_split.items()):
@@ -33,7 +39,8 @@ def length_by_label(lengths: list[int], label_ids: list[int], max_length: int):
     """Box plot of tokens per text for each label (train split), with the truncation length marked."""
     lengths = np.asarray(lengths)
     label_ids = np.asarray(label_ids)
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     ax.boxplot([lengths[label_ids == i] for i in range(len(LABELS))], showfliers=False)
     ax.set_xticks(range(1, len(LABELS) + 1), LABELS)
     ax.axhline(max_length, color="tab:red", linestyle="--", label=f"max_length={max_length}")
@@ -46,7 +53,8 @@ def length_by_label(lengths: list[int], label_ids: list[int], max_length: int):
 
 def confusion_matrix(y_true, y_pred):
     """Row-normalised confusion matrix: each row shows where one true label's texts went."""
-    fig, ax = plt.subplots(figsize=(5, 4.5))
+    fig = Figure(figsize=(5, 4.5))
+    ax = fig.subplots()
     ConfusionMatrixDisplay.from_predictions(
         y_true, y_pred, labels=list(range(len(LABELS))), display_labels=LABELS,
         normalize="true", values_format=".2f", cmap="Blues", ax=ax, colorbar=False,
@@ -58,7 +66,8 @@ def confusion_matrix(y_true, y_pred):
 
 def compare_shares(names: list[str], expected, actual, title: str, psi: float):
     """Side-by-side bars of two histograms as shares: the training baseline and what a scoring job saw."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     x = np.arange(len(names))
     for offset, (label, counts) in zip((-0.2, 0.2), (("training", expected), ("scored", actual))):
         counts = np.asarray(counts, dtype=float)

@@ -142,7 +142,6 @@ def record(summary, model_uri: str, input_path: str, params: dict[str, str]) -> 
     }
     for filename, figure in figures.items():
         mlflow.log_figure(figure, f"drift/{filename}")
-        plots.plt.close(figure)
     return drift
 
 

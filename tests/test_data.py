@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from sentiment_flow.config import LABELS
-from sentiment_flow.data import load_data
+from sentiment_flow.data import load_data, read_split
 from sentiment_flow.errors import UserError
 
 from conftest import synthetic_split
@@ -95,6 +95,33 @@ def test_missing_label_column_is_refused(tmp_path):
     frame = pd.DataFrame({"text": ["a"]})
     with pytest.raises(UserError, match=r"\[valid\]: missing column\(s\) label"):
         load_data(str(write_splits(tmp_path / "d", valid=frame)), "english")
+
+
+def test_a_header_with_label_twice_is_refused_naming_the_file_and_the_column(tmp_path):
+    # pandas would read the second as `label.1`, and training would use the first without a word.
+    folder = write_splits(tmp_path / "d")
+    (folder / "valid.csv").write_text("text,label,label\ngreat,positive,negative\nawful,negative,positive\n")
+    message = (f"'{folder / 'valid.csv'}': the header has 2 columns named 'label' (text,label,label); keep one, "
+               "or rename the others.")
+    with pytest.raises(UserError) as error:
+        load_data(str(folder), "english")
+    assert str(error.value) == message
+    with pytest.raises(UserError) as error:  # `promote --eval-data` reads its CSV the same way
+        read_split(folder / "valid.csv")
+    assert str(error.value) == message
+
+
+def test_a_header_with_text_twice_is_refused(tmp_path):
+    folder = write_splits(tmp_path / "d")
+    (folder / "test.csv").write_text("\ufefftext,text,label\na,b,positive\n")  # behind a BOM, as Excel writes
+    with pytest.raises(UserError, match=r"test\.csv': the header has 2 columns named 'text'"):
+        load_data(str(folder), "english")
+
+
+def test_a_column_really_named_label_1_beside_label_is_no_duplicate(tmp_path):
+    frame = pd.DataFrame({"text": ["a", "b", "c"], "label": ["positive", "neutral", "negative"], "label.1": [1, 2, 3]})
+    data = load_data(str(write_splits(tmp_path / "d", train=frame)), "english")
+    assert list(data.splits["train"]["label"]) == [0, 1, 2]
 
 
 def test_labels_outside_the_three_classes_are_listed(tmp_path):

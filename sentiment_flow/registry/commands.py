@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 
-from sentiment_flow.config import CHAMPION, PromotionConfig
+from sentiment_flow.config import CHAMPION, PromotionConfig, model_name_problem, shortened
 from sentiment_flow.errors import UserError
 from sentiment_flow.registry import audit, pending
 from sentiment_flow.registry.gates import run_gates
@@ -195,6 +195,8 @@ def _superseded(
 
 def copy(source_uri: str, name: str) -> CopyResult:
     """The new version of `name` copied from `source_uri` (models:/NAME/VERSION or models:/NAME@ALIAS)."""
+    if problem := model_name_problem(name):
+        raise UserError(f"{shortened(name)!r} is not a valid MLflow model name: {problem}.")
     source = resolve_version(source_uri)
     client = MlflowClient()
     version = str(source.version)
