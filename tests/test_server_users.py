@@ -126,12 +126,21 @@ def test_an_ops_user_runs_the_readme_commands_on_a_model_the_admin_created(
     code, output = run_cli("promote", MODEL, "--version", version, "--alias", "champion", "--min-f1-macro", "0")
     assert code == 0 and client.get_registered_model(MODEL).aliases == {"champion": version}, output
 
-    # The viewer reads it, but may not move its alias.
+    # The viewer reads it, but may not promote.
     login(VIEWER, VIEWER_PASSWORD)
-    code, output = run_cli("rollback", MODEL)
-    assert code in (1, 2), output
     code, output = run_cli("status", MODEL)
     assert code == 0 and "champion" in output, output
+    code, output = run_cli("promote", MODEL, "--version", version, "--alias", "challenger", "--min-f1-macro", "0")
+    assert code == 2 and (
+        f"refused POST /api/2.0/mlflow/registered-models/set-tag (HTTP 403): user '{VIEWER}' lacks EDIT permission "
+        f"on registered model '{MODEL}'; ask an admin of the server to grant it (the ops role of "
+        "`sentiment-flow add-user` does)."
+    ) in one_line_error(output), output
+    assert "challenger" not in client.get_registered_model(MODEL).aliases
+    code, output = run_cli("score", f"models:/{MODEL}/{version}", str(tmp_path / "in.csv"), str(tmp_path / "v.csv"))
+    assert code == 2 and re.search(
+        rf"user '{VIEWER}' lacks EDIT permission on experiment '{SCORING_EXPERIMENT}' \(id \d+\)", one_line_error(output)
+    ), output
 
 
 @pytest.mark.slow
@@ -143,10 +152,11 @@ def test_an_existing_user_keeps_its_password_and_gains_the_role_and_the_readme_s
     assert code == 0 and f"User {VIEWER} exists (password unchanged)" in output and "team-users (id " in output, output
 
     # The README's snippet, as written, with this server and user.
-    snippet = re.search(r"```python\n(from mlflow.server import get_app_client\n.*?)```", (REPO_ROOT / "README.md").read_text(), re.S)
-    assert snippet, "README: the get_app_client snippet is gone"
+    blocks = re.findall(r"```python\n(.*?)```", (REPO_ROOT / "README.md").read_text(), re.S)
+    snippets = [block for block in blocks if "get_app_client" in block]
+    assert len(snippets) == 1, "README: the get_app_client snippet is gone"
     namespace = {}
-    exec(snippet.group(1).replace('"alice"', repr(VIEWER)), namespace)
+    exec(snippets[0].replace('"alice"', repr(VIEWER)), namespace)
     assert {"sentiment-flow-viewer", "sentiment-flow-ops"} <= set(namespace["roles"])
 
     login(VIEWER, VIEWER_PASSWORD)  # the old password still works, and the new role lets it write
