@@ -8,7 +8,6 @@ README's commands on a model the admin created; the README's `get_app_client` sn
 from __future__ import annotations
 
 import re
-import subprocess
 import uuid
 
 import mlflow
@@ -21,7 +20,7 @@ from sentiment_flow import server_users
 from sentiment_flow.config import SCORING_EXPERIMENT
 
 from conftest import REPO_ROOT
-from test_server import ADMIN, NAME, PASSWORD, mlflow_run, run_cli, team  # noqa: F401 - team: the fixture
+from test_server import ADMIN, PASSWORD, mlflow_run, run_cli, team  # noqa: F401 - team: the fixture
 
 MODEL = "users-english"  # created by the admin: an ops user needs the role's EDIT to add versions to it
 VIEWER, OPS = "bob", "alice"
@@ -68,6 +67,30 @@ def train_args(tiny_model_dir, tiny_data_dir, name: str) -> list[str]:
 def test_add_user_needs_a_team_server_not_a_local_store():
     code, output = run_cli("add-user", "carol", "--role", "ops")
     assert code == 2 and "MLFLOW_TRACKING_URI" in one_line_error(output) and "sqlite:///" in output
+
+
+def test_a_refused_version_delete_names_manage_on_the_model_and_no_role_that_has_it(monkeypatch):
+    """MANAGE is no role's: the line says what is missing without pointing at add-user."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "carol")
+
+    def delete_version():  # what MLflow's client holds when the server answers 403
+        response = requests.Response()
+        response.status_code = 403
+        response.request = requests.Request(
+            "DELETE", "http://mlflow.internal:5000/api/2.0/mlflow/model-versions/delete",
+            json={"name": "sentiment-english", "version": "3"},
+        ).prepare()
+        raise MlflowException("Permission denied", error_code="PERMISSION_DENIED")
+
+    with pytest.raises(MlflowException) as refused:
+        delete_version()
+    assert server_users.permission_denied(refused.value) == (
+        "The tracking server refused DELETE /api/2.0/mlflow/model-versions/delete (HTTP 403): user 'carol' lacks "
+        "MANAGE permission on registered model 'sentiment-english'; ask an admin of the server to grant it."
+    )
 
 
 @pytest.mark.slow
@@ -152,11 +175,11 @@ def test_an_existing_user_keeps_its_password_and_gains_the_role_and_the_readme_s
     assert code == 0 and f"User {VIEWER} exists (password unchanged)" in output and "team-users (id " in output, output
 
     # The README's snippet, as written, with this server and user.
-    blocks = re.findall(r"```python\n(.*?)```", (REPO_ROOT / "README.md").read_text(), re.S)
+    blocks = re.findall(r"```python\n(.*?)```", (REPO_ROOT / "README.md").read_text(), re.DOTALL)
     snippets = [block for block in blocks if "get_app_client" in block]
     assert len(snippets) == 1, "README: the get_app_client snippet is gone"
     namespace = {}
-    exec(snippets[0].replace('"alice"', repr(VIEWER)), namespace)
+    exec(snippets[0].replace('"alice"', repr(VIEWER)), namespace)  # noqa: S102 - the README's own text
     assert {"sentiment-flow-viewer", "sentiment-flow-ops"} <= set(namespace["roles"])
 
     login(VIEWER, VIEWER_PASSWORD)  # the old password still works, and the new role lets it write
