@@ -21,6 +21,7 @@ from sentiment_flow.config import (
 )
 from sentiment_flow.errors import UserError, redact_uri, split_credentials
 from sentiment_flow.server import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS
+from sentiment_flow.server_users import NEW_PASSWORD_VAR, ROLES, permission_denied
 
 console = Console(stderr=True)
 
@@ -48,8 +49,6 @@ AUTH_ERRORS = {
     "UNAUTHENTICATED": "The tracking server refused the request (HTTP 401, not logged in): set "
     "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a user of that server (a wrong password gets "
     "this answer too).",
-    "PERMISSION_DENIED": "The tracking server refused the request (HTTP 403): the user in "
-    "MLFLOW_TRACKING_USERNAME lacks permission for it; ask an admin of the server to grant it.",
 }
 
 
@@ -107,7 +106,12 @@ def user_errors(func):
             # A server with --auth answers 401/403 with these codes. Any other store error's text may hold the
             # tracking URI with its password, and a traceback helps no user here. The store is what failed:
             # the project run is left to `mlflow run`, which marks it FAILED.
-            error = UserError(AUTH_ERRORS[exc.error_code]) if exc.error_code in AUTH_ERRORS else tracking.store_error(exc)
+            # A 403's message names the permission and the resource, read from the refused request.
+            error = (
+                UserError(permission_denied(exc)) if exc.error_code == "PERMISSION_DENIED"
+                else UserError(AUTH_ERRORS[exc.error_code]) if exc.error_code in AUTH_ERRORS
+                else tracking.store_error(exc)
+            )
             _fail(error)
         except UserError as exc:
             tracking.end_project_run("FAILED")
@@ -477,6 +481,44 @@ def server_command(data_dir: str, backend_store_uri: str | None, artifacts_desti
         except KeyboardInterrupt:
             return
     raise UserError(f"mlflow server exited on its own with code {code}; see {running.log_path}.")
+
+
+@cli.command("add-user")
+@click.argument("username")
+@click.option("--role", required=True, type=click.Choice(list(ROLES)),
+              help="; ".join(f"{name}: {role.description}" for name, role in ROLES.items()))
+@click.option("--experiment", "experiments", multiple=True, metavar="NAME",
+              help="Another experiment the role covers, created if missing (repeatable); Default, "
+                   "sentiment-flow-scoring and sentiment-flow-evaluations always are.")
+@user_errors
+def add_user_command(username: str, role: str, experiments: tuple[str, ...]) -> None:
+    """Add USERNAME to the team server with a role, as its admin: MLFLOW_TRACKING_URI is the server,
+    MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD the admin's login.
+
+    A new user's password is read from the environment variable SENTIMENT_FLOW_NEW_USER_PASSWORD, else
+    asked for (never an argument). An existing user keeps its password and gets the role too. Roles are
+    team-wide MLflow roles (sentiment-flow-ROLE): an --experiment is added for everyone with the role.
+    """
+    from sentiment_flow import server_users
+
+    def password() -> str:
+        if os.environ.get(NEW_PASSWORD_VAR):
+            return os.environ[NEW_PASSWORD_VAR]
+        if not sys.stdin.isatty():
+            raise UserError(f"No password for the new user {username!r}: set {NEW_PASSWORD_VAR} "
+                            f"(read -s {NEW_PASSWORD_VAR} && export {NEW_PASSWORD_VAR}) or run this in a terminal.")
+        return click.prompt(f"Password for {username}", hide_input=True, confirmation_prompt=True)
+
+    added = server_users.add_user(username, role, password, experiments)
+    experiments_text = ", ".join(f"{name} (id {id_})" for name, id_ in added.experiments.items())
+    out = Console()
+    out.print(f"{'Created user' if added.created else 'User'} {added.username}"
+              f"{'' if added.created else ' exists (password unchanged)'}; role {role} (MLflow role {added.role}): "
+              f"{added.permissions[server_users.EXPERIMENT]} on experiments {experiments_text}; "
+              f"{added.permissions[server_users.REGISTERED_MODEL]} on every registered model.",
+              highlight=False, markup=False, soft_wrap=True)
+    out.print(f"They log in with MLFLOW_TRACKING_USERNAME={added.username} and MLFLOW_TRACKING_PASSWORD.",
+              highlight=False, markup=False, soft_wrap=True)
 
 
 def _minute(timestamp: str) -> str:

@@ -77,6 +77,8 @@ SKIP = {
         "needs an external PostgreSQL (tests/test_server.py checks the arguments of production mode)",
     ("Team server", "read -s MLFLOW_AUTH_ADMIN_PASSWORD && export MLFLOW_AUTH_ADMIN_PASSWORD"):
         "reads a password from the terminal; tests/test_server.py starts the --auth server with one",
+    ("Team server", "export MLFLOW_TRACKING_URI=http://mlflow.internal:5000 MLFLOW_TRACKING_USERNAME=admin"):
+        "the admin adds users to the team's server; tests/test_server_users.py runs add-user against a real one",
     ("Team server", "export MLFLOW_TRACKING_URI=http://mlflow.internal:5000"):
         "the team's server; tests/test_server.py logs in the same way",
     ("Team server", "mlflow run . -P lang=english -P model=minilm -P data=../shared/data/multilingual-sentiments --env-manager local"):

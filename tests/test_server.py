@@ -138,10 +138,10 @@ def test_requests_without_valid_credentials_are_refused_in_one_line_naming_the_v
     assert len(output.strip().splitlines()) == 1 and "Traceback" not in output
 
 
-def mlflow_run(team: Team, cwd: Path, tiny_model_dir: Path, tiny_data_dir: Path) -> subprocess.Popen:
+def mlflow_run(team: Team, cwd: Path, tiny_model_dir: Path, tiny_data_dir: Path, name: str = NAME) -> subprocess.Popen:
     params = {
         "model": tiny_model_dir, "data": tiny_data_dir, "epochs": 1, "max_train_samples": 96, "batch_size": 16,
-        "max_length": 32, "learning_rate": "5e-3", "registered_model_name": NAME,
+        "max_length": 32, "learning_rate": "5e-3", "registered_model_name": name,
     }
     args = [arg for key, value in params.items() for arg in ("-P", f"{key}={value}")]
     cwd.mkdir()
