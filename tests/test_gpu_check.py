@@ -43,22 +43,3 @@ def test_gpu_check_smoke_measures_trains_reloads_on_cpu_and_renders(tmp_path, ti
     assert "| dynamic | 8 | 3 |" in markdown and "| global | 4 | 3 |" in markdown
     assert "100.00%\nagree" in markdown
     assert (results / "gpu.png").stat().st_size > 0
-
-
-@pytest.mark.parametrize("cpu_only, multiple", [(True, None), (False, 8)])
-def test_collator_pads_to_a_multiple_of_8_only_off_cpu(monkeypatch, tiny_data_dir, tiny_model_dir, tmp_path, cpu_only, multiple):
-    # No GPU here: cpu_only is what build_trainer asks, so answering it is how the GPU branch runs on CI.
-    from sentiment_flow import train
-    from sentiment_flow.config import TrainConfig
-    from sentiment_flow.data import load_data, tokenize
-    from sentiment_flow.model import load_tokenizer_and_model
-
-    monkeypatch.setattr(train, "cpu_only", lambda: cpu_only)
-    tokenizer, model = load_tokenizer_and_model(str(tiny_model_dir))
-    encoded = tokenize(load_data(str(tiny_data_dir), "english"), tokenizer, 64)
-    trainer = train.build_trainer(TrainConfig(data=str(tiny_data_dir)), model, tokenizer, encoded, str(tmp_path), report_to="none")
-    rows = [{k: encoded["train"][i][k] for k in ("input_ids", "attention_mask", "labels")} for i in range(4)]
-    longest = max(len(r["input_ids"]) for r in rows)
-    assert longest % 8  # else padding to a multiple of 8 would change nothing and the test could not tell
-    width = trainer.data_collator(rows)["input_ids"].shape[1]
-    assert width == (longest if multiple is None else -(-longest // multiple) * multiple)
