@@ -125,3 +125,22 @@ def test_cpu_training_runs_with_dynamic_padding_plain_adamw_and_no_compile(monke
     assert trainer.optimizer.optimizer.defaults.get("fused") in (None, False)
     rows = [{k: encoded["train"][i][k] for k in ("input_ids", "attention_mask", "labels")} for i in range(4)]
     assert trainer.data_collator(rows)["input_ids"].shape[1] == max(len(r["input_ids"]) for r in rows)
+
+
+@pytest.mark.slow
+def test_compiled_training_saves_the_plain_model(monkeypatch, tiny, tmp_path):
+    # The CUDA path's torch.compile, run here through dynamo's "eager" backend (no kernels built): what train()
+    # logs and save_pretrained writes must be the uncompiled module, its weights without `_orig_mod.` prefixes.
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv(train.COMPILE_ENV, "1")
+    cfg, tokenizer, model, encoded = tiny
+    trainer = train.build_trainer(
+        cfg, model, tokenizer, encoded, str(tmp_path), max_steps=3, eval_strategy="no", save_strategy="no",
+        load_best_model_at_end=False, report_to="none", disable_tqdm=True, torch_compile_backend="eager",
+    )
+    trainer.train()
+    assert isinstance(trainer.model_wrapped, torch._dynamo.eval_frame.OptimizedModule)
+    trainer.model.save_pretrained(tmp_path / "saved")
+    keys = load_file(tmp_path / "saved" / "model.safetensors")
+    assert keys and not any("_orig_mod" in k for k in keys)
