@@ -9,15 +9,24 @@
 3. With `--full`: the whole `train()` (MLflow sqlite store, W&B offline), then the registered version
    loaded with `mlflow.pyfunc.load_model` in a process that sees no GPU.
 
+With `--policy` (what run_gpu_check.sh runs by default), parts 1-2 for the per-device policy instead: each change
+of `train.device_settings("cuda")` (64-token buckets, fused AdamW, bf16, torch.compile, loader workers) added one
+at a time at batch 64 and 256, the median of 3 timed windows each (samples/s, real tokens/s, MFU against the
+card's named dense bf16 peak), then the packaged MiniLM fine-tuned with the policy at the CPU recipe's batch 16
+and checked on CPU; `--budget-s` skips the last arms rather than overrun a device call.
+
 Measure (on the GPU machine; benchmarks/run_gpu_check.sh does this), then render here:
 
+    python benchmarks/gpu_check.py --policy --data DATA --model MINILM_DIR --out OUT  # OUT/gpu_policy.json
     python benchmarks/gpu_check.py --data DATA --model MINILM_DIR --out OUT     # writes OUT/gpu.json
     python benchmarks/gpu_check.py --full --data DATA --model MINILM_DIR --out OUT  # OUT/gpu_full.json
     python benchmarks/gpu_check.py --diagnose --data DATA --model MINILM_DIR --out OUT  # OUT/gpu_diagnose.json
     python benchmarks/gpu_check.py --render OUT/gpu.json --render OUT/gpu_full.json --render OUT/gpu_diagnose.json
+    python benchmarks/gpu_check.py --render results/gpu.json --render OUT/gpu_policy.json --render OUT/gpu_full.json
 
 `--diagnose` runs only throughput arms, the same one twice in one process, to tell one-time costs from per-step ones.
-`--smoke` runs every part with tiny sizes, so the script is known to work on a CPU.
+`--smoke` runs every part with tiny sizes, so the script is known to work on a CPU (`--policy --smoke` fakes CUDA's
+answers to get the CUDA policy and compiles through dynamo's kernel-free eager backend).
 """
 
 from __future__ import annotations
