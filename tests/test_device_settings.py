@@ -35,12 +35,12 @@ def test_cuda_before_ampere_falls_back_to_fp16_without_tf32(fake_cuda):
     assert args["bf16"] is False and args["fp16"] is True and args["tf32"] is None
 
 
-def test_cpu_policy_is_fp32_plain_adamw_no_compile_dynamic_padding(monkeypatch):
+def test_cpu_policy_is_fp32_no_compile_dynamic_padding_with_the_recipes_fused_adamw(monkeypatch):
     monkeypatch.delenv(train.COMPILE_ENV, raising=False)
     settings = train.device_settings("cpu", max_length=128)
     assert settings.pad_to_multiple_of is None
     assert settings.training_args == {
-        "bf16": False, "fp16": False, "tf32": None, "torch_compile": False, "optim": "adamw_torch",
+        "bf16": False, "fp16": False, "tf32": None, "torch_compile": False, "optim": "adamw_torch_fused",
         "dataloader_num_workers": 0, "dataloader_pin_memory": False,
     }
 
@@ -109,7 +109,7 @@ def test_build_trainer_on_cuda_gets_the_gpu_policy_and_bucket_collator(fake_cuda
     assert trainer.data_collator(short)["input_ids"].shape[1] == 64 > max(len(r["input_ids"]) for r in short)
 
 
-def test_cpu_training_runs_with_dynamic_padding_plain_adamw_and_no_compile(monkeypatch, tiny, tmp_path):
+def test_cpu_training_runs_with_dynamic_padding_fp32_and_no_compile(monkeypatch, tiny, tmp_path):
     monkeypatch.delenv(train.COMPILE_ENV, raising=False)
     cfg, tokenizer, model, encoded = tiny
     trainer = train.build_trainer(
@@ -119,10 +119,10 @@ def test_cpu_training_runs_with_dynamic_padding_plain_adamw_and_no_compile(monke
     trainer.train()
     assert trainer.state.global_step == 2
     args = trainer.args
-    assert args.torch_compile is False and args.optim == "adamw_torch" and not args.bf16 and not args.fp16
+    assert args.torch_compile is False and not args.bf16 and not args.fp16
     assert args.dataloader_num_workers == 0 and args.dataloader_pin_memory is False
     assert not isinstance(trainer.model_wrapped, torch._dynamo.eval_frame.OptimizedModule)
-    assert trainer.optimizer.optimizer.defaults.get("fused") in (None, False)
+    assert trainer.optimizer.optimizer.defaults["fused"] is True  # the CPU recipe's optimizer, as before
     rows = [{k: encoded["train"][i][k] for k in ("input_ids", "attention_mask", "labels")} for i in range(4)]
     assert trainer.data_collator(rows)["input_ids"].shape[1] == max(len(r["input_ids"]) for r in rows)
 
