@@ -743,6 +743,8 @@ def policy_section(policy: dict, today: dict, results: Path) -> str:
     """Markdown for a --policy run: the per-change table, the goals met or not, MiniLM with the policy on CPU."""
     m, arms = policy["machine"], policy["ablation"]
     done = [a for a in arms if "skipped" not in a]
+    if not done:
+        return f"\n## Per-device policy (`--policy`, {m['date']}, {m['device']})\n\nEvery arm was skipped: the time budget ran out first.\n"
     peak = next((a for a in done if a["peak_flops"]), None)
     mfu = lambda a: f"{a['mfu']:.1%}" if a.get("mfu") is not None else "n/a"  # noqa: E731 - one-line formatter
     rows = "\n".join(
