@@ -240,8 +240,10 @@ POLICY_CHANGES = (
 # max_length 128, and dynamo turns a changing length dynamic after its first recompile).
 POLICY_ALTERNATIVES = (("whole policy, 16-token buckets", 16),)
 # Everything off: the baseline arm's TrainingArguments.
-POLICY_OFF = dict(bf16=False, fp16=False, tf32=None, torch_compile=False, optim="adamw_torch",
-                  dataloader_num_workers=0, dataloader_pin_memory=False)
+POLICY_OFF = {
+    "bf16": False, "fp16": False, "tf32": None, "torch_compile": False, "optim": "adamw_torch",
+    "dataloader_num_workers": 0, "dataloader_pin_memory": False,
+}
 
 
 def policy_arms(policy) -> list[tuple[str, dict, int | None]]:
@@ -336,10 +338,9 @@ def policy_ablation(data, tokenizer, model_config, batch_sizes, rows: int, warmu
                     smoke: bool, deadline: float) -> list[dict]:
     """Each arm of policy_arms at each batch size, a fresh model through build_trainer: the median of `windows`
     timed windows (samples/s, real and padded tokens/s, MFU). Arms past `deadline` (perf_counter) are skipped."""
+    import pandas as pd
     import torch
     from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, set_seed
-
-    import pandas as pd
 
     from sentiment_flow.config import TrainConfig
     from sentiment_flow.data import tokenize
@@ -746,7 +747,10 @@ def policy_section(policy: dict, today: dict, results: Path) -> str:
     if not done:
         return f"\n## Per-device policy (`--policy`, {m['date']}, {m['device']})\n\nEvery arm was skipped: the time budget ran out first.\n"
     peak = next((a for a in done if a["peak_flops"]), None)
-    mfu = lambda a: f"{a['mfu']:.1%}" if a.get("mfu") is not None else "n/a"  # noqa: E731 - one-line formatter
+
+    def mfu(a):
+        return f"{a['mfu']:.1%}" if a.get("mfu") is not None else "n/a"
+
     rows = "\n".join(
         f"| {a['batch_size']} | {a['arm']} | skipped: {a['skipped']} | | | | | | |" if "skipped" in a else
         f"| {a['batch_size']} | {a['arm']} | {a['samples_per_second']:,.0f} | "

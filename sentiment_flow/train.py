@@ -40,8 +40,8 @@ def cpu_only() -> bool:
     return not torch.cuda.is_available() and not torch.backends.mps.is_available()
 
 
-# Set to 0 or 1 to turn torch.compile off or on whatever the device (default: on for CUDA only; compiling on a
-# CPU costs minutes and gains little for these model sizes).
+# Set to 0 or 1 to turn torch.compile off or on whatever the device (default: on for CUDA only; on a CPU its
+# gain is unmeasured here, its compile time is paid on every run, and the CPU recipe was measured without it).
 COMPILE_ENV = "SENTIMENT_FLOW_TORCH_COMPILE"
 # On CUDA, batches are padded to a multiple of this many tokens: few distinct shapes, so torch.compile
 # recompiles rarely and each shape's one-time kernel setup is paid a few times, not once per length

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -71,7 +72,7 @@ def test_policy_arms_add_one_change_at_a_time_and_end_at_the_cuda_policy(gpu_che
     assert arms[0][1:] == (gpu_check.POLICY_OFF, None)
     final = arms[len(gpu_check.POLICY_CHANGES) - 1]
     assert final[1:] == (policy.training_args, policy.pad_to_multiple_of)  # the last cumulative arm is the policy
-    for (_, before, _), (_, after, _) in zip(arms, arms[1 : len(gpu_check.POLICY_CHANGES)]):
+    for (_, before, _), (_, after, _) in itertools.pairwise(arms[: len(gpu_check.POLICY_CHANGES)]):
         assert sum(before[k] != after[k] for k in after) <= 3  # one change (bf16 brings fp16 and tf32 along)
     assert arms[-1][1] == policy.training_args and arms[-1][2] == 16
 
