@@ -10,7 +10,8 @@
 #   bash benchmarks/run_gpu_check.sh pack     # here, once
 #   bash benchmarks/run_gpu_check.sh          # there, carry .gpu_payload/{whl,minilm,data}, timeout_s 420:
 #                                             #   the per-device policy change by change at batch 64/256, then
-#                                             #   MiniLM with it, checked on CPU -> $OUT/gpu_policy.json (~5 min)
+#                                             #   MiniLM with it, checked on CPU -> $OUT/gpu_policy.json (no arm
+#                                             #   starts after --budget-s, 240 s; not yet timed on a GPU)
 #   bash benchmarks/run_gpu_check.sh full     # there, same warm machine, carry .gpu_payload/{whl,whl_wandb,data},
 #                                             #   timeout_s 240: part 3, train() + pyfunc on CPU -> $OUT/gpu_full.json
 #   python benchmarks/gpu_check.py --render benchmarks/results/gpu.json --render OUT1/gpu_policy.json \
