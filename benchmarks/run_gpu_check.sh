@@ -4,10 +4,23 @@
 # datasets or wandb, and no network: wheels, the MiniLM weights (fp16: the 64 MiB carry limit) and the
 # English CSVs travel with the call.
 #
-#   bash benchmarks/run_gpu_check.sh pack   # here, once
-#   bash benchmarks/run_gpu_check.sh        # there, carry .gpu_payload/{whl,minilm,data}: parts 1-2 -> $OUT/gpu.json
-#   bash benchmarks/run_gpu_check.sh full   # there, same warm machine, carry .gpu_payload/{whl,whl_wandb,data}: part 3
-#   bash benchmarks/run_gpu_check.sh diagnose  # there, carry as for parts 1-2: throughput arms in a telling order
+# The 64 MiB carry limit does not hold the MiniLM weights and W&B together, so a device check is two calls on
+# one warm machine (the second finds the weights, and torch.compile's caches, the first left in /tmp):
+#
+#   bash benchmarks/run_gpu_check.sh pack     # here, once
+#   bash benchmarks/run_gpu_check.sh          # there, carry .gpu_payload/{whl,minilm,data}, timeout_s 420:
+#                                             #   the per-device policy change by change at batch 64/256, then
+#                                             #   MiniLM with it, checked on CPU -> $OUT/gpu_policy.json (no arm
+#                                             #   starts after --budget-s, 240 s; not yet timed on a GPU)
+#   bash benchmarks/run_gpu_check.sh full     # there, same warm machine, carry .gpu_payload/{whl,whl_wandb,data},
+#                                             #   timeout_s 240: part 3, train() + pyfunc on CPU -> $OUT/gpu_full.json
+#   python benchmarks/gpu_check.py --render benchmarks/results/gpu.json --render OUT1/gpu_policy.json \
+#       --render OUT2/gpu_full.json          # here: gpu.md keeps the first run's tables, adds the policy's
+#   bash benchmarks/run_gpu_check.sh first    # the first run's parts 1-2 (dynamic vs global padding)
+#   bash benchmarks/run_gpu_check.sh diagnose # there, carry as for parts 1-2: throughput arms in a telling order
+#
+# Every part writes its JSON as soon as it is done, and --budget-s skips the policy's last arms rather than
+# overrun: a call cut short still brings back what it measured.
 set -euo pipefail
 P=.gpu_payload
 
@@ -37,6 +50,12 @@ save_file({k: v.half() if v.is_floating_point() else v for k, v in load_file(sys
   exit
 fi
 
+case "${1:-policy}" in
+  policy) MODE=--policy ;;
+  first) MODE= ;;
+  full|diagnose) MODE=--$1 ;;
+  *) echo "usage: $0 [pack|policy|full|first|diagnose]" >&2; exit 2 ;;
+esac
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
   $(ls $P/whl/*.whl) $( [ "${1:-}" = full ] && ls $P/whl_wandb/*.whl )
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -48,4 +67,4 @@ save_file({k: v.float() if v.is_floating_point() else v for k, v in load_file(sy
     $P/minilm/model.safetensors /tmp/minilm/model.safetensors
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv | tee "$OUT/nvidia-smi.csv"
-python3 benchmarks/gpu_check.py --data $P/data --model /tmp/minilm --out "$OUT" ${1:+--$1} 2>&1 | tee "$OUT/log${1:+_$1}.txt"
+python3 benchmarks/gpu_check.py --data $P/data --model /tmp/minilm --out "$OUT" $MODE 2>&1 | tee "$OUT/log_${1:-policy}.txt"

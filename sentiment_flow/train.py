@@ -15,6 +15,7 @@ from sentiment_flow import metrics as M
 from sentiment_flow import plots, scoring_runs, tracking
 from sentiment_flow.config import HEADLINE_METRICS, LABELS, TrainConfig
 from sentiment_flow.data import load_data, tokenize
+from sentiment_flow.errors import UserError
 from sentiment_flow.model import check_max_length, license_note, load_tokenizer_and_model, model_source
 
 log = logging.getLogger(__name__)
@@ -39,13 +40,72 @@ def cpu_only() -> bool:
     return not torch.cuda.is_available() and not torch.backends.mps.is_available()
 
 
-def training_arguments(cfg: TrainConfig, output_dir: str, **overrides):
-    """TrainingArguments for this machine: mixed precision, TF32 and loader workers only on CUDA."""
+# Set to 0 or 1 to turn torch.compile off or on whatever the device (default: on for CUDA only; on a CPU its
+# gain is unmeasured here, its compile time is paid on every run, and the CPU recipe was measured without it).
+COMPILE_ENV = "SENTIMENT_FLOW_TORCH_COMPILE"
+# On CUDA, batches are padded to a multiple of this many tokens: few distinct shapes, so torch.compile
+# recompiles rarely and each shape's one-time kernel setup is paid a few times, not once per length
+# (benchmarks/results/gpu.md: a new length cost ~4x on first sight, H200).
+GPU_PAD_BUCKET = 64
+
+
+@dataclass(frozen=True)
+class DeviceSettings:
+    """How training runs on one kind of device: TrainingArguments fields and the collator's padding."""
+
+    device: str  # "cuda", "mps" or "cpu"
+    training_args: dict  # TrainingArguments fields
+    pad_to_multiple_of: int | None  # None: each batch padded to its longest row
+
+
+def device_type() -> str:
+    """The device this process trains on: "cuda", "mps" or "cpu"."""
     import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu" if cpu_only() else "mps"
+
+
+def device_settings(device: str | None = None, max_length: int = 128) -> DeviceSettings:
+    """The per-device training policy (this machine's device if None), the one place it is decided.
+
+    CUDA: bf16 autocast (fp16 before Ampere), TF32, torch.compile, loader workers with pinned memory, padding
+    to buckets of GPU_PAD_BUCKET tokens. CPU: fp32, no compile, no workers, dynamic padding (fewest tokens: on
+    a CPU every token costs). MPS: as CPU, padded to multiples of 8. Fused AdamW everywhere.
+    COMPILE_ENV overrides the compile choice.
+    """
+    import torch
+
+    device = device or device_type()
+    cuda = device == "cuda"
+    choice = os.environ.get(COMPILE_ENV, "").strip()
+    if choice not in ("", "0", "1"):
+        raise UserError(f"{COMPILE_ENV}={choice!r} is not 0 or 1; unset it to compile on CUDA only.")
+    compile_model = cuda if choice == "" else choice == "1"
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    settings = dict(
+        bf16=bf16,
+        fp16=cuda and not bf16,
+        tf32=True if cuda and torch.cuda.get_device_capability()[0] >= 8 else None,
+        torch_compile=compile_model,
+        # Fused on every device: transformers' own default on torch >= 2.8, and the CPU recipe whose test macro-F1
+        # (benchmarks/results/training.md) the GPU is checked against was trained with it.
+        optim="adamw_torch_fused",
+        dataloader_num_workers=min(4, os.cpu_count() or 1) if cuda else 0,
+        dataloader_pin_memory=cuda,
+    )
+    # A bucket that divides max_length never pads a batch beyond it (nor past the model's position limit,
+    # which check_max_length keeps >= max_length); truncation already happened at tokenization.
+    buckets = (GPU_PAD_BUCKET, 8) if cuda else (8,) if device == "mps" else ()
+    multiple = next((b for b in buckets if max_length % b == 0), None)
+    return DeviceSettings(device=device, training_args=settings, pad_to_multiple_of=multiple)
+
+
+def training_arguments(cfg: TrainConfig, output_dir: str, **overrides):
+    """TrainingArguments for this machine: the project's recipe, device_settings() for the device, then overrides."""
     from transformers import TrainingArguments
 
-    cuda = torch.cuda.is_available()
-    bf16 = cuda and torch.cuda.is_bf16_supported()
     settings = dict(
         output_dir=output_dir,
         num_train_epochs=cfg.epochs,
@@ -65,11 +125,7 @@ def training_arguments(cfg: TrainConfig, output_dir: str, **overrides):
         # Batches of similar length, padded per batch by the collator: far fewer pad tokens than
         # padding the whole dataset to its longest text (see benchmarks/).
         train_sampling_strategy="group_by_length",
-        bf16=bf16,
-        fp16=cuda and not bf16,
-        tf32=True if cuda and torch.cuda.get_device_capability()[0] >= 8 else None,
-        dataloader_num_workers=min(4, os.cpu_count() or 1) if cuda else 0,
-        dataloader_pin_memory=cuda,
+        **device_settings(max_length=cfg.max_length).training_args,
         use_cpu=cpu_only(),  # on CPU-only hosts this is what lets torchrun run data-parallel (gloo)
         report_to="none",  # MLflow and W&B get the same logs through tracking.metrics_callback
     )
@@ -80,15 +136,14 @@ def build_trainer(cfg: TrainConfig, model, tokenizer, encoded, output_dir: str, 
     """A Trainer on encoded["train"] evaluated on encoded["valid"]; overrides replace TrainingArguments fields."""
     from transformers import DataCollatorWithPadding, Trainer
 
+    multiple = device_settings(max_length=cfg.max_length).pad_to_multiple_of
     return Trainer(
         model=model,
         args=training_arguments(cfg, output_dir, **overrides),
         train_dataset=encoded["train"],
         eval_dataset=encoded["valid"],
         processing_class=tokenizer,
-        # On a GPU every new (batch, length) shape costs a one-time setup (H200: 144 samples/s on first sight
-        # vs 548 once seen, benchmarks/results/gpu.md); multiples of 8 leave ~16 lengths instead of ~128.
-        data_collator=collator or DataCollatorWithPadding(tokenizer, pad_to_multiple_of=None if cpu_only() else 8),
+        data_collator=collator or DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple),
         compute_metrics=M.trainer_metrics,
         callbacks=list(callbacks),
     )
