@@ -90,7 +90,7 @@ def load_scorer(model_uri: str, dst_path: str | None = None) -> Scorer:
     try:
         path = mlflow.artifacts.download_artifacts(load_uri, dst_path=dst_path)
         model = mlflow.pyfunc.load_model(path)
-    except Exception as exc:  # noqa: BLE001 - MLflow raises many types for "not there" and "not a model"
+    except Exception as exc:  # MLflow raises many types for "not there" and "not a model"
         raise UserError(
             f"Could not load model {model_uri!r}: {one_line(exc)}. Pass models:/NAME@ALIAS, models:/NAME/VERSION, "
             "runs:/RUN_ID/model or a local MLflow model directory."

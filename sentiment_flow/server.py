@@ -45,7 +45,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
 DEFAULT_WORKERS = 4  # mlflow server's own default
 DATABASE, AUTH_DATABASE = "mlflow", "mlflow_auth"  # databases created in the embedded PostgreSQL
-ADMIN_PASSWORD_VAR = "MLFLOW_AUTH_ADMIN_PASSWORD"  # read by MLflow's auth app when it creates the admin
+ADMIN_PASSWORD_VAR = "MLFLOW_AUTH_ADMIN_PASSWORD"  # noqa: S105 - a variable's name; read by MLflow's auth app when it creates the admin
 START_TIMEOUT = 180.0  # seconds for migrations on a fresh database plus the workers' imports, on a busy host
 STOP_TIMEOUT = 30.0
 AUTH_CACHE_TTL_SECONDS = 60  # with --auth: credentials checked once a minute per worker, not on every request
@@ -351,7 +351,7 @@ def _wait_healthy(server: TeamServer, secret: str | None) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         try:
-            with urllib.request.urlopen(f"{server.url}/health", timeout=2) as reply:
+            with urllib.request.urlopen(f"{server.url}/health", timeout=2) as reply:  # noqa: S310 - our http:// URL
                 if reply.status == 200:
                     return
         except OSError:
@@ -387,4 +387,4 @@ def _psycopg2(uri: str) -> str:
 
 def _client_host(host: str) -> str:
     """The host clients should use: a wildcard bind is reached by this machine's name."""
-    return socket.gethostname() if host in ("0.0.0.0", "::", "") else host
+    return socket.gethostname() if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - compared, not bound

@@ -159,7 +159,7 @@ def _session(master: str, config: ScoreConfig):
             # fails on the dead JVM's refused connection before it forgets the context, so forget that here.
             try:
                 spark.stop()
-            except Exception:  # noqa: BLE001 - the JVM is gone
+            except Exception:  # noqa: BLE001, S110 - the JVM is gone
                 pass
             SparkContext._active_spark_context = None
             active = spark  # stopped

@@ -365,5 +365,5 @@ def delete_version(name: str, version: str) -> None:
     try:
         mlflow.MlflowClient().delete_model_version(name, version)
         log.warning("Deleted %s version %s: the training did not finish", name, version)
-    except Exception:  # noqa: BLE001 - the error that stopped training is the one to raise
+    except Exception:  # the error that stopped training is the one to raise
         log.exception("Could not delete %s version %s; its run is not FINISHED, so promote refuses it", name, version)
