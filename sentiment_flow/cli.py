@@ -155,7 +155,7 @@ def config_options(config_cls):
                 show_default=True,
                 help=field.metadata["help"],
                 # A flag that also takes true/false, as MLproject passes every parameter with a value.
-                **({"is_flag": False, "flag_value": True, "metavar": "[true|false]"} if field.type == "bool" else {}),
+                **({"is_flag": False, "flag_value": True, "metavar": "[true|false]"} if field.type == "bool" else {}),  # type: ignore[arg-type]  # mypy: dict[str, object]
             )(func)
         return func
 
@@ -198,7 +198,7 @@ def _credentials_out_of_uris() -> None:
                 f"{variable} ({redact_uri(uri)}) carries a user and password other than MLFLOW_TRACKING_USERNAME "
                 "and MLFLOW_TRACKING_PASSWORD: remove user:password@ from the URI, or unset those two variables."
             )
-        os.environ.update(given)
+        os.environ.update(given)  # type: ignore[arg-type]  # both set: a password comes with a user
         os.environ[variable] = bare
 
 

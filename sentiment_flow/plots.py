@@ -35,7 +35,7 @@ def label_distribution(label_ids_by_split: dict[str, list[int]]):
     return fig
 
 
-def length_by_label(lengths: list[int], label_ids: list[int], max_length: int):
+def length_by_label(lengths: list[int] | np.ndarray, label_ids: list[int] | np.ndarray, max_length: int):
     """Box plot of tokens per text for each label (train split), with the truncation length marked."""
     lengths = np.asarray(lengths)
     label_ids = np.asarray(label_ids)

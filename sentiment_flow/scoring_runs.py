@@ -94,7 +94,7 @@ def record(summary, model_uri: str, input_path: str, params: dict[str, str]) -> 
         "input_path": input_path, "input_hash": summary.input_hash,
     }
     # `mlflow run` logged its MLproject parameters already; MLflow refuses to change a param.
-    logged = mlflow.get_run(mlflow.active_run().info.run_id).data.params
+    logged = mlflow.get_run(mlflow.active_run().info.run_id).data.params  # type: ignore[union-attr]  # in a run
     mlflow.log_params({k: v for k, v in given.items() if k not in logged})
 
     try:  # any path Spark reads (s3a://, abfss://) names the dataset, even where MLflow has no resolver for it
@@ -104,7 +104,7 @@ def record(summary, model_uri: str, input_path: str, params: dict[str, str]) -> 
     except mlflow.exceptions.MlflowException:
         source = SparkDatasetSource(path=input_path)
     schema = _schema(summary.input_sample)
-    dataset = MetaDataset(source, name=Path(input_path.rstrip("/")).name, digest=summary.input_hash[:32], schema=schema)
+    dataset = MetaDataset(source, name=Path(input_path.rstrip("/")).name, digest=summary.input_hash[:32], schema=schema)  # type: ignore[abstract]  # abstractmethod, no ABCMeta
     log_input(dataset, context="scoring")
 
     rows = max(summary.rows, 1)
@@ -118,7 +118,7 @@ def record(summary, model_uri: str, input_path: str, params: dict[str, str]) -> 
     mlflow.log_metrics(metrics)
     mlflow.log_dict(summary.label_counts, "predicted_label_counts.json")
 
-    drift = {}
+    drift: dict[str, float] = {}
     reference = _baseline(model_run_id)
     if isinstance(reference, str):
         mlflow.set_tag("drift", f"skipped: {reference}")

@@ -143,7 +143,9 @@ def start(
             postgres = start_postgres(data_dir / "postgres", data_dir / "pgpass", announce)
             reaper.watch_postgres(postgres)
             _create_databases(postgres)
-        store = _psycopg2(backend_store_uri or postgres.uri(DATABASE))
+            store = _psycopg2(postgres.uri(DATABASE))
+        else:
+            store = _psycopg2(backend_store_uri)
         env = dict(os.environ)
         if postgres is not None:
             env["PGPASSFILE"] = str(postgres.passfile)  # libpq reads the password there: never in a URI or argv
@@ -279,7 +281,9 @@ class Reaper:
 
 def _reap() -> None:
     """The reaper's body: read orders until EOF, then stop the process group, PostgreSQL and remove folders."""
-    groups, postmasters, folders = [], [], []
+    groups: list[str] = []
+    postmasters: list[str] = []
+    folders: list[str] = []
     for line in sys.stdin:
         verb, _, argument = line.strip().partition(" ")
         if verb == "done":

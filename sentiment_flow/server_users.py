@@ -193,7 +193,7 @@ def _smallest_role(resource_type: str | None, permission: str) -> str | None:
     return min(fits)[1] if fits else None
 
 
-def refusal_of(exc: BaseException) -> Refusal | None:
+def refusal_of(exc: BaseException | None) -> Refusal | None:
     """What the refused request needed, read from the request itself; None if `exc` carries none.
 
     MLflow's exception keeps only the endpoint and the body "Permission denied": the request (its JSON body
