@@ -32,8 +32,9 @@ LENGTH_EDGES = (0, 8, 16, 24, 32, 48, 64, 96, 128, 256)
 PSI_FLOOR = 1e-4
 # Fewer rows than this and a check records "not enough rows" instead of a PSI. A sample drawn from the baseline
 # itself reads PSI ~ chi2(bins - 1) / rows: with the 10 length bins, 95 % of samples stay under 0.1 ("stable")
-# from ~170 rows on. Measured on the English test split's MiniLM token lengths (1,000 samples of each size): PSI
-# 95th percentile 0.11-0.18 at 100 rows (8-19 % of samples above 0.1), 0.064-0.067 at 200 (0-3 %).
+# from ~170 rows on. Measured with the English test and train splits' MiniLM token lengths as baselines (1,000
+# samples of each size): PSI 95th percentile 0.11-0.18 at 100 rows (8-19 % of samples above 0.1), 0.064-0.067
+# at 200 (0-3 %). The README's "Scoring runs" states the same.
 MIN_DRIFT_ROWS = 200
 # The run tag naming an int8 variant's fp32 source training run (optimize.py's lineage tags): its baseline's run.
 SOURCE_RUN_TAG = "source_run_id"
