@@ -241,8 +241,10 @@ def train_command(**options) -> None:
 )
 @click.option("--spark-master", default=SPARK_MASTER, show_default=True,
               help="Spark master URL for --engine spark (ignored under spark-submit, whose --master decides).")
-@click.option("--experiment-name", default=SCORING_EXPERIMENT, show_default=True,
-              help="MLflow experiment of the scoring run (under `mlflow run`: the run it created).")
+@click.option("--experiment-name", default="",
+              help=f"MLflow experiment of the scoring run [default: {SCORING_EXPERIMENT}]. Under `mlflow run`, the "
+              "run is the one it created, in the experiment it chose (mlflow run --experiment-name): empty means that "
+              "one, another name is refused.")
 @config_options(ScoreConfig)
 @user_errors
 def score(
@@ -286,8 +288,8 @@ def score(
         table.add_row("macro-F1", f"{summary.f1_macro:.4f}")
     elif options["label_column"]:
         table.add_row("accuracy", f"none of the {options['label_column']!r} values is a known label")
-    for name, value in drift.items():
-        table.add_row(name.replace("_", " "), f"{value:.4f} (PSI vs training)")
+    for name, value in drift.items():  # a PSI, or why there is none (too few rows, no baseline)
+        table.add_row(name.replace("_", " "), escape(value) if isinstance(value, str) else f"{value:.4f} (PSI vs training)")
     table.add_row("MLflow run", run_id)
     Console().print(table)
 
