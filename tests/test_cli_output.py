@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 
+import mlflow
 import pytest
 from click.testing import CliRunner
 from mlflow import MlflowClient
@@ -22,6 +23,12 @@ import test_registry
 from test_registry import NAME
 
 add_version = test_registry.add_version  # the fixture: a new version whose own run has these test metrics
+try:  # the team server (pgserver, MLflow's auth app) is an optional extra
+    import test_server
+
+    team = test_server.team  # the fixture: a running server with --auth, stopped when this module ends
+except pytest.skip.Exception:
+    test_server = None
 
 PROD = "sentiment-english-prod"
 
@@ -169,6 +176,35 @@ def test_a_copy_refused_a_new_registered_model_says_who_may_create_one(add_versi
     error = copied.output.strip()
     assert copied.exit_code == 2 and "\n" not in error, copied.output
     assert f"refused to create registered model '{PROD}' (HTTP 403)" in error and "EDIT permission" in error
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(test_server is None, reason="the [server] extra is not installed")
+def test_a_copy_the_team_server_refuses_names_the_permission_it_lacked(team, monkeypatch):
+    from mlflow.server import get_app_client
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", team.url)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", test_server.ADMIN)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", test_server.PASSWORD)
+    mlflow.set_tracking_uri(team.url)
+    client = MlflowClient()
+    source, destination = "copy-source", "copy-destination"
+    client.create_registered_model(source)
+    with mlflow.start_run() as run:
+        pass
+    client.create_model_version(source, f"{run.info.artifact_uri}/model", run.info.run_id)
+    client.create_registered_model(destination)  # the admin's: others may read it (the default), not edit it
+    get_app_client("basic-auth", tracking_uri=team.url).create_user("reader", "reader-password-123")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "reader")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "reader-password-123")
+
+    copied = CliRunner().invoke(cli, ["copy", f"models:/{source}/1", destination])
+
+    *_, error = copied.output.strip().splitlines()
+    assert copied.exit_code == 2 and error.startswith("Error: "), copied.output
+    assert f"refused to add a version to registered model '{destination}' (HTTP 403)" in error
+    assert f"needs EDIT (or MANAGE) permission on '{destination}' and READ on '{source}'" in error
+    assert "may not yet support" not in copied.output
 
 
 # ---------------------------------------------------------------------------------------------------------
