@@ -519,6 +519,11 @@ def server_command(data_dir: str, backend_store_uri: str | None, artifacts_desti
     raise UserError(f"mlflow server exited on its own with code {code}; see {running.log_path}.")
 
 
+def _minute(timestamp: str) -> str:
+    """`2026-11-25 10:56` from `2026-11-25T10:56:10Z`: short enough for a table column."""
+    return timestamp[:16].replace("T", " ")
+
+
 def _fitted(out: Console, title: str, columns: tuple[str, ...], rows: list[dict[str, str]], folds: str):
     """`rows` (column -> cell, rich markup) as one table where it fits `out` whole, else one block per row, its
     cells under one another: a value is never cut. Only the cells of column `folds` (prose, paths) may break."""
@@ -580,11 +585,6 @@ def _gate_table(out: Console, report):
 def _metric_column(key: str) -> str:
     """`f1_macro` for `test_f1_macro`: every metric in the table is a test metric."""
     return key.removeprefix("test_")
-
-
-def _minute(timestamp: str) -> str:
-    """`2026-11-25 10:56` from `2026-11-25T10:56:10Z`: short enough for a table column."""
-    return timestamp[:16].replace("T", " ")
 
 
 def _history_text(entries) -> str:
