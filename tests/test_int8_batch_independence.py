@@ -13,6 +13,7 @@ labels.
 
 from __future__ import annotations
 
+import itertools
 import random
 from types import SimpleNamespace
 
@@ -48,7 +49,7 @@ def texts_of_mixed_lengths(valid: list[str]) -> list[str]:
     """Short and long texts, an empty one, a text as long as the model reads, and extreme ones (one word again
     and again): under per-batch scales the long and extreme ones set the range their neighbours were quantized in."""
     rng = random.Random(7)
-    words = FILLER + sum(SENTIMENT_WORDS.values(), [])
+    words = [*FILLER, *itertools.chain(*SENTIMENT_WORDS.values())]
     long = [" ".join(rng.choice(words) for _ in range(rng.randint(20, 90))) for _ in range(6)]
     extreme = [" ".join([word] * 60) for word in ("great", "awful", "okay", "the")]
     unknown = [f"{text} {UNKNOWN_WORD}" for text in valid[:10]]
