@@ -162,7 +162,8 @@ def optimize(
             }
             smoothing = f", activations smoothed with alpha {smooth_alpha:g}" if smooth_alpha else ""
             description = (
-                f"int8 variant ({BACKEND}, activation scales from {len(calibration)} validation rows{smoothing}) of {source.name} version {source.version}. On its test split "
+                f"int8 variant ({BACKEND}, activation scales from {len(calibration)} validation rows{smoothing}) of "
+                f"{source.name} version {source.version}. On its test split "
                 f"({len(test)} rows) macro-F1 {metrics['test_f1_macro']:.4f} vs fp32 {fp32_f1:.4f}; labels agree "
                 f"with fp32 on {agreement:.2%} of rows; {fallback_share:.1%} of them (top-two margin under "
                 f"{fallback_margin:g}) were scored by the fp32 graph it carries. Input: a string column `text`; "
@@ -188,7 +189,8 @@ def optimize(
 def _splits(source, data: str | None) -> tuple[pd.DataFrame, str, list[str]]:
     """The source version's test split (`text`, `label` ids), from `data` or where its training read it, its
     source (file or Hub split), and up to INT8_CALIBRATION_ROWS texts of its validation split (training's, if
-    there is no validation split) for the smoothing and the activation scales: never test rows, which the gate scores."""
+    there is no validation split) for the smoothing and the activation scales: never test rows, which the gate
+    scores."""
     from sentiment_flow.data import load_data
 
     where = data or source.tags.get("data_source", "")
@@ -282,7 +284,8 @@ def quantize(fp32_path: Path, int8_path: Path, tokenizer, texts: list[str], max_
     quantize_static(
         fp32_path, int8_path, Texts(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul", "Gemm"],
         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.MinMax, extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"]},
+        calibrate_method=CalibrationMethod.MinMax,
+        extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"]},
     )
 
 
