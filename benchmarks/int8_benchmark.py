@@ -7,7 +7,7 @@ already trained there is reused (the results say which).
 1. Backends, in one process on the English test split (batches of 32 in order of token counts): PyTorch fp32,
    PyTorch dynamic int8 (torch.ao.quantization.quantize_dynamic), ONNX Runtime fp32, ONNX Runtime dynamic int8
    of the plain graph (exported with SDPA attention, and eager as optimize exports it) and of the smoothed one
-   (the variant's); these tokenize each batch with transformers and use ONNX Runtime's own threads. Then the
+   (what the variant was before its activation scales were static), the variant's static int8 graph; these tokenize each batch with transformers and use ONNX Runtime's own threads. Then the
    variant's int8 graph and the variant as registered (rows it is unsure of scored again by its fp32 graph) in
    the variant's own batching: each text tokenized once, one single-threaded ONNX Runtime call per core.
 2. Scoring, each arm a whole process on the same texts (test.csv repeated to --rows): the fp32 scorer, the int8
@@ -92,9 +92,14 @@ def variant(fallback=True):
     v = mlflow.pyfunc.load_model(int8_uri).unwrap_python_model()
     v.fp32_session = v.fp32_session if fallback else None
     return v
+def variant_file(name):  # model.onnx (int8) or model.fp32.onnx (smoothed fp32) of the variant
+    return Path(mlflow.artifacts.download_artifacts(int8_uri, dst_path=str(Path(folder, "variant"))), "artifacts", name)
 def variant_graph():  # the variant's int8 graph in a default session (ONNX Runtime's own threads), as above
-    path = Path(mlflow.artifacts.download_artifacts(int8_uri, dst_path=str(Path(folder, "variant"))), "artifacts", "model.onnx")
-    return onnxruntime.InferenceSession(str(path))
+    return onnxruntime.InferenceSession(str(variant_file("model.onnx")))
+def dynamic_smoothed():  # the variant's smoothed fp32 graph quantized as optimize did before: scales per batch
+    quantize_dynamic(variant_file("model.fp32.onnx"), Path(folder, "int8-dynamic-smoothed.onnx"),
+                     weight_type=QuantType.QInt8, per_channel=True)
+    return onnxruntime.InferenceSession(str(Path(folder, "int8-dynamic-smoothed.onnx")))
 # Each arm's model is built just before it runs, so that no arm's setup (an export, a quantization) can change
 # the model an earlier arm measures.
 arms = {
@@ -104,7 +109,8 @@ arms = {
     "ONNX Runtime fp32": lambda: (lambda s: lambda: ort_run(s))(ort_fp32()),
     "ONNX Runtime dynamic int8, not smoothed, SDPA attention exported": lambda: (lambda s: lambda: ort_run(s))(ort_int8_unsmoothed("sdpa")),
     "ONNX Runtime dynamic int8, not smoothed": lambda: (lambda s: lambda: ort_run(s))(ort_int8_unsmoothed()),
-    "ONNX Runtime dynamic int8, smoothed (the variant's int8 graph)": lambda: (lambda s: lambda: ort_run(s))(variant_graph()),
+    "ONNX Runtime dynamic int8, smoothed (the variant before static scales)": lambda: (lambda s: lambda: ort_run(s))(dynamic_smoothed()),
+    "ONNX Runtime static int8, smoothed (the variant's int8 graph)": lambda: (lambda s: lambda: ort_run(s))(variant_graph()),
     "the variant's int8 graph in the variant's batching": lambda: (lambda v: lambda: v.probabilities(texts, 32))(variant(False)),
     "the variant: int8, unsure rows again in fp32, its batching": lambda: (lambda v: lambda: v.probabilities(texts, 32))(variant()),
 }
@@ -266,7 +272,7 @@ allowed 0.005); labels equal to fp32 on {gate['label_agreement']:.2%} of rows (r
 
 ## Backends (one process, English test split, batches of 32 in order of token counts, tokenizing included; the fastest of three passes after a warm-up pass)
 
-The first six rows tokenize each batch with transformers and run ONNX Runtime on its own threads; the last two
+The first seven rows tokenize each batch with transformers and run ONNX Runtime on its own threads; the last two
 are the variant's batching (each text tokenized once, one single-threaded ONNX Runtime call per core at a time).
 
 | backend | rows / s | vs PyTorch fp32 | macro-F1 | labels equal to PyTorch fp32 |

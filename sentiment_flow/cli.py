@@ -9,10 +9,12 @@ import os
 import re
 import signal
 import sys
+from pathlib import Path
 
 import click
-from rich.console import Console
+from rich.console import Console, Group
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
 
 from sentiment_flow.config import (
@@ -129,17 +131,104 @@ def _fail(error: UserError) -> None:
 
 
 def in_user_syntax(text: str) -> str:
-    """Library text names fixes as CLI options (`--eval-data PATH`, `--force`); under `mlflow run` (MLFLOW_RUN_ID
-    set) the user passes MLproject parameters instead (`-P eval_data=PATH`, `-P force=true`): the one mapping."""
+    """`text` with its fixes in the syntax of the user: as written (`--eval-data PATH`, `--force`) at a shell, in
+    MLproject parameters under `mlflow run` (MLFLOW_RUN_ID set): `-P eval_data=PATH`, `-P force=true`, and a
+    `sentiment-flow rollback NAME --alias A` line as `mlflow run . -e rollback -P model_name=NAME -P alias=A`."""
     if not os.environ.get("MLFLOW_RUN_ID"):
         return text
-    return CLI_OPTION.sub(
-        lambda m: f"-P {m['name'].replace('-', '_')}={m['value'] or 'true'}", text
+    entry_points = _entry_points()
+    declared = {option: param for _, _, options in entry_points.values() for option, param in options.items()}
+    # One pass: a whole command line takes another entry point's parameters, not the running one's.
+    return USER_TEXT.sub(
+        lambda m: _as_mlflow_run(m, entry_points) if m["command"] else _as_parameter(m, declared), text
     )
 
 
-# `--name` and an optional placeholder (PATH, TEXT, V) or number that follows it.
-CLI_OPTION = re.compile(r"(?<![\w-])--(?P<name>[a-z][a-z0-9-]*)(?: (?P<value>[A-Z]+\b|[0-9][0-9.]*))?")
+# `--name` and what follows it: an option's value is a placeholder (PATH, V), a number, a quoted or <described>
+# value, `...`, a word or path; a flag's value is true or false. The sentence goes on after anything else.
+CLI_OPTION = (
+    r"(?<![\w-])--(?P<name>[a-z][a-z0-9-]*)"
+    r"(?: (?!-)(?P<value>'[^']*'|\"[^\"]*\"|<[^<>]*>|\.\.\.|[./~]*\w(?:[\w./:@~+-]*[\w/])?))?"
+)
+# Words that follow an option in library prose (`--reason is too long`, `--auth needs ...`): never its value.
+PROSE = frozenset((
+    "a", "an", "and", "are", "as", "by", "for", "if", "in", "is", "must", "needs", "of", "on", "or", "the", "to",
+    "was", "with", "would",
+))
+# A `sentiment-flow COMMAND ...` line: in backticks up to the closing one, else up to the end of the sentence.
+COMMAND_LINE = (
+    r"(?P<tick>`)?sentiment-flow (?P<command>[a-z]+)(?P<args>(?(tick)[^`]*|(?: [^\s`]*[^\s`.;,:])*))"
+    r"(?(tick)(?=`)|(?=[.;,:]?(?:\s|$)))"
+)
+USER_TEXT = re.compile(f"{COMMAND_LINE}|{CLI_OPTION}")
+
+
+def _as_parameter(match: re.Match, declared: dict[str, str]) -> str:
+    """`-P name=VALUE` for one `--name VALUE` of this CLI; options it does not have are left as they are."""
+    option, value = match["name"], match["value"]
+    takes_value = _options().get(option)
+    if takes_value is None:
+        return match[0]
+    after = ""
+    if value is not None and (value in PROSE or (not takes_value and value not in ("true", "false"))):
+        value, after = None, match[0][len(option) + 2:]  # " needs ..." goes back into the sentence
+    # Extra parameters reach the command as `--KEY VALUE`: only declared ones may be spelt with underscores.
+    param = declared.get(option, option)
+    if value is None and takes_value:
+        return f"-P {param}{after}"  # named, as in "raise -P max_train_samples"
+    return f"-P {param}={value or 'true'}{after}"
+
+
+def _as_mlflow_run(match: re.Match, entry_points: dict[str, tuple[str, list[str], dict[str, str]]]) -> str:
+    """The `mlflow run` form of a `sentiment-flow` command line; as it was if no entry point runs that command."""
+    if match["command"] not in entry_points:
+        return match[0]
+    entry_point, positional, options = entry_points[match["command"]]
+    positional = list(positional)
+    words = iter(match["args"].split())
+    params = []
+    for word in words:
+        if not word.startswith("--"):
+            params.append((positional.pop(0) if positional else word, word))
+            continue
+        option = word[2:]
+        takes_value = _options().get(option, True)
+        value = next(words, "...") if takes_value else "true"
+        params.append((options.get(option, option), value))
+    run = "mlflow run ." + ("" if entry_point == "main" else f" -e {entry_point}")
+    return (match["tick"] or "") + run + "".join(f" -P {param}={value}" for param, value in params)
+
+
+@functools.cache
+def _options() -> dict[str, bool]:
+    """Every option of every command, by name without its dashes: True if it takes a value, False for a flag."""
+    return {
+        name[2:]: not isinstance(param.type, click.types.BoolParamType)
+        for command in cli.commands.values() for param in command.params if isinstance(param, click.Option)
+        for name in param.opts if name.startswith("--")
+    }
+
+
+@functools.cache
+def _entry_points() -> dict[str, tuple[str, list[str], dict[str, str]]]:
+    """CLI command -> (MLproject entry point, its positional parameters in order, option -> parameter), read
+    from the commands in the project's MLproject (empty where the package is installed without it)."""
+    import yaml
+
+    path = Path(__file__).resolve().parent.parent / "MLproject"
+    if not path.is_file():
+        return {}
+    found = {}
+    for entry_point, spec in yaml.safe_load(path.read_text())["entry_points"].items():
+        command = re.search(r"-m sentiment_flow (?P<command>[a-z]+)(?P<args>.*)", spec["command"])
+        if command is None:
+            continue
+        words = command["args"].split()
+        options = {word[2:]: words[i + 1].strip("{}") for i, word in enumerate(words) if word.startswith("--")}
+        positional = [word.strip("{}") for i, word in enumerate(words)
+                      if word.startswith("{") and (i == 0 or not words[i - 1].startswith("--"))]
+        found[command["command"]] = (entry_point, positional, options)
+    return found
 
 
 def config_options(config_cls):
@@ -241,8 +330,10 @@ def train_command(**options) -> None:
 )
 @click.option("--spark-master", default=SPARK_MASTER, show_default=True,
               help="Spark master URL for --engine spark (ignored under spark-submit, whose --master decides).")
-@click.option("--experiment-name", default=SCORING_EXPERIMENT, show_default=True,
-              help="MLflow experiment of the scoring run (under `mlflow run`: the run it created).")
+@click.option("--experiment-name", default="",
+              help=f"MLflow experiment of the scoring run [default: {SCORING_EXPERIMENT}]. Under `mlflow run`, the "
+              "run is the one it created, in the experiment it chose (mlflow run --experiment-name): empty means that "
+              "one, another name is refused.")
 @config_options(ScoreConfig)
 @user_errors
 def score(
@@ -286,8 +377,8 @@ def score(
         table.add_row("macro-F1", f"{summary.f1_macro:.4f}")
     elif options["label_column"]:
         table.add_row("accuracy", f"none of the {options['label_column']!r} values is a known label")
-    for name, value in drift.items():
-        table.add_row(name.replace("_", " "), f"{value:.4f} (PSI vs training)")
+    for name, value in drift.items():  # a PSI, or why there is none (too few rows, no baseline)
+        table.add_row(name.replace("_", " "), escape(value) if isinstance(value, str) else f"{value:.4f} (PSI vs training)")
     table.add_row("MLflow run", run_id)
     Console().print(table)
 
@@ -333,6 +424,7 @@ def optimize(
 # Registry commands: the logic, and every message, live in sentiment_flow.registry.
 OUTCOME_STYLE = {"pass": "green", "fail": "bold red", "forced": "yellow", "skipped": "dim"}
 AUDIT_SHOWN = 20  # audit records `status` prints; the rest stay in the registered model's tags
+FOLD_WIDTH = 50  # characters per line of a table's prose column (a gate's note, a base model's path)
 
 
 @cli.command("status")
@@ -343,22 +435,8 @@ def status_command(name: str) -> None:
     from sentiment_flow import registry
 
     report = registry.status(name)
-    table = Table(title=f"{name} (newest first)")
-    columns = ("version", "aliases", "f1_macro", "accuracy", "lang", "base model", "created (UTC)", "promoted (UTC)")
-    for column in columns:
-        table.add_column(column, no_wrap=column.endswith("(UTC)"))
-    for row in report.versions:
-        table.add_row(
-            row.version if row.status == "READY" else f"{row.version} ({row.status})",
-            ", ".join(row.aliases),
-            *(f"{row.metrics[key]:.4f}" if key in row.metrics else "-" for key in KEY_METRICS),
-            escape(row.lang),
-            escape(row.base_model),  # a local path may hold [brackets], which rich would read as markup
-            _minute(row.created_at),
-            "\n".join(f"{alias} {_minute(when)}" for alias, when in row.promoted_at.items()),
-        )
     out = Console()
-    out.print(table)
+    out.print(_status_table(out, report))
     for alias, entries in report.histories.items():
         out.print(f"{alias}: {_history_text(entries)}", highlight=False, markup=False)
     if report.audit:
@@ -396,14 +474,7 @@ def promote_command(
     )
     out = Console()
     if report.gates:
-        table = Table(title=f"Gates: {name} version {report.version} -> @{alias}")
-        for column in ("gate", "candidate", "champion", "threshold", "result", "note"):
-            table.add_column(column)
-        for gate in report.gates:
-            result = f"[{OUTCOME_STYLE[gate.outcome]}]{gate.outcome}[/]"
-            cells = (escape(cell) for cell in (gate.gate, gate.candidate, gate.champion, gate.threshold))
-            table.add_row(*cells, result, escape(in_user_syntax(gate.note)))
-        out.print(table)
+        out.print(_gate_table(out, report))
     out.print(in_user_syntax(report.summary), highlight=False, markup=False, soft_wrap=True)
     sys.exit(report.exit_code)
 
@@ -420,7 +491,8 @@ def rollback_command(name: str, alias: str, reason: str) -> None:
 
     result = registry.rollback(name, alias, reason)
     Console().print(
-        f"{result.summary}; now {_history_text(result.history)}", highlight=False, markup=False, soft_wrap=True
+        in_user_syntax(f"{result.summary}; now {_history_text(result.history)}"), highlight=False, markup=False,
+        soft_wrap=True,
     )
     if result.exit_code:
         sys.exit(result.exit_code)
@@ -436,8 +508,10 @@ def copy_command(src_uri: str, dst_name: str) -> None:
 
     result = registry.copy(src_uri, dst_name)
     Console().print(
-        f"Copied {src_uri} (version {result.source_version}) to {result.model_uri}; promote it there with "
-        f"`sentiment-flow promote {dst_name} --version {result.version} --alias ...`.",
+        in_user_syntax(
+            f"Copied {src_uri} (version {result.source_version}) to {result.model_uri}; promote it there with "
+            f"`sentiment-flow promote {dst_name} --version {result.version} --alias ...`."
+        ),
         highlight=False,
         markup=False,
         soft_wrap=True,
@@ -524,6 +598,69 @@ def add_user_command(username: str, role: str, experiments: tuple[str, ...]) -> 
 def _minute(timestamp: str) -> str:
     """`2026-11-25 10:56` from `2026-11-25T10:56:10Z`: short enough for a table column."""
     return timestamp[:16].replace("T", " ")
+
+
+def _fitted(out: Console, title: str, columns: tuple[str, ...], rows: list[dict[str, str]], folds: str):
+    """`rows` (column -> cell, rich markup) as one table where it fits `out` whole, else one block per row, its
+    cells under one another: a value is never cut. Only the cells of column `folds` (prose, paths) may break."""
+    table = Table(title=title)
+    for column in columns:
+        wide = column == folds
+        table.add_column(column, no_wrap=not wide, overflow="fold", max_width=FOLD_WIDTH if wide else None)
+    for row in rows:
+        table.add_row(*row.values())
+    # Measured unbounded: a measurement within the console's width would be clamped to it.
+    if Measurement.get(out, out.options.update_width(sys.maxsize), table).maximum <= out.width:
+        return table
+    # Narrower (CI logs and pipes get 80 columns): the first cell heads its block.
+    parts: list[str | Table] = [title]
+    for row in rows:
+        (heading, first), *rest = row.items()
+        block = Table.grid(padding=(0, 2))
+        block.add_column(no_wrap=True)
+        block.add_column(overflow="fold")
+        for column, cell in rest:
+            block.add_row(f"  {column}", cell or "-")
+        parts += [f"[bold]{heading}[/] {first}", block]
+    return Group(*parts)
+
+
+def _status_table(out: Console, report):
+    """The versions of `report`, newest first, fitted to `out`."""
+    rows = [
+        {
+            "version": row.version if row.status == "READY" else f"{row.version} ({row.status})",
+            "aliases": ", ".join(row.aliases),
+            **{_metric_column(key): f"{row.metrics[key]:.4f}" if key in row.metrics else "-" for key in KEY_METRICS},
+            "lang": escape(row.lang),
+            "base model": escape(row.base_model),  # a local path may hold [brackets], which rich would read as markup
+            "created (UTC)": _minute(row.created_at),
+            "promoted (UTC)": "\n".join(f"{alias} {_minute(when)}" for alias, when in row.promoted_at.items()),
+        }
+        for row in report.versions
+    ]
+    columns = ("version", "aliases", *map(_metric_column, KEY_METRICS), "lang", "base model", "created (UTC)",
+               "promoted (UTC)")
+    return _fitted(out, f"{escape(report.name)} (newest first)", columns, rows, folds="base model")
+
+
+def _gate_table(out: Console, report):
+    """The gate rows of `report`, fitted to `out`."""
+    rows = [
+        {
+            **{column: escape(getattr(gate, column)) for column in ("gate", "candidate", "champion", "threshold")},
+            "result": f"[{OUTCOME_STYLE[gate.outcome]}]{gate.outcome}[/]",
+            "note": escape(in_user_syntax(gate.note)),
+        }
+        for gate in report.gates
+    ]
+    title = f"Gates: {escape(report.name)} version {report.version} -> @{escape(report.alias)}"
+    return _fitted(out, title, ("gate", "candidate", "champion", "threshold", "result", "note"), rows, folds="note")
+
+
+def _metric_column(key: str) -> str:
+    """`f1_macro` for `test_f1_macro`: every metric in the table is a test metric."""
+    return key.removeprefix("test_")
 
 
 def _history_text(entries) -> str:

@@ -50,7 +50,7 @@ def check_max_length(name: str, tokenizer, model, max_length: int) -> None:
     if limit is not None and max_length > limit:
         raise UserError(
             f"max_length {max_length} exceeds the {limit}-token limit of model {name!r}; "
-            f"use --max-length {limit} (or -P max_length={limit}) or less."
+            f"use --max-length {limit} or less."
         )
 
 

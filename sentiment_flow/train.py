@@ -262,7 +262,7 @@ def _log_eda(encoded, max_length: int) -> None:
     lengths = [len(ids) for ids in encoded["train"]["input_ids"]]
     tracking.log_figure(plots.length_by_label(lengths, labels["train"], max_length), "text_length_by_label.png")
     # What every scoring run of this model measures its drift against (scoring_runs.py).
-    tracking.log_dict(scoring_runs.baseline(labels["test"], lengths), scoring_runs.BASELINE_ARTIFACT)
+    tracking.log_dict(scoring_runs.baseline(encoded), scoring_runs.BASELINE_ARTIFACT)
 
 
 def _git_commit() -> str:

@@ -104,7 +104,10 @@ def isolate(mp: pytest.MonkeyPatch, root: Path) -> str:
 def isolated(tmp_path, monkeypatch):
     """Each test: its own cwd and sqlite MLflow store, W&B offline into tmp_path, no Hub access."""
     isolate(monkeypatch, tmp_path)
+    environment = dict(os.environ)  # commands run in-process write os.environ (credentials moved out of a URI)
     yield tmp_path
+    os.environ.clear()
+    os.environ.update(environment)
     while mlflow.active_run():
         mlflow.end_run()
     if "wandb" in sys.modules:  # wandb keeps the first run's settings (WANDB_DIR) process-wide

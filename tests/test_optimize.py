@@ -50,7 +50,7 @@ def test_optimize_registers_name_int8_with_lineage_tags_and_its_own_test_metrics
     assert version.tags["source_model"] == source.registered_model_name
     assert version.tags["source_version"] == source.version
     assert version.tags["source_run_id"] == source.run_id
-    assert version.tags["quantization"] == "onnxruntime-dynamic-int8"
+    assert version.tags["quantization"] == "onnxruntime-static-int8"
     run = client.get_run(version.tags["mlflow_run_id"])
     assert run.info.run_id == version.run_id != source.run_id
     assert run.info.status == "FINISHED"

@@ -209,9 +209,9 @@ def test_readme_blocks_run_in_order_on_a_fresh_store(tiny_model_dir, tiny_data_d
     # The quick start's training and the typical flow's two: "version 3" is the third, as the README says.
     assert trainings == 3
     # Every run in ./mlflow.db (./mlruns holds only its artifacts, no file store), each ended: under `mlflow run`
-    # (Default) 3 trainings, 4 `-e promote`, 1 `-e rollback`, 2 `-e score`, and `optimize`'s run beside its source;
-    # the 4 `sentiment-flow score` jobs in the scoring experiment; the champion's and challenger's evaluations
-    # on one frozen test set.
+    # (Default) 3 trainings, 4 `-e promote`, 1 `-e rollback`, and `optimize`'s run beside its source; the 4
+    # `sentiment-flow score` jobs and the 2 `-e score` ones (given --experiment-name) in the scoring experiment;
+    # the champion's and challenger's evaluations on one frozen test set.
     assert list((checkout / "mlruns").rglob("meta.yaml")) == []
     client = mlflow.MlflowClient(f"sqlite:///{checkout}/mlflow.db")
     experiments = {e.experiment_id: e.name for e in client.search_experiments()}
@@ -221,8 +221,9 @@ def test_readme_blocks_run_in_order_on_a_fresh_store(tiny_model_dir, tiny_data_d
         for run in runs
     ) == {
         ("Default", "main", "FINISHED"): 3, ("Default", "promote", "FINISHED"): 4,
-        ("Default", "rollback", "FINISHED"): 1, ("Default", "score", "FINISHED"): 2, ("Default", None, "FINISHED"): 1,
-        ("sentiment-flow-scoring", None, "FINISHED"): 4, ("sentiment-flow-evaluations", None, "FINISHED"): 2,
+        ("Default", "rollback", "FINISHED"): 1, ("Default", None, "FINISHED"): 1,
+        ("sentiment-flow-scoring", None, "FINISHED"): 4, ("sentiment-flow-scoring", "score", "FINISHED"): 2,
+        ("sentiment-flow-evaluations", None, "FINISHED"): 2,
     }
     versions = client.search_model_versions("name = 'sentiment-english'")
     assert sorted(int(v.version) for v in versions) == [1, 2, 3]

@@ -780,6 +780,6 @@ def test_under_mlflow_run_messages_name_mlproject_parameters_instead_of_cli_opti
     assert in_user_syntax(text) == text
     monkeypatch.setenv("MLFLOW_RUN_ID", "abc")
     assert in_user_syntax(text) == (
-        "add -P force=true -P reason=TEXT; pass -P eval_data=PATH, or lower -P min_f1_macro=0.4 "
+        "add -P force=true -P reason=TEXT; pass -P eval_data=PATH, or lower -P min-f1-macro=0.4 "
         "(see `sentiment-flow status`)."
     )

@@ -74,14 +74,19 @@ def team(tmp_path_factory):
         shutil.rmtree(root.parent, ignore_errors=True)
 
 
+def log_in(monkeypatch, team, username: str, password: str) -> None:
+    """This test's MLflow client (and its subprocesses) talk to the team server as `username`."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", team.url)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", username)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+    monkeypatch.setenv("WANDB_DIR", str(team.root))
+    mlflow.set_tracking_uri(team.url)
+
+
 @pytest.fixture
 def as_admin(team, monkeypatch):
     """This test's MLflow client (and its subprocesses) talk to the team server as the admin."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", team.url)
-    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ADMIN)
-    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
-    monkeypatch.setenv("WANDB_DIR", str(team.root))
-    mlflow.set_tracking_uri(team.url)
+    log_in(monkeypatch, team, ADMIN, PASSWORD)
     return team
 
 

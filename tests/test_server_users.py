@@ -20,7 +20,7 @@ from sentiment_flow import server_users
 from sentiment_flow.config import SCORING_EXPERIMENT
 
 from conftest import REPO_ROOT
-from test_server import ADMIN, PASSWORD, mlflow_run, run_cli, team  # noqa: F401 - team: the fixture
+from test_server import ADMIN, PASSWORD, log_in, mlflow_run, run_cli, team  # noqa: F401 - team: the fixture
 
 MODEL = "users-english"  # created by the admin: an ops user needs the role's EDIT to add versions to it
 VIEWER, OPS = "bob", "alice"
@@ -32,11 +32,7 @@ def login(team, monkeypatch):  # noqa: F811 - the imported fixture
     """Switch this test's client (and its subprocesses) to a user of the team server."""
 
     def as_user(username: str, password: str) -> None:
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", team.url)
-        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", username)
-        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
-        monkeypatch.setenv("WANDB_DIR", str(team.root))
-        mlflow.set_tracking_uri(team.url)
+        log_in(monkeypatch, team, username, password)
 
     return as_user
 

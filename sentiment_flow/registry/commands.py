@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
+from mlflow.exceptions import MlflowException
 
 from sentiment_flow.config import CHAMPION, PromotionConfig, model_name_problem, shortened
 from sentiment_flow.errors import UserError
@@ -16,8 +17,8 @@ from sentiment_flow.registry import audit, pending
 from sentiment_flow.registry.gates import run_gates
 from sentiment_flow.registry.reports import CopyResult, ModelStatus, PromotionReport, Refused, VersionStatus
 from sentiment_flow.registry.store import (
-    alias_version, all_versions, check_alias, evidence, get_version, models_uri, registered_model, resolve_version,
-    user, utc,
+    DENIED, alias_version, all_versions, check_alias, evidence, get_version, models_uri, registered_model,
+    resolve_version, user, utc,
 )
 
 
@@ -201,7 +202,13 @@ def copy(source_uri: str, name: str) -> CopyResult:
     client = MlflowClient()
     version = str(source.version)
     # Pinned to the resolved version: the alias may move while the copy is made.
-    copied = client.copy_model_version(models_uri(source.name, version), name)
+    try:
+        copied = client.copy_model_version(models_uri(source.name, version), name)
+    except MlflowException as exc:
+        denied = _copy_denied(exc, source.name, name)
+        if denied is None:
+            raise
+        raise denied from exc
     copy_version = str(copied.version)
     # The copy inherits every tag; the promotion records name versions of the source model, and a rollback
     # under the new name must never follow them.
@@ -221,3 +228,23 @@ def copy(source_uri: str, name: str) -> CopyResult:
     return CopyResult(
         source_uri=source_uri, source_name=source.name, source_version=version, name=name, version=copy_version
     )
+
+
+def _copy_denied(exc: MlflowException, source_name: str, name: str) -> UserError | None:
+    """The permission a 403 during a copy lacked, as a UserError; None for any other failure."""
+    if exc.error_code == DENIED:  # creating the registered model `name`, which did not exist yet
+        return UserError(
+            f"The tracking server refused to create registered model {name!r} (HTTP 403): the user in "
+            "MLFLOW_TRACKING_USERNAME may not create registered models. Ask an admin of the server for that right, "
+            "or copy into a registered model on which you have EDIT permission."
+        )
+    # MLflow rewraps a refused create_model_version as "the backend may not yet support model version URI
+    # sources", which a server does: the 403 is the cause.
+    cause = exc.__cause__
+    if isinstance(cause, MlflowException) and cause.error_code == DENIED:
+        return UserError(
+            f"The tracking server refused to add a version to registered model {name!r} (HTTP 403): the user in "
+            f"MLFLOW_TRACKING_USERNAME needs EDIT (or MANAGE) permission on {name!r} and READ on {source_name!r}. "
+            "Ask an admin or a MANAGE holder of the model to grant it."
+        )
+    return None

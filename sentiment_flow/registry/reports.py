@@ -69,7 +69,9 @@ class PromotionReport:
                 f"`sentiment-flow rollback {self.name} --alias {self.alias}`."
             )
         hint = ""
-        if set(self.failed) <= set(FORCEABLE):
+        if set(self.failed) <= set(FORCEABLE) and self.forced:  # then unmeasured: forcing again changes nothing
+            hint = " --force overrides only a gate that was measured: see the note of each that failed."
+        elif set(self.failed) <= set(FORCEABLE):
             hint = " To override these gates deliberately, add --force --reason TEXT (recorded on the version)."
         return f"Refused by {', '.join(self.failed)}: {target} still points at {before}.{hint}"
 

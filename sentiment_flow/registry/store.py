@@ -19,6 +19,7 @@ from sentiment_flow.errors import UserError, one_line, redact_uri
 READY = "READY"
 FINISHED = "FINISHED"
 NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
+DENIED = "PERMISSION_DENIED"  # HTTP 403 from a server with --auth
 INVALID = "INVALID_PARAMETER_VALUE"
 MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>[^/@]+)|@(?P<alias>[^/@]+))$")
 
