@@ -18,10 +18,10 @@ import shlex
 import shutil
 import subprocess
 import tempfile
-from typing import Any
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from sentiment_flow.errors import UserError
