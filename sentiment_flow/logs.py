@@ -119,9 +119,11 @@ def setup(command: str | None, verbose: bool) -> None:
             path = log_file(command)
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError:  # no writable home (a service user): the chatter is dropped, -v still shows it
+            except OSError:
                 pass
-            else:
+            # No writable home (a service user) or another user's file: the chatter is dropped, as a handler
+            # failing would print a traceback per record; -v still shows it.
+            if os.access(path if path.exists() else path.parent, os.W_OK):
                 file_handler = logging.handlers.RotatingFileHandler(
                     path, maxBytes=LOG_FILE_BYTES, backupCount=1, encoding="utf-8", delay=True
                 )

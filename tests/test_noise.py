@@ -4,8 +4,11 @@ command's log file (sentiment_flow/logs.py), or to the terminal with -v."""
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -58,6 +61,48 @@ def test_an_early_error_is_one_line_and_the_warning_before_it_is_in_the_log_file
                           timeout=300, env=subprocess_env(XDG_STATE_HOME=str(tmp_path / "state-v")))
     assert "Add type hints to the `predict` method" in proc.stderr  # -v: every library message, here
     assert not (tmp_path / "state-v").exists()
+
+
+def test_a_log_folder_that_cannot_be_made_costs_the_user_nothing(tmp_path):
+    # XDG_STATE_HOME under a file: no folder, no log file, and no "--- Logging error ---" traceback per record.
+    proc = subprocess.run(
+        [sys.executable, "-m", "sentiment_flow", "score", "models:/m/1", "missing.csv", "out.csv"], check=False,
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env=subprocess_env(XDG_STATE_HOME=os.devnull + "/state"),
+    )
+    assert proc.returncode == 2
+    assert proc.stdout + proc.stderr == "Error: Input file 'missing.csv' does not exist.\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="creates a second, unprivileged user (needs root)")
+def test_a_user_who_cannot_write_the_log_file_sees_the_same_one_line(tmp_path):
+    # Another user's log file (a shared XDG_STATE_HOME) and no home: the records go nowhere, not to a traceback.
+    user = "sf-noise-user"
+    created = subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", user], check=False,
+                             capture_output=True).returncode == 0
+    shared = Path(tempfile.mkdtemp(prefix="sf-noise-", dir="/tmp"))  # pytest's tmp_path is closed to others
+    try:
+        runs = subprocess.run(["runuser", "-u", user, "--", sys.executable, "-c", "import sentiment_flow"],
+                              check=False, capture_output=True, text=True)
+        if runs.returncode != 0:
+            pytest.skip(f"{user} cannot run this Python: {runs.stderr.strip()[:200]}")
+        shared.chmod(0o777)
+        state = shared / "state"
+        (state / "sentiment-flow").mkdir(parents=True)
+        (state / "sentiment-flow" / "score.log").write_text("root's\n")
+        env = subprocess_env(HOME="/nonexistent", XDG_STATE_HOME=str(state),
+                             MLFLOW_TRACKING_URI=f"sqlite:///{shared}/mlflow.db")
+        proc = subprocess.run(
+            ["runuser", "-u", user, "--", sys.executable, "-m", "sentiment_flow", "score", "models:/m/1",
+             "missing.csv", "out.csv"], check=False, cwd=shared, env=env, capture_output=True, text=True, timeout=300,
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stdout + proc.stderr == "Error: Input file 'missing.csv' does not exist.\n"
+        assert (state / "sentiment-flow" / "score.log").read_text() == "root's\n"
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+        if created:
+            subprocess.run(["userdel", user], check=False, capture_output=True)
 
 
 @pytest.fixture
