@@ -17,7 +17,7 @@ PROJECT_LOGGER = "sentiment_flow"
 # Loggers MLflow gives a stderr handler of its own at import (and stops from propagating): they are taken over.
 MLFLOW_LOGGERS = ("mlflow", "alembic", "huey", "sqlalchemy.engine")
 
-# Library warnings (WARNING and above) that say nothing about the user's data or results, each as (logger,
+# Library warnings (WARNING level: errors always show) that say nothing about the user's data or results, each as (logger,
 # message regex); they go to the log file only. Every other warning reaches the terminal: sklearn's
 # UndefinedMetricWarning (a class never predicted), MLflow's and W&B's errors, this project's own warnings
 # (rows dropped, a requirement left out).
@@ -26,7 +26,7 @@ NOISE = tuple((logger, re.compile(pattern)) for logger, pattern in (
     ("py.warnings", r"Add type hints to the `predict` method"),
     # Logging a local CSV as a dataset input matches two resolvers of the same class.
     ("py.warnings", r"dataset source can be interpreted in multiple ways"),
-    # The signature's label ids are integers by design: the served input is text.
+    # The logged datasets' label column holds ids 0-2 by design, never missing (data.py refuses a row without one).
     ("py.warnings", r"Inferred schema contains integer column"),
     # torch.onnx.export tracing the model for the int8 variant; the gate compares the result on the test split.
     ("py.warnings", r"TracerWarning: |Exporting aten::\w+ operator"),
