@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
 import os
 import re
 import signal
@@ -252,15 +251,17 @@ def config_options(config_cls):
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.option(
+    "-v", "--verbose", is_flag=True,
+    help="Debug logging, and every library message; without it those go to ~/.local/state/sentiment-flow/COMMAND.log.",
+)
 @click.version_option(package_name="sentiment-flow")
-def cli(verbose: bool) -> None:
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
     """Fine-tune transformer sentiment classifiers and run them through MLflow."""
-    from sentiment_flow import tracking
+    from sentiment_flow import logs, tracking
 
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # Two INFO lines per promotion threshold checked; the gate table says the same once.
-    logging.getLogger("mlflow.models.evaluation.validation").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    logs.setup(ctx.invoked_subcommand, verbose)
     tracking.configure_store()
     signal.signal(signal.SIGTERM, _terminate)
     _die_with_parent()

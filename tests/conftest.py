@@ -96,6 +96,7 @@ def isolate(mp: pytest.MonkeyPatch, root: Path) -> str:
     mp.setenv("WANDB_MODE", "offline")
     mp.setenv("WANDB_DIR", str(root))
     mp.setenv("WANDB_SILENT", "true")
+    mp.setenv("XDG_STATE_HOME", str(root))  # the CLI's log files (sentiment_flow/logs.py)
     mlflow.set_tracking_uri(uri)
     return uri
 
