@@ -243,7 +243,7 @@ def config_options(config_cls):
                 show_default=True,
                 help=field.metadata["help"],
                 # A flag that also takes true/false, as MLproject passes every parameter with a value.
-                **({"is_flag": False, "flag_value": True, "metavar": "[true|false]"} if field.type == "bool" else {}),
+                **({"is_flag": False, "flag_value": True, "metavar": "[true|false]"} if field.type == "bool" else {}),  # type: ignore[arg-type]  # mypy: dict[str, object]
             )(func)
         return func
 
@@ -288,7 +288,7 @@ def _credentials_out_of_uris() -> None:
                 f"{variable} ({redact_uri(uri)}) carries a user and password other than MLFLOW_TRACKING_USERNAME "
                 "and MLFLOW_TRACKING_PASSWORD: remove user:password@ from the URI, or unset those two variables."
             )
-        os.environ.update(given)
+        os.environ.update(given)  # type: ignore[arg-type]  # both set: a password comes with a user
         os.environ[variable] = bare
 
 
@@ -614,7 +614,7 @@ def _fitted(out: Console, title: str, columns: tuple[str, ...], rows: list[dict[
     if Measurement.get(out, out.options.update_width(sys.maxsize), table).maximum <= out.width:
         return table
     # Narrower (CI logs and pipes get 80 columns): the first cell heads its block.
-    parts = [title]
+    parts: list[str | Table] = [title]
     for row in rows:
         (heading, first), *rest = row.items()
         block = Table.grid(padding=(0, 2))

@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from sentiment_flow.errors import UserError
@@ -109,6 +110,9 @@ def start_postgres(
         _pg_run(["pg_ctl", "-D", str(pgdata), "-l", str(pgdata / "log"), "-w", "-t", str(int(TIMEOUT)),
                  "-o", shlex.join(options), "start"], user)
         pid = int((pgdata / "postmaster.pid").read_text().split()[0])
+        started = start_time(pid)
+        if started is None:  # exited right after starting: the log says why
+            raise UserError("the postmaster exited")
     except UserError:
         if socket_dir != pgdata:
             shutil.rmtree(socket_dir, ignore_errors=True)
@@ -116,7 +120,7 @@ def start_postgres(
             f"The embedded PostgreSQL did not start: {last_error_line(pgdata / 'log')}. The whole log is "
             f"{pgdata / 'log'}."
         ) from None
-    return EmbeddedPostgres(pgdata, socket_dir, passfile, pid, start_time(pid), user)
+    return EmbeddedPostgres(pgdata, socket_dir, passfile, pid, started, user)
 
 
 def _pg_bin() -> Path:
@@ -137,7 +141,7 @@ def _pg_run(args: list[str], user: pwd.struct_passwd | None, input: str | None =
     """
     env = {key: value for key, value in os.environ.items() if key in ("LANG", "TZ") or key.startswith("LC_")}
     env.update(PATH=os.defpath, HOME=user.pw_dir if user else os.environ.get("HOME", "/"))
-    ids = {} if user is None else {
+    ids: dict[str, Any] = {} if user is None else {
         "user": user.pw_uid, "group": user.pw_gid, "extra_groups": os.getgrouplist(user.pw_name, user.pw_gid),
     }
     with tempfile.TemporaryFile() as errors:
@@ -181,7 +185,7 @@ def _ensure_service_user(announce: Callable[[str], None]) -> pwd.struct_passwd:
 
 def _check_reachable(user: pwd.struct_passwd, *folders: Path) -> None:
     """Raise UserError unless `user` may enter each of `folders` (and so all their parents)."""
-    ids = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": os.getgrouplist(user.pw_name, user.pw_gid)}
+    ids: dict[str, Any] = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": os.getgrouplist(user.pw_name, user.pw_gid)}
     for folder in folders:
         reachable = subprocess.run(["test", "-x", str(folder)], env={"PATH": os.defpath}, cwd="/", check=False, **ids)
         if reachable.returncode != 0:

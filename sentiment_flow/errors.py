@@ -23,8 +23,8 @@ class UserError(Exception):
     exit_code = 2
 
 
-def one_line(exc: BaseException) -> str:
-    """An exception's message on one line, without a trailing period, for embedding in a UserError."""
+def one_line(exc: BaseException | str) -> str:
+    """An exception's message (or a text) on one line, without a trailing period, for embedding in a UserError."""
     return " ".join(str(exc).split()).rstrip(".")
 
 

@@ -22,9 +22,9 @@ CONTEXTS = {"train": "train", "valid": "validation", "test": "test"}
 
 def dataset(frame: pd.DataFrame, source: str, name: str):
     """`frame` (text, label ids) as an mlflow.data dataset whose digest identifies its rows."""
-    import mlflow.data
+    from mlflow.data.pandas_dataset import from_pandas  # mlflow.data.from_pandas, its attribute set at run time
 
-    return mlflow.data.from_pandas(frame, source=source, targets=TARGET, name=name)
+    return from_pandas(frame, source=source, targets=TARGET, name=name)
 
 
 def log_input(data, context: str | None = None) -> None:

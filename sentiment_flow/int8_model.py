@@ -24,6 +24,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
+from mlflow.pyfunc import PythonModel
 
 # Artifact keys of the logged model.
 ONNX_ARTIFACT = "onnx"
@@ -31,7 +32,7 @@ FP32_ARTIFACT = "onnx_fp32"  # the fallback for rows int8 is unsure of
 TOKENIZER_ARTIFACT = "tokenizer"
 
 
-class Int8Model(mlflow.pyfunc.PythonModel, metaclass=abc.ABCMeta):
+class Int8Model(PythonModel, metaclass=abc.ABCMeta):
     """The same contract as the fp32 transformers-flavor model: a `text` column in; `label` and `score` out.
 
     Its model_config carries what the fp32 model's does (max_length, truncation always on) plus the batch size,

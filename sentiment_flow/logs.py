@@ -39,7 +39,7 @@ NOISE = tuple((logger, re.compile(pattern)) for logger, pattern in (
 ))
 
 
-_MLFLOW_FILTERS: list[logging.Filter] = []
+_MLFLOW_FILTERS: list = []  # Filter objects or callables, as Handler.filters holds them
 
 
 def log_file(command: str) -> Path:
@@ -110,7 +110,7 @@ def setup(command: str | None, verbose: bool) -> None:
         logger.handlers = []
         logger.propagate = True
 
-    handlers = [_Stderr()]
+    handlers: list[logging.Handler] = [_Stderr()]
     if not verbose:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("WANDB_QUIET", "true")
@@ -132,7 +132,7 @@ def setup(command: str | None, verbose: bool) -> None:
                 handlers.append(file_handler)
     handlers[0].setFormatter(_Formatter(CONSOLE_FORMAT))
     for handler in handlers:
-        handler._sentiment_flow = True
+        handler._sentiment_flow = True  # type: ignore[attr-defined]  # the mark setup() removes by
         for mlflow_filter in _MLFLOW_FILTERS:
             handler.addFilter(mlflow_filter)
         root.addHandler(handler)

@@ -279,7 +279,7 @@ def _model_kwargs(
     )
 
 
-def quantize(fp32_path: Path, int8_path: Path, tokenizer, texts: list[str], max_length: int) -> None:
+def quantize(fp32_path: Path, int8_path: Path, tokenizer, texts: list[str], max_length: int | None) -> None:
     """Write `fp32_path`'s graph to `int8_path` with its matrix products in int8 and every activation scale a
     constant, calibrated on `texts` (validation rows, never test rows); returns nothing.
 
@@ -330,13 +330,14 @@ class SmoothedLinear(torch.nn.Module):
         with torch.no_grad():
             linear.weight.div_(inverse)  # [out, in]: each input channel by its scale
         self.linear = linear
+        self.inverse: torch.Tensor
         self.register_buffer("inverse", inverse)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x * self.inverse)
 
 
-def smooth(model, tokenizer, texts: list[str], alpha: float, max_length: int):
+def smooth(model, tokenizer, texts: list[str], alpha: float, max_length: int | None):
     """A copy of `model` whose Linear layers see inputs with flatter channel ranges (SmoothQuant, Xiao et al. 2023).
 
     Dynamic int8 quantizes a Linear's whole input with one scale, so a few channels with large values cost every

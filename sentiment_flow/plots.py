@@ -8,14 +8,14 @@ matplotlib.use("Agg")  # headless: figures are only ever written to files
 
 # Loaded, though no figure here goes through it: wandb.Image(figure) compares its argument with
 # matplotlib.pyplot, and fails if pyplot was never imported.
-import matplotlib.pyplot  # noqa: E402,F401
-import numpy as np  # noqa: E402
+import matplotlib.pyplot
+import numpy as np
 # Figures made with Figure(), not pyplot: pyplot keeps every figure open until it is closed (three per
 # training, "More than 20 figures have been opened"); these are freed once logged.
-from matplotlib.figure import Figure  # noqa: E402
-from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
+from matplotlib.figure import Figure
+from sklearn.metrics import ConfusionMatrixDisplay
 
-from sentiment_flow.config import LABELS  # noqa: E402
+from sentiment_flow.config import LABELS
 
 
 def label_distribution(label_ids_by_split: dict[str, list[int]]):
@@ -35,7 +35,7 @@ def label_distribution(label_ids_by_split: dict[str, list[int]]):
     return fig
 
 
-def length_by_label(lengths: list[int], label_ids: list[int], max_length: int):
+def length_by_label(lengths: list[int] | np.ndarray, label_ids: list[int] | np.ndarray, max_length: int):
     """Box plot of tokens per text for each label (train split), with the truncation length marked."""
     lengths = np.asarray(lengths)
     label_ids = np.asarray(label_ids)

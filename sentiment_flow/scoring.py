@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,7 +41,7 @@ DECOMPRESSION_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, lzma.
 class Scorer:
     """A model loaded through `mlflow.pyfunc.load_model`, unwrapped to its transformers pipeline (or int8 model)."""
 
-    pipeline: object  # transformers TextClassificationPipeline, or the int8 variant's int8_model.Int8Model
+    pipeline: Any  # transformers TextClassificationPipeline, or the int8 variant's int8_model.Int8Model
     call_kwargs: dict  # the model_config it was logged with (truncation, max_length): served as trained
     model_version: str  # NAME/VERSION for a registry URI (an alias resolved when loaded), else the URI
     path: str  # the local model directory it was loaded from
@@ -90,7 +91,7 @@ def load_scorer(model_uri: str, dst_path: str | None = None) -> Scorer:
     try:
         path = mlflow.artifacts.download_artifacts(load_uri, dst_path=dst_path)
         model = mlflow.pyfunc.load_model(path)
-    except Exception as exc:  # noqa: BLE001 - MLflow raises many types for "not there" and "not a model"
+    except Exception as exc:  # MLflow raises many types for "not there" and "not a model"
         raise UserError(
             f"Could not load model {model_uri!r}: {one_line(exc)}. Pass models:/NAME@ALIAS, models:/NAME/VERSION, "
             "runs:/RUN_ID/model or a local MLflow model directory."
@@ -106,7 +107,7 @@ def load_scorer(model_uri: str, dst_path: str | None = None) -> Scorer:
                 f"{model_uri!r} is not a transformers text-classification model; score a model logged by "
                 "`sentiment-flow train` or `sentiment-flow optimize`."
             )
-        labels = set(pipeline.model.config.id2label.values())
+        labels = set((pipeline.model.config.id2label or {}).values())  # none: refused below like wrong ones
     if labels != set(LABELS):
         raise UserError(
             f"{model_uri!r} predicts labels {sorted(labels)}, not {list(LABELS)}: its config needs id2label = "
@@ -454,8 +455,11 @@ def _stream(
 def _sha256(path: Path) -> str:
     import hashlib
 
+    digest = hashlib.sha256()  # block by block: hashlib.file_digest is Python 3.11+, the project supports 3.10
     with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _chunks(handle, input_path: Path, config: ScoreConfig) -> Iterator[pd.DataFrame]:

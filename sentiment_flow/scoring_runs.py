@@ -128,7 +128,7 @@ def record(summary, model_uri: str, input_path: str, params: dict[str, str]) -> 
         "input_path": input_path, "input_hash": summary.input_hash,
     }
     # `mlflow run` logged its MLproject parameters already; MLflow refuses to change a param.
-    logged = mlflow.get_run(mlflow.active_run().info.run_id).data.params
+    logged = mlflow.get_run(mlflow.active_run().info.run_id).data.params  # type: ignore[union-attr]  # in a run
     mlflow.log_params({k: v for k, v in given.items() if k not in logged})
 
     try:  # any path Spark reads (s3a://, abfss://) names the dataset, even where MLflow has no resolver for it
@@ -138,7 +138,7 @@ def record(summary, model_uri: str, input_path: str, params: dict[str, str]) -> 
     except mlflow.exceptions.MlflowException:
         source = SparkDatasetSource(path=input_path)
     schema = _schema(summary.input_sample)
-    dataset = MetaDataset(source, name=Path(input_path.rstrip("/")).name, digest=summary.input_hash[:32], schema=schema)
+    dataset = MetaDataset(source, name=Path(input_path.rstrip("/")).name, digest=summary.input_hash[:32], schema=schema)  # type: ignore[abstract]  # abstractmethod, no ABCMeta
     log_input(dataset, context="scoring")
 
     rows = max(summary.rows, 1)
@@ -161,7 +161,7 @@ def record(summary, model_uri: str, input_path: str, params: dict[str, str]) -> 
     mlflow.set_tag("drift_baseline_run_id", baseline_run_id)
     names = [str(edge) for edge in LENGTH_EDGES[:-1]] + [f"{LENGTH_EDGES[-1]}+"]
     # Metric name -> (bin names, baseline counts, this job's counts, plot file, plot title).
-    checks = {
+    checks: dict[str, tuple] = {
         "drift_label_psi": (reference["labels"], reference["test_label_counts"],
                             [summary.label_counts[label] for label in reference["labels"]],
                             "label_drift.png", "Predicted labels vs training test split"),
@@ -176,9 +176,9 @@ def record(summary, model_uri: str, input_path: str, params: dict[str, str]) -> 
             drift[metric] = f"not enough rows ({rows} < {MIN_DRIFT_ROWS})"
             mlflow.set_tag(metric, drift[metric])
             continue
-        drift[metric] = psi(expected, actual)
-        mlflow.log_metric(metric, drift[metric])
-        figure = plots.compare_shares(bins, expected, actual, title, drift[metric])
+        drift[metric] = value = psi(expected, actual)
+        mlflow.log_metric(metric, value)
+        figure = plots.compare_shares(bins, expected, actual, title, value)
         mlflow.log_figure(figure, f"drift/{filename}")
     skipped = {metric: note for metric, note in drift.items() if isinstance(note, str)}
     if not skipped:

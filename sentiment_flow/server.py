@@ -45,7 +45,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
 DEFAULT_WORKERS = 4  # mlflow server's own default
 DATABASE, AUTH_DATABASE = "mlflow", "mlflow_auth"  # databases created in the embedded PostgreSQL
-ADMIN_PASSWORD_VAR = "MLFLOW_AUTH_ADMIN_PASSWORD"  # read by MLflow's auth app when it creates the admin
+ADMIN_PASSWORD_VAR = "MLFLOW_AUTH_ADMIN_PASSWORD"  # noqa: S105 - a variable's name; read by MLflow's auth app when it creates the admin
 START_TIMEOUT = 180.0  # seconds for migrations on a fresh database plus the workers' imports, on a busy host
 STOP_TIMEOUT = 30.0
 AUTH_CACHE_TTL_SECONDS = 60  # with --auth: credentials checked once a minute per worker, not on every request
@@ -143,7 +143,9 @@ def start(
             postgres = start_postgres(data_dir / "postgres", data_dir / "pgpass", announce)
             reaper.watch_postgres(postgres)
             _create_databases(postgres)
-        store = _psycopg2(backend_store_uri or postgres.uri(DATABASE))
+            store = _psycopg2(postgres.uri(DATABASE))
+        else:
+            store = _psycopg2(backend_store_uri)
         env = dict(os.environ)
         if postgres is not None:
             env["PGPASSFILE"] = str(postgres.passfile)  # libpq reads the password there: never in a URI or argv
@@ -279,7 +281,9 @@ class Reaper:
 
 def _reap() -> None:
     """The reaper's body: read orders until EOF, then stop the process group, PostgreSQL and remove folders."""
-    groups, postmasters, folders = [], [], []
+    groups: list[str] = []
+    postmasters: list[str] = []
+    folders: list[str] = []
     for line in sys.stdin:
         verb, _, argument = line.strip().partition(" ")
         if verb == "done":
@@ -351,7 +355,7 @@ def _wait_healthy(server: TeamServer, secret: str | None) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         try:
-            with urllib.request.urlopen(f"{server.url}/health", timeout=2) as reply:
+            with urllib.request.urlopen(f"{server.url}/health", timeout=2) as reply:  # noqa: S310 - our http:// URL
                 if reply.status == 200:
                     return
         except OSError:
@@ -387,4 +391,4 @@ def _psycopg2(uri: str) -> str:
 
 def _client_host(host: str) -> str:
     """The host clients should use: a wildcard bind is reached by this machine's name."""
-    return socket.gethostname() if host in ("0.0.0.0", "::", "") else host
+    return socket.gethostname() if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - compared, not bound

@@ -31,7 +31,7 @@ WORKSPACE = "default"  # MLflow's only workspace unless the server enables works
 # `train` and `optimize` record in Default (unless MLFLOW_EXPERIMENT_NAME says otherwise), `score` in
 # config.SCORING_EXPERIMENT and `promote` its evaluations in registry.evaluations.EXPERIMENT.
 DEFAULT_EXPERIMENT = "Default"
-NEW_PASSWORD_VAR = "SENTIMENT_FLOW_NEW_USER_PASSWORD"  # `add-user` reads a new user's password here, else prompts
+NEW_PASSWORD_VAR = "SENTIMENT_FLOW_NEW_USER_PASSWORD"  # noqa: S105 - a variable's name; `add-user` reads a new user's password here, else prompts
 
 
 @dataclass(frozen=True)
@@ -193,7 +193,7 @@ def _smallest_role(resource_type: str | None, permission: str) -> str | None:
     return min(fits)[1] if fits else None
 
 
-def refusal_of(exc: BaseException) -> Refusal | None:
+def refusal_of(exc: BaseException | None) -> Refusal | None:
     """What the refused request needed, read from the request itself; None if `exc` carries none.
 
     MLflow's exception keeps only the endpoint and the body "Permission denied": the request (its JSON body

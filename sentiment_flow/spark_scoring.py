@@ -30,7 +30,7 @@ from sentiment_flow.config import LABELS, SPARK_MASTER, ScoreConfig
 from sentiment_flow.data import label_id
 from sentiment_flow.errors import UserError, one_line
 from sentiment_flow.scoring import (
-    ScoreSummary, _metrics, check_columns, check_csv, is_parquet, load_scorer, output_columns, predict_texts,
+    Scorer, ScoreSummary, _metrics, check_columns, check_csv, is_parquet, load_scorer, output_columns, predict_texts,
     token_lengths,
 )
 
@@ -49,7 +49,7 @@ LOOPBACK = "127.0.0.1"  # where a local Spark listens (driver, block manager, we
 # pyspark 4 warns on import with pandas 3, which every feature used here handles.
 PANDAS_WARNING = "PySpark does not yet fully support pandas"
 
-_SCORERS: dict[str, object] = {}  # per Python worker process: the model, loaded by its first batch
+_SCORERS: dict[str, Scorer] = {}  # per Python worker process: the model, loaded by its first batch
 
 
 def check_java() -> None:
@@ -159,7 +159,7 @@ def _session(master: str, config: ScoreConfig):
             # fails on the dead JVM's refused connection before it forgets the context, so forget that here.
             try:
                 spark.stop()
-            except Exception:  # noqa: BLE001 - the JVM is gone
+            except Exception:  # noqa: BLE001, S110 - the JVM is gone
                 pass
             SparkContext._active_spark_context = None
             active = spark  # stopped

@@ -172,7 +172,7 @@ def tracked_run(params: dict[str, str | int | float], run_name: str, tags: dict[
             project=os.environ.get("WANDB_PROJECT", WANDB_PROJECT),
             name=run.info.run_name,
             job_type="train",
-            mode=mode,
+            mode=mode,  # type: ignore[arg-type]  # WANDB_MODE as the user set it: wandb checks it
             config={**params, "mlflow_run_id": run_id, "mlflow_experiment_id": run.info.experiment_id},
             tags=[tags.get("lang", "")],
         )
@@ -241,11 +241,12 @@ def log_test_evaluation(y_true, y_pred, source: str) -> dict[str, float]:
     """The test predictions evaluated by `mlflow.models.evaluate` (its metrics, per-class table and confusion
     matrix in the run); returns them as test_<name>, also logged to both runs."""
     import pandas as pd
+    from mlflow.data.pandas_dataset import from_pandas  # mlflow.data.from_pandas, its attribute set at run time
 
     from sentiment_flow.evaluation import PREDICTION, TARGET, evaluate
 
     rows = pd.DataFrame({TARGET: y_true, PREDICTION: y_pred})
-    data = mlflow.data.from_pandas(rows, source=source, targets=TARGET, predictions=PREDICTION, name="test-predictions")
+    data = from_pandas(rows, source=source, targets=TARGET, predictions=PREDICTION, name="test-predictions")
     metrics = {f"test_{key}": value for key, value in evaluate(data, prefix="test_").items()}
     log_metrics(metrics)
     return metrics
@@ -365,5 +366,5 @@ def delete_version(name: str, version: str) -> None:
     try:
         mlflow.MlflowClient().delete_model_version(name, version)
         log.warning("Deleted %s version %s: the training did not finish", name, version)
-    except Exception:  # noqa: BLE001 - the error that stopped training is the one to raise
+    except Exception:  # the error that stopped training is the one to raise
         log.exception("Could not delete %s version %s; its run is not FINISHED, so promote refuses it", name, version)

@@ -195,7 +195,7 @@ def train(cfg: TrainConfig) -> TrainResult | None:
             # group_by_length orders evaluation batches by length too: take the labels from the same
             # prediction output, never from the dataset's original order.
             prediction = trainer.predict(encoded["test"])
-            if not state.is_main_process:
+            if run is None:  # not the main process
                 return None
             y_true, y_pred = prediction.label_ids, prediction.predictions.argmax(axis=-1)
             test_metrics = tracking.log_test_evaluation(y_true, y_pred, data.split_sources["test"])
@@ -245,7 +245,7 @@ def _shared_tempdir(state) -> Iterator[str]:
     """A checkpoint folder made by the main process and known to all: every rank reloads the best epoch from it."""
     from accelerate.utils import broadcast_object_list
 
-    path = [tempfile.mkdtemp(prefix="sentiment_flow-") if state.is_main_process else None]
+    path: list = [tempfile.mkdtemp(prefix="sentiment_flow-") if state.is_main_process else None]
     if state.num_processes > 1:
         broadcast_object_list(path)
     try:

@@ -23,7 +23,7 @@ def test_gpu_check_smoke_measures_trains_reloads_on_cpu_and_renders(tmp_path, ti
 
     arms = {(a["padding"], a["batch_size"]): a for a in payload["throughput"]}
     assert set(arms) == {(p, b) for p in ("dynamic", "global") for b in (4, 8)}
-    for (padding, batch_size), arm in arms.items():
+    for (_padding, batch_size), arm in arms.items():
         # Exactly the timed steps' batches were counted, each a full batch.
         assert arm["steps"] == 3
         assert arm["samples_per_second"] * arm["seconds"] == pytest.approx(3 * batch_size)

@@ -29,7 +29,7 @@ TEXTS = ["the food was great today", "it is okay", "this is awful", ""]
 
 
 @pytest.fixture(scope="module")
-def optimize_output(trained_module):
+def optimize_output(trained_module):  # noqa: F811 - the imported fixture
     """`sentiment-flow optimize` of this module's tiny training, through the CLI as a user runs it."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", trained_module["uri"])
@@ -38,7 +38,7 @@ def optimize_output(trained_module):
 
 
 @pytest.fixture
-def optimized(trained, optimize_output):
+def optimized(trained, optimize_output):  # noqa: F811 - the imported fixture
     """The trained source and the optimize command's result, with their store as the current tracking URI."""
     return {"source": trained["result"], "cli": optimize_output}
 

@@ -705,3 +705,14 @@ def test_mlflow_models_serve_answers_like_the_batch_scorer_and_rejects_bad_paylo
         for malformed in (b"{not json", b'{"unknown_key": [1]}', b'{"inputs": {"a": {"b": 1}}}'):
             status, _ = invoke(malformed)
             assert 400 <= status < 500, (malformed, status)
+
+
+def test_input_hash_is_the_files_sha256_without_python_311_hashlib(tmp_path, monkeypatch):
+    """requires-python is 3.10: the input hash cannot use hashlib.file_digest (3.11+); mypy's python_version
+    3.10 found it."""
+    import hashlib
+
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"text,label\n" + b"the food was great,positive\n" * 100_000)  # several read blocks
+    monkeypatch.delattr(hashlib, "file_digest", raising=False)  # as on Python 3.10
+    assert scoring._sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()

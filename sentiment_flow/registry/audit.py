@@ -183,7 +183,7 @@ def _restore_unless_moved(
         if alias_version(client.get_registered_model(name), alias) == target:
             return
         put_back(client, name, tagged, before, tags)
-    except Exception:  # noqa: BLE001 - the original error is the one to raise; this one is only logged
+    except Exception:  # the original error is the one to raise; this one is only logged
         log.exception("Could not restore the tags of %s version %s; compare them with `status`", name, tagged)
 
 

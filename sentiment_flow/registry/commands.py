@@ -136,7 +136,7 @@ def _gate_and_point(
     champion = client.get_model_version(name, champion_version) if champion_version else None
     gates = tuple(run_gates(client, candidate, champion, config, force))
     report = replace(report, champion=champion_version, gates=gates)
-    if report.dry_run:
+    if report.dry_run or own is None:  # own is None only in a dry run
         return report
     if report.failed:
         _record(client, report, audit.REFUSED, reason, acknowledged, note=f"refused by {', '.join(report.failed)}")

@@ -33,7 +33,7 @@ def same_data_gates(
     floor = _passes("f1_macro", config.min_f1_macro, mine)
     where = f"on {data.description}; evaluation run {mine.run_id}"
     rows = [Gate("min_f1_macro", number(f1), "-", f">= {config.min_f1_macro:.4f}", outcome(floor, force, True), where)]
-    if theirs is None:
+    if theirs is None or champion is None:
         return rows + [Gate(gate, number(f1), "none", "-", PASS, no_champion) for gate in SAME_DATA_GATES[1:]]
 
     label = f"v{champion.version}"

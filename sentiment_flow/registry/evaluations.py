@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -29,7 +30,7 @@ class EvalSet:
     """The rows both versions are evaluated on, and where they came from."""
 
     frame: pd.DataFrame  # text, label ids
-    dataset: object  # the mlflow.data dataset of `frame`: its digest keys the cache
+    dataset: Any  # the mlflow.data dataset of `frame`: its digest keys the cache
     origin: str  # for the gate table: "the champion v3's test dataset" or "--eval-data PATH"
 
     @property

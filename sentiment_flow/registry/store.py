@@ -105,7 +105,8 @@ def alias_version(model: RegisteredModel, alias: str) -> str | None:
 
 
 def all_versions(client: MlflowClient, name: str) -> list[ModelVersion]:
-    versions, token = [], None
+    versions: list[ModelVersion] = []
+    token = None
     while True:
         page = client.search_model_versions(name_filter(name), page_token=token)
         versions.extend(page)
@@ -170,7 +171,7 @@ def user() -> str:
 
 def is_number(text: str | None) -> bool:
     try:
-        float(text)  # type: ignore[arg-type]
+        float(text)  # type: ignore[arg-type]  # None raises TypeError: not a number
     except (TypeError, ValueError):
         return False
     return True
@@ -187,4 +188,4 @@ def experiment_id(name: str, note: str = "") -> str:
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    return client.get_experiment_by_name(name).experiment_id
+    return client.get_experiment_by_name(name).experiment_id  # type: ignore[union-attr]  # created just now
