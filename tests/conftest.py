@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import shutil
@@ -106,9 +107,18 @@ def isolated(tmp_path, monkeypatch):
     """Each test: its own cwd and sqlite MLflow store, W&B offline into tmp_path, no Hub access."""
     isolate(monkeypatch, tmp_path)
     environment = dict(os.environ)  # commands run in-process write os.environ (credentials moved out of a URI)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     yield tmp_path
     os.environ.clear()
     os.environ.update(environment)
+    # A command run in-process routes logging and warnings for its process (logs.setup): undo it, or the next
+    # test's setup finds warnings captured already and leaves them with pytest's recorder of this test.
+    logging.captureWarnings(False)
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(level)
     while mlflow.active_run():
         mlflow.end_run()
     if "wandb" in sys.modules:  # wandb keeps the first run's settings (WANDB_DIR) process-wide
