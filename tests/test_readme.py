@@ -43,7 +43,7 @@ RUN = {
     ("Weights & Biases", "wandb sync --dry-run wandb/offline-run-*"),
     ("Typical flow", 'sentiment-flow promote sentiment-english --version 1 --alias champion --reason "first model"'),
     ("Typical flow", "python registry_scripts/status.py sentiment-english"),
-    ("Typical flow", "mlflow run . -e promote -P model_name=sentiment-english -P version=3 -P alias=champion --env-manager local"),
+    ("Typical flow", "mlflow run . -e promote -P model_name=sentiment-english -P version=3 -P alias=champion -P despite_rollback=true --env-manager local"),
     ("Batch scoring", "printf 'text\\nWhat a great day!\\nThe meeting is at noon.\\nThis is the worst service ever.\\n' > reviews.csv"),
     ("Batch scoring", "sentiment-flow score models:/sentiment-english@champion reviews.csv scored.csv"),
     ("Batch scoring", "mlflow run . -e score -P model_uri=models:/sentiment-english@champion -P input=reviews.csv -P output=scored-run.csv \\"),
