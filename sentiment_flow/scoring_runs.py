@@ -18,7 +18,6 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
-from mlflow.entities import RunStatus
 
 from sentiment_flow.config import LABELS
 from sentiment_flow.errors import UserError, one_line
@@ -84,20 +83,16 @@ def scoring_run(experiment: str, run_name: str) -> Iterator[str]:
     """
     from sentiment_flow.config import SCORING_EXPERIMENT
     from sentiment_flow.registry.store import experiment_id as get_experiment_id
-    from sentiment_flow.tracking import check_store
+    from sentiment_flow.tracking import check_store, killed_when_stopped
 
     check_store()  # a new sqlite store is created by one job at a time
     # Not mlflow.set_experiment: it would change the experiment of every later run in this process.
     given_run = os.environ.get("MLFLOW_RUN_ID")
     experiment_id = None if given_run else get_experiment_id(experiment or SCORING_EXPERIMENT)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
-        try:
-            if given_run and experiment:
-                _check_experiment(run.info.experiment_id, experiment)
-            yield run.info.run_id
-        except (SystemExit, KeyboardInterrupt):
-            mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
-            raise
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run, killed_when_stopped():
+        if given_run and experiment:
+            _check_experiment(run.info.experiment_id, experiment)
+        yield run.info.run_id
 
 
 def _check_experiment(experiment_id: str, wanted: str) -> None:
