@@ -165,7 +165,7 @@ def throughput(data, tokenizer, model_config, arms_to_run, rows: int, warmup: in
 
     from sentiment_flow.config import TrainConfig
     from sentiment_flow.data import tokenize
-    from sentiment_flow.train import build_trainer
+    from sentiment_flow.training.device import build_trainer
 
     train = data.splits["train"]
     repeated = pd.concat([train] * math.ceil(rows / len(train)), ignore_index=True)
@@ -269,7 +269,7 @@ def cuda_policy(max_length: int, smoke: bool):
 
     import torch
 
-    from sentiment_flow.train import device_settings
+    from sentiment_flow.training.device import device_settings
 
     if torch.cuda.is_available():
         return device_settings("cuda", max_length), {}
@@ -344,7 +344,7 @@ def policy_ablation(data, tokenizer, model_config, batch_sizes, rows: int, warmu
 
     from sentiment_flow.config import TrainConfig
     from sentiment_flow.data import tokenize
-    from sentiment_flow.train import build_trainer
+    from sentiment_flow.training.device import build_trainer
 
     train = data.splits["train"]
     repeated = pd.concat([train] * math.ceil(rows / len(train)), ignore_index=True)
@@ -433,8 +433,8 @@ def finetune(data, model_dir: str, batch_size: int, epochs: int, check_on_cpu: b
     from sentiment_flow.config import OFFLINE_MODEL, TrainConfig
     from sentiment_flow.data import tokenize
     from sentiment_flow.metrics import classification_metrics
-    from sentiment_flow.model import load_tokenizer_and_model
-    from sentiment_flow.train import build_trainer
+    from sentiment_flow.training.model import load_tokenizer_and_model
+    from sentiment_flow.training.device import build_trainer
 
     cfg = TrainConfig(model=model_dir, data="-", epochs=epochs, batch_size=batch_size,
                       learning_rate=str(TrainConfig(model=OFFLINE_MODEL).lr))
@@ -483,14 +483,14 @@ def full_train(data_dir: str, model_dir: str, max_train_samples: int) -> dict:
     work = Path(tempfile.mkdtemp(prefix="gpu_check-"))  # store, artifacts and W&B files; not brought back
     os.environ.update(MLFLOW_TRACKING_URI=f"sqlite:///{work}/mlflow.db", WANDB_MODE="offline", WANDB_DIR=str(work))
     from sentiment_flow.config import OFFLINE_MODEL, TrainConfig
-    from sentiment_flow.train import train
+    from sentiment_flow.training import train
 
     cfg = TrainConfig(model=model_dir, data=data_dir, max_train_samples=max_train_samples,
                       learning_rate=str(TrainConfig(model=OFFLINE_MODEL).lr))
     start = time.perf_counter()
     result = train(cfg)
     seconds = time.perf_counter() - start
-    from sentiment_flow.train import device_settings
+    from sentiment_flow.training.device import device_settings
 
     settings = device_settings(max_length=cfg.max_length)
     cpu = cpu_process("--pyfunc-on-cpu", result.model_uri, "--data", data_dir)

@@ -51,7 +51,7 @@ import json, sys, time, numpy as np, pandas as pd, torch, mlflow
 from pathlib import Path
 from sentiment_flow import metrics as M
 from sentiment_flow.config import LABELS
-from sentiment_flow.optimize import _export_onnx
+from sentiment_flow.int8.export import export_onnx as _export_onnx
 from sentiment_flow.scoring import load_scorer
 fp32_uri, int8_uri, test_csv, folder = sys.argv[1:5]
 test = pd.read_csv(test_csv, keep_default_na=False)

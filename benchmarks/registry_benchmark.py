@@ -3,7 +3,7 @@
 For each store, on the same model: `status` (every version, its run's metrics, the alias history),
 `promote` to `challenger` with every gate (the smoke test loads the model and predicts), and
 `mlflow.pyfunc.load_model("models:/NAME@champion")` as scoring starts. The server is started here by
-`sentiment_flow.server.start` (embedded PostgreSQL, no --auth) and stopped at the end; its client talks
+`sentiment_flow.server.app.start` (embedded PostgreSQL, no --auth) and stopped at the end; its client talks
 HTTP on loopback, so the numbers show the server's own cost, not a network's.
 
 Writes benchmarks/results/registry.md, .json and .png. Run from the repo root:
@@ -44,9 +44,10 @@ def measure_store(uri: str, model: str, versions: int, repeats: int) -> dict[str
     import mlflow
     from mlflow import MlflowClient
 
-    from sentiment_flow import registry, tracking
+    from sentiment_flow import registry
+    from sentiment_flow.training import tracking
     from sentiment_flow.config import TrainConfig
-    from sentiment_flow.model import load_tokenizer_and_model
+    from sentiment_flow.training.model import load_tokenizer_and_model
 
     mlflow.set_tracking_uri(uri)
     client = MlflowClient()
@@ -82,7 +83,7 @@ def summary(seconds: list[float]) -> dict:
 @click.option("--repeats", default=5, show_default=True, help="Calls per operation (at most --versions).")
 def main(model: str, versions: int, repeats: int) -> None:
     """Time status, promote and model loading on sqlite and on the PostgreSQL team server."""
-    from sentiment_flow import server
+    from sentiment_flow.server import app as server
 
     repeats = min(repeats, versions)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -77,9 +77,9 @@ def register_model(model: str, env: dict[str, str]) -> str:
     """Log `model` (untrained head: speed does not depend on the weights' values) and register it."""
     code = f"""
 import mlflow
-from sentiment_flow import tracking
+from sentiment_flow.training import tracking
 from sentiment_flow.config import TrainConfig
-from sentiment_flow.model import load_tokenizer_and_model
+from sentiment_flow.training.model import load_tokenizer_and_model
 tokenizer, model = load_tokenizer_and_model({model!r})
 with mlflow.start_run():
     info = tracking.log_model(model, tokenizer, {MODEL_NAME!r}, max_length=TrainConfig.max_length)

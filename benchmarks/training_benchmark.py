@@ -29,8 +29,8 @@ from transformers import TrainerCallback, default_data_collator, set_seed
 from sentiment_flow.config import TrainConfig
 from sentiment_flow.data import load_data, tokenize
 from sentiment_flow.metrics import classification_metrics
-from sentiment_flow.model import load_tokenizer_and_model
-from sentiment_flow.train import build_trainer
+from sentiment_flow.training.model import load_tokenizer_and_model
+from sentiment_flow.training.device import build_trainer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

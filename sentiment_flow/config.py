@@ -15,6 +15,9 @@ LABEL2ID = {label: i for i, label in enumerate(LABELS)}
 # which training also writes as version tags.
 HEADLINE_METRICS = ("test_accuracy", "test_f1_macro", "test_f1_weighted")
 KEY_METRICS = ("test_f1_macro", "test_accuracy")
+# Float noise in a threshold comparison: metrics come back from the store as floats and from tags rounded to 4
+# digits, so a tie (or a drop of exactly the allowed amount) must not fail by 1e-17.
+EPSILON = 1e-9
 
 HUB_DATASET = "tyqiangz/multilingual-sentiments"
 # datasets >= 4 refuses the dataset's loading script; the Hub's Parquet conversion lives on this branch.
@@ -259,3 +262,11 @@ INT8_FALLBACK_MARGIN = 0.05
 # on MiniLM in one process, measured before a request's batches were spread over the cores (a sorted stream of
 # thousands of rows pads little either way and runs best at 32).
 INT8_REQUEST_BATCH_SIZE = 16
+
+# The logged model's artifact name in its run, for the transformers flavor and the int8 variant alike.
+MODEL_ARTIFACT = "model"
+INPUT_COLUMN = "text"  # the signature's one input column: what serving payloads name
+# The int8 variant names itself in its MLmodel's metadata (VARIANT_METADATA_KEY: INT8_VARIANT): how the scorer
+# knows it, whatever module name MLflow runs its code under.
+VARIANT_METADATA_KEY = "sentiment_flow_variant"
+INT8_VARIANT = "int8"

@@ -23,6 +23,13 @@ class UserError(Exception):
     exit_code = 2
 
 
+class Refused(UserError):
+    """A gate or the registry's state refused the request (a failed promotion gate, an int8 variant that missed its
+    gate, nothing to roll back to): nothing changed; exits 1, where bad input exits 2."""
+
+    exit_code = 1
+
+
 def one_line(exc: BaseException | str) -> str:
     """An exception's message (or a text) on one line, without a trailing period, for embedding in a UserError."""
     return " ".join(str(exc).split()).rstrip(".")

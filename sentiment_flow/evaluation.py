@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from sentiment_flow.config import LABEL2ID, LABELS
+from sentiment_flow.metrics import confusion_matrix, macro_f1
 
 TARGET = "label"  # the split frames' label column (ids 0-2), the evaluations' targets
 PREDICTION = "prediction"  # the column holding predicted ids when predictions are given, not computed
@@ -95,17 +96,6 @@ def bootstrap_f1_difference(
     differences = []
     for start in range(0, resamples, batch):
         rows = rng.integers(0, len(y), size=(min(batch, resamples - start), len(y)))
-        differences.append(_macro_f1(y[rows], a[rows]) - _macro_f1(y[rows], b[rows]))
+        differences.append(macro_f1(confusion_matrix(y[rows], a[rows])) - macro_f1(confusion_matrix(y[rows], b[rows])))
     low, high = np.percentile(np.concatenate(differences), [2.5, 97.5])
     return float(low), float(high)
-
-
-def _macro_f1(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Macro-F1 of each row of (resamples, rows) label arrays, as sklearn computes it with zero_division=0."""
-    scores = []
-    for c in range(len(LABELS)):
-        tp = ((y == c) & (p == c)).sum(axis=1)
-        wrong = ((y == c) != (p == c)).sum(axis=1)  # false positives + false negatives
-        denominator = 2 * tp + wrong
-        scores.append(np.divide(2 * tp, denominator, out=np.zeros(len(y)), where=denominator > 0))
-    return np.mean(scores, axis=0)

@@ -22,7 +22,7 @@ MLFLOW_LOGGERS = ("mlflow", "alembic", "huey", "sqlalchemy.engine")
 # UndefinedMetricWarning (a class never predicted), MLflow's and W&B's errors, this project's own warnings
 # (rows dropped, a requirement left out).
 NOISE = tuple((logger, re.compile(pattern)) for logger, pattern in (
-    # Importing a PythonModel without type hints on predict (int8_model): about this project's code.
+    # Importing a PythonModel without type hints on predict (int8/model.py): about this project's code.
     ("py.warnings", r"Add type hints to the `predict` method"),
     # Logging a local CSV as a dataset input matches two resolvers of the same class.
     ("py.warnings", r"dataset source can be interpreted in multiple ways"),

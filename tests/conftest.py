@@ -130,7 +130,8 @@ def register_tiny_model(tiny_model_dir):
     """Factory: log the tiny model as a transformers-flavor version with test metrics; returns the version."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from sentiment_flow import tracking
+    from sentiment_flow import runs
+    from sentiment_flow.training import tracking
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -148,7 +149,9 @@ def register_tiny_model(tiny_model_dir):
             info = tracking.log_model(model, tokenizer, None)
             tags = {"lang": lang, "base_model": "tiny-distilbert", "data_hash": data_hash, "mlflow_run_id": run.info.run_id}
             tags.update({k: f"{v:.4f}" for k, v in metrics.items()})
-            return tracking.register_version(info.model_uri, name, tags, "Tiny test model.", "Tiny test models.")
+            with runs.registration(name) as registered:
+                registered.register(info.model_uri, tags, "Tiny test model.", "Tiny test models.")
+            return registered.version
 
     return register
 
@@ -169,7 +172,7 @@ def template(tmp_path_factory, tiny_model_dir) -> Template:
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from sentiment_flow import tracking
+    from sentiment_flow.training import tracking
 
     root = tmp_path_factory.mktemp("template-store")
     uri = f"sqlite:///{root}/mlflow.db"

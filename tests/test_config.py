@@ -169,7 +169,7 @@ def test_the_wheel_carries_the_spdx_license_and_the_license_file(tmp_path):
 @pytest.mark.slow
 def test_names_derived_from_a_registered_model_are_held_to_the_same_limit(register_tiny_model):
     from sentiment_flow import registry
-    from sentiment_flow.optimize import optimize
+    from sentiment_flow.int8 import optimize
 
     name = "m" * (MODEL_NAME_MAX_LENGTH - 2)  # sqlite stores it; NAME-int8 would be 259 characters
     register_tiny_model(name=name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sentiment_flow import train
+from sentiment_flow.training import device as train
 from sentiment_flow.config import TrainConfig
 from sentiment_flow.errors import UserError
 
@@ -79,7 +79,7 @@ def test_compile_env_refuses_anything_but_0_or_1(monkeypatch):
 @pytest.fixture
 def tiny(tiny_data_dir, tiny_model_dir):
     from sentiment_flow.data import load_data, tokenize
-    from sentiment_flow.model import load_tokenizer_and_model
+    from sentiment_flow.training.model import load_tokenizer_and_model
 
     tokenizer, model = load_tokenizer_and_model(str(tiny_model_dir))
     cfg = TrainConfig(data=str(tiny_data_dir), max_length=64, batch_size=4)

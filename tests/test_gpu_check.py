@@ -63,7 +63,7 @@ def gpu_check(monkeypatch):
 
 
 def test_policy_arms_add_one_change_at_a_time_and_end_at_the_cuda_policy(gpu_check):
-    from sentiment_flow.train import device_settings
+    from sentiment_flow.training.device import device_settings
 
     policy = device_settings("cuda", max_length=128)
     arms = gpu_check.policy_arms(policy)
@@ -78,7 +78,7 @@ def test_policy_arms_add_one_change_at_a_time_and_end_at_the_cuda_policy(gpu_che
 
 
 def test_policy_arms_refuse_a_policy_field_no_arm_measures(gpu_check):
-    from sentiment_flow.train import DeviceSettings, device_settings
+    from sentiment_flow.training.device import DeviceSettings, device_settings
 
     policy = device_settings("cuda")
     grown = DeviceSettings("cuda", {**policy.training_args, "gradient_checkpointing": True}, 64)

@@ -15,9 +15,9 @@ import mlflow
 import pandas as pd
 import pytest
 
-from sentiment_flow.optimize import optimize
-from sentiment_flow.tracking import INPUT_COLUMN
-from sentiment_flow.train import train
+from sentiment_flow.int8 import optimize
+from sentiment_flow.config import INPUT_COLUMN
+from sentiment_flow.training import train
 
 from conftest import isolate, subprocess_env
 from test_train import tiny_config

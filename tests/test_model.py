@@ -5,7 +5,7 @@ import pytest
 
 from sentiment_flow.config import LABELS
 from sentiment_flow.errors import UserError
-from sentiment_flow.model import (
+from sentiment_flow.training.model import (
     check_max_length, license_note, load_tokenizer_and_model, model_source, resolve_model_path,
 )
 

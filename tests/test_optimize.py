@@ -15,12 +15,13 @@ import torch
 from click.testing import CliRunner
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from sentiment_flow import tracking
+from sentiment_flow import runs
+from sentiment_flow.training import tracking
 from sentiment_flow.cli import cli
 from sentiment_flow.config import INT8_REQUEST_BATCH_SIZE, LABELS
 from sentiment_flow.data import load_data
-from sentiment_flow.optimize import gate_misses
-from sentiment_flow.tracking import INPUT_COLUMN
+from sentiment_flow.int8.build import gate_misses
+from sentiment_flow.config import INPUT_COLUMN
 
 from conftest import free_port, http_service, subprocess_env
 from test_train import trained, trained_module  # noqa: F401 - fixtures: one tiny training per test module
@@ -145,7 +146,7 @@ def test_a_pass_smaller_than_cores_times_batch_size_gives_each_core_a_batch(opti
 
 @pytest.mark.parametrize("margin", [0.0, 1.0])
 def test_the_fallback_margin_decides_which_rows_the_fp32_graph_scores_again(optimized, margin):
-    from sentiment_flow.optimize import optimize
+    from sentiment_flow.int8 import optimize
 
     source = optimized["source"]
     result = optimize(source.model_uri, fallback_margin=margin, again=True)  # the module's optimize built one already
@@ -175,7 +176,8 @@ def test_a_variant_that_misses_the_gate_is_not_registered_and_its_run_fails(tiny
     with mlflow.start_run() as run:
         info = tracking.log_model(model, AutoTokenizer.from_pretrained(tiny_model_dir), None)
         tags = {"lang": "english", "data_source": data.source, "data_hash": data.content_hash, "mlflow_run_id": run.info.run_id}
-        tracking.register_version(info.model_uri, "outlier", tags, "Outlier weight.", "Outlier weights.")
+        with runs.registration("outlier") as registered:
+            registered.register(info.model_uri, tags, "Outlier weight.", "Outlier weights.")
 
     # int8 alone: the tiny model's two best classes are close on every row, so any fallback margin rescues them all.
     # Unsmoothed: smoothing divides the outlier column by the (zero) range of its input, which rescues it (below).
@@ -197,7 +199,7 @@ def test_a_variant_that_misses_the_gate_is_not_registered_and_its_run_fails(tiny
 
 
 def test_smoothing_changes_no_fp32_answer_and_flattens_each_linears_input_range(tiny_model_dir):
-    from sentiment_flow.optimize import SmoothedLinear, smooth
+    from sentiment_flow.int8.smoothing import SmoothedLinear, smooth
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from sentiment_flow.cli import cli
-from sentiment_flow.train import train
+from sentiment_flow.training import train
 
 from conftest import isolate, subprocess_env
 from test_train import tiny_config
@@ -29,16 +29,17 @@ SOURCE, VARIANT = "sentiment-english", "sentiment-english-int8"
 STOPPED_WHILE_OPTIMIZING = """
 import os, sys, time
 from pathlib import Path
-from sentiment_flow import cli, optimize
+from sentiment_flow import cli
+from sentiment_flow.int8 import build as optimize
 
-export = optimize._export_onnx
+export = optimize.export_onnx
 
 def export_then_wait(*args, **kwargs):
     export(*args, **kwargs)
     Path(os.environ["READY"]).touch()
     time.sleep(600)
 
-optimize._export_onnx = export_then_wait
+optimize.export_onnx = export_then_wait
 sys.argv[0] = "sentiment-flow"
 cli.main()
 """

@@ -6,7 +6,7 @@ import mlflow
 import pytest
 
 from sentiment_flow import plots
-from sentiment_flow.train import train
+from sentiment_flow.training import train
 
 from test_train import tiny_config
 

@@ -6,8 +6,8 @@ import pytest
 from sklearn.metrics import accuracy_score
 
 from sentiment_flow.config import LABELS, ScoreConfig, TrainConfig
-from sentiment_flow.scoring import score_csv
-from sentiment_flow.train import train
+from sentiment_flow.scoring.files import score_csv
+from sentiment_flow.training import train
 
 from conftest import SHARED_DATA, requires_shared_data
 
@@ -38,7 +38,7 @@ def test_minilm_with_default_settings_reaches_macro_f1_060_and_batch_scoring_rep
 
     # Its int8 variant, with the defaults (smoothed, fallback margin 0.05), passes the gate on the real test split:
     # when written, macro-F1 0.6663 against 0.6640 and 99.77 % of labels equal, 2.5 % of rows scored in fp32.
-    from sentiment_flow.optimize import optimize
+    from sentiment_flow.int8 import optimize
 
     int8 = optimize(result.model_uri)
     assert int8.model_uri == f"models:/{result.registered_model_name}-int8/1"

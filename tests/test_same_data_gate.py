@@ -33,7 +33,7 @@ def models(tiny_model_dir, tiny_data_dir, tmp_path_factory):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from sentiment_flow import tracking
+    from sentiment_flow.training import tracking
 
     root = tmp_path_factory.mktemp("same-data")
     splits = {"": tiny_data_dir / "english" / "test.csv", "-skewed": root / "skewed-test.csv"}

@@ -22,7 +22,7 @@ import yaml
 from click.testing import CliRunner
 from sklearn.metrics import accuracy_score, f1_score
 
-from sentiment_flow import scoring
+from sentiment_flow.scoring import files as scoring  # the local engine, and the scorer names it uses
 from sentiment_flow.cli import cli
 from sentiment_flow.config import LABELS, ScoreConfig
 from sentiment_flow.errors import UserError

@@ -1,7 +1,7 @@
 """Both engines hand back every input field exactly as read, and refuse the same inputs in the same words.
 
 "Exactly as read": the output's input columns equal, cell by cell, pandas reading the input with the local
-engine's settings (`scoring._read_csv`). Spark's reader and writer differ from pandas by default: its writer
+engine's settings (`scoring.inputs._read_csv`). Spark's reader and writer differ from pandas by default: its writer
 trimmed every field, its reader turned a CRLF inside quotes into LF and invalid bytes into U+FFFD.
 """
 
@@ -10,7 +10,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from sentiment_flow import scoring
+from sentiment_flow.scoring import files as scoring
+from sentiment_flow.scoring import inputs
 from sentiment_flow.config import ScoreConfig
 from sentiment_flow.errors import UserError
 
@@ -35,7 +36,7 @@ def score(engine: str, request, source: str, output: str) -> None:
         return
     if JAVA:
         pytest.skip(f"Spark needs Java: {JAVA}")
-    from sentiment_flow import spark_scoring
+    from sentiment_flow.scoring import spark as spark_scoring
 
     request.getfixturevalue("spark")
     spark_scoring.score_spark(request.getfixturevalue("model_dir"), source, output, ScoreConfig(chunk_size=2))
@@ -56,7 +57,7 @@ def test_both_engines_return_every_input_field_exactly_as_read(engine, case, out
     data = TRICKY[case]
     lines = b"\r\n" if case == "CRLF" else b"\n"
     (tmp_path / "in.csv").write_bytes((b"\xef\xbb\xbf" if case == "BOM" else b"") + HEADER + lines + data)
-    read = scoring._read_csv(tmp_path / "in.csv", tmp_path / "in.csv", ScoreConfig())
+    read = inputs._read_csv(tmp_path / "in.csv", tmp_path / "in.csv", ScoreConfig())
     expected = read.iloc[1:].set_axis(list(read.iloc[0]), axis=1).reset_index(drop=True)
 
     score(engine, request, "in.csv", output)

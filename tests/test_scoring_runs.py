@@ -13,11 +13,11 @@ import pytest
 from click.testing import CliRunner
 from sklearn.metrics import accuracy_score, f1_score
 
-from sentiment_flow import scoring_runs
+from sentiment_flow.monitoring import drift as scoring_runs
 from sentiment_flow.cli import cli
 from sentiment_flow.config import LABELS, SCORING_EXPERIMENT, ScoreConfig, TrainConfig
-from sentiment_flow.scoring import score_csv
-from sentiment_flow.train import train
+from sentiment_flow.scoring.files import score_csv
+from sentiment_flow.training import train
 
 from conftest import REPO_ROOT, SHARED_DATA, isolate, requires_shared_data, subprocess_env, synthetic_split
 
@@ -125,7 +125,7 @@ def test_a_small_input_records_not_enough_rows_instead_of_a_psi(store, tmp_path)
 
 def test_an_int8_variant_is_judged_against_its_fp32_sources_baseline(store, tmp_path):
     # The variant's version points at the optimize run, which logs no baseline: drift was always skipped.
-    from sentiment_flow.optimize import optimize
+    from sentiment_flow.int8 import optimize
 
     variant = optimize(store["model_uri"])
     labelled_input(tmp_path / "in.csv", n=ENOUGH)
@@ -234,7 +234,7 @@ def test_mlflow_run_score_lands_in_the_experiment_mlflow_run_was_given_and_refus
 def test_jobs_starting_at_once_on_a_new_sqlite_store_all_open_it(tmp_path):
     # MLflow creates and migrates the tables when a process first opens a store; without the lock in
     # tracking.check_store, two of these failed with `duplicate column name: step` and a traceback.
-    command = [sys.executable, "-c", "from sentiment_flow import tracking; tracking.check_store()"]
+    command = [sys.executable, "-c", "from sentiment_flow import store; store.check_store()"]
     env = {**subprocess_env(), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/new.db"}
     procs = [subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True) for _ in range(4)]
     errors = [proc.communicate(timeout=300)[1] for proc in procs]
@@ -246,9 +246,9 @@ def test_jobs_starting_at_once_on_a_new_sqlite_store_all_open_it(tmp_path):
 def test_the_english_test_split_scored_against_its_training_baseline_reads_stable(tmp_path):
     """Real data and MiniLM: the baseline built by the function training calls, the test file scored by
     `score_csv` (the head is untrained: drift in token lengths does not depend on it)."""
-    from sentiment_flow import tracking
+    from sentiment_flow.training import tracking
     from sentiment_flow.data import load_data, tokenize
-    from sentiment_flow.model import load_tokenizer_and_model
+    from sentiment_flow.training.model import load_tokenizer_and_model
 
     tokenizer, model = load_tokenizer_and_model("minilm")
     encoded = tokenize(load_data(str(SHARED_DATA), "english"), tokenizer, TrainConfig.max_length)

@@ -27,7 +27,9 @@ import pytest
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
-from sentiment_flow import embedded_postgres, registry, server
+from sentiment_flow import registry
+from sentiment_flow.server import app as server
+from sentiment_flow.server import postgres as embedded_postgres
 from sentiment_flow.cli import cli
 
 from conftest import REPO_ROOT, free_port, http_service, subprocess_env

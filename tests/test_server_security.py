@@ -27,7 +27,8 @@ import pytest
 from click.testing import CliRunner
 from conftest import free_port, subprocess_env
 
-from sentiment_flow import embedded_postgres, server
+from sentiment_flow.server import app as server
+from sentiment_flow.server import postgres as embedded_postgres
 from sentiment_flow.cli import cli
 
 pytest.importorskip("pgserver", reason='the [server] extra is not installed: pip install -e ".[server]"')

@@ -16,7 +16,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.server import get_app_client
 
-from sentiment_flow import server_users
+from sentiment_flow.server import users as server_users
 from sentiment_flow.config import SCORING_EXPERIMENT
 
 from conftest import REPO_ROOT

@@ -22,9 +22,9 @@ import pytest
 
 from sentiment_flow import scoring
 from sentiment_flow.config import LABELS
-from sentiment_flow.optimize import optimize
-from sentiment_flow.tracking import INPUT_COLUMN
-from sentiment_flow.train import train
+from sentiment_flow.int8 import optimize
+from sentiment_flow.config import INPUT_COLUMN
+from sentiment_flow.training import train
 
 from conftest import free_port, http_service, isolate, synthetic_split
 from test_train import tiny_config

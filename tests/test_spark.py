@@ -19,7 +19,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from sentiment_flow import spark_scoring
+from sentiment_flow.scoring import spark as spark_scoring
+from sentiment_flow.scoring import spark_session
 from sentiment_flow.cli import cli
 from sentiment_flow.config import ScoreConfig
 from sentiment_flow.errors import UserError
@@ -44,7 +45,7 @@ def spark():
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PYSPARK_PYTHON", sys.executable)
-        mp.setenv("PYTHONWARNINGS", f"ignore:{spark_scoring.PANDAS_WARNING}:FutureWarning")
+        mp.setenv("PYTHONWARNINGS", f"ignore:{spark_session.PANDAS_WARNING}:FutureWarning")
         session = (
             SparkSession.builder.master("local[2]").appName("sentiment-flow tests")
             .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false").getOrCreate()

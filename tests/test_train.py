@@ -12,7 +12,7 @@ import yaml
 
 from sentiment_flow.config import TrainConfig
 from sentiment_flow.errors import UserError
-from sentiment_flow.train import train
+from sentiment_flow.training import train
 
 from conftest import free_port, isolate, subprocess_env
 from wandb_offline import read_offline_run

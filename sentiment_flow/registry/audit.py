@@ -16,7 +16,7 @@ from mlflow.entities.model_registry import RegisteredModel
 from mlflow.exceptions import MlflowException
 
 from sentiment_flow.errors import UserError, one_line
-from sentiment_flow.registry.store import NOT_FOUND, alias_version, user
+from sentiment_flow.store import NOT_FOUND, alias_version, user
 
 log = logging.getLogger(__name__)
 

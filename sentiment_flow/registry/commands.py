@@ -12,11 +12,11 @@ from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException
 
 from sentiment_flow.config import CHAMPION, PromotionConfig, model_name_problem, shortened
-from sentiment_flow.errors import UserError
+from sentiment_flow.errors import Refused, UserError
 from sentiment_flow.registry import audit, pending
 from sentiment_flow.registry.gates import run_gates
-from sentiment_flow.registry.reports import CopyResult, ModelStatus, PromotionReport, Refused, VersionStatus
-from sentiment_flow.registry.store import (
+from sentiment_flow.registry.reports import CopyResult, ModelStatus, PromotionReport, VersionStatus
+from sentiment_flow.store import (
     DENIED, alias_version, all_versions, check_alias, evidence, get_version, models_uri, registered_model,
     resolve_version, user, utc,
 )

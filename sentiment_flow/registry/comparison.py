@@ -10,10 +10,10 @@ from mlflow.models import MetricThreshold
 from mlflow.models.evaluation import EvaluationResult
 from mlflow.models.evaluation.validation import ModelValidationFailedException
 
-from sentiment_flow.config import LABELS, PromotionConfig
+from sentiment_flow.config import EPSILON, LABELS, PromotionConfig
 from sentiment_flow.evaluation import TARGET, bootstrap_f1_difference
 from sentiment_flow.registry.evaluations import EvalSet, Evaluation, evaluate_version
-from sentiment_flow.registry.rows import EPSILON, FAIL, PASS, Gate, number, outcome, short
+from sentiment_flow.registry.rows import FAIL, PASS, Gate, number, outcome, short
 
 SAME_DATA_GATES = ("min_f1_macro", "no_regression", "per_class_f1", "significance")
 

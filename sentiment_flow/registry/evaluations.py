@@ -15,10 +15,10 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
-from sentiment_flow import evaluation
-from sentiment_flow.config import ScoreConfig
-from sentiment_flow.registry.store import equals, models_uri, source_run
-from sentiment_flow.registry.store import experiment_id as store_experiment_id
+from sentiment_flow import evaluation, runs
+from sentiment_flow.config import INPUT_COLUMN, ScoreConfig
+from sentiment_flow.store import equals, models_uri, source_run
+from sentiment_flow.store import experiment_id as store_experiment_id
 
 EXPERIMENT = "sentiment-flow-evaluations"
 PREDICTIONS_FILE = "predictions.json"  # predicted label ids in the dataset's row order: the bootstrap pairs them
@@ -96,7 +96,6 @@ def evaluate_version(client: MlflowClient, mv: ModelVersion, data: EvalSet) -> E
 
 def _evaluate(client: MlflowClient, experiment_id: str, mv: ModelVersion, data: EvalSet, tags: dict) -> Evaluation:
     from sentiment_flow.scoring import load_scorer, predict_texts
-    from sentiment_flow.tracking import INPUT_COLUMN
 
     uri = models_uri(mv.name, mv.version)
     scorer = load_scorer(uri)
@@ -108,7 +107,7 @@ def _evaluate(client: MlflowClient, experiment_id: str, mv: ModelVersion, data: 
 
     # An explicit run id: under `mlflow run`, MLFLOW_RUN_ID names the project's run, which must not be resumed.
     run = client.create_run(experiment_id, tags={**tags, "evaluation.model_uri": uri}, run_name=f"{mv.name}-v{mv.version}")
-    with mlflow.start_run(run_id=run.info.run_id):
+    with runs.run(run_id=run.info.run_id):
         metrics = evaluation.evaluate(data.dataset, predict)
         mlflow.log_metrics(metrics)
         mlflow.log_dict({"predictions": predicted[-1].tolist()}, PREDICTIONS_FILE)

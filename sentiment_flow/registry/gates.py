@@ -9,11 +9,11 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.types import DataType
 
-from sentiment_flow.config import CANARY_TEXTS, CHAMPION, KEY_METRICS, LABELS, PromotionConfig
+from sentiment_flow.config import CANARY_TEXTS, CHAMPION, EPSILON, INPUT_COLUMN, KEY_METRICS, LABELS, PromotionConfig
 from sentiment_flow.registry.comparison import same_data_gates, unmeasured_gates
 from sentiment_flow.registry.evaluations import eval_set
-from sentiment_flow.registry.rows import EPSILON, FAIL, PASS, SKIPPED, Gate, number, outcome, short
-from sentiment_flow.registry.store import FINISHED, READY, Evidence, evidence, models_uri
+from sentiment_flow.registry.rows import FAIL, PASS, SKIPPED, Gate, number, outcome, short
+from sentiment_flow.store import FINISHED, READY, Evidence, evidence, models_uri
 
 # Written by training when it registers a version, after every other step; a version without it was not
 # registered by a training that got that far.
@@ -116,7 +116,6 @@ def _signature_gate(uri: str) -> Gate:
 
 
 def _smoke_gate(uri: str) -> Gate:
-    from sentiment_flow.tracking import INPUT_COLUMN  # here: tracking imports transformers, which `status` never needs
 
     expected = f"{len(CANARY_TEXTS)} rows in {{{', '.join(LABELS)}}}"
     try:

@@ -15,7 +15,7 @@ import uuid
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import RegisteredModel
 
-from sentiment_flow.registry.store import alias_version, user
+from sentiment_flow.store import alias_version, user
 
 log = logging.getLogger(__name__)
 

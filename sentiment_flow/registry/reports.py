@@ -4,16 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sentiment_flow.errors import UserError
 from sentiment_flow.registry.audit import AuditRecord, HistoryEntry
 from sentiment_flow.registry.rows import FAIL, FORCEABLE, Gate
-from sentiment_flow.registry.store import models_uri
-
-
-class Refused(UserError):
-    """The registry's state forbids the request (e.g. nothing to roll back to); exits 1 like a failed gate."""
-
-    exit_code = 1
+from sentiment_flow.store import models_uri
 
 
 @dataclass(frozen=True)

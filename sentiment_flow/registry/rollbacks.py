@@ -10,10 +10,10 @@ from mlflow.entities.model_registry import RegisteredModel
 from mlflow.exceptions import MlflowException
 
 from sentiment_flow.config import CHAMPION
-from sentiment_flow.errors import UserError
+from sentiment_flow.errors import Refused, UserError
 from sentiment_flow.registry import audit, pending
-from sentiment_flow.registry.reports import Refused, RollbackResult
-from sentiment_flow.registry.store import NOT_FOUND, READY, alias_version, check_alias, registered_model
+from sentiment_flow.registry.reports import RollbackResult
+from sentiment_flow.store import NOT_FOUND, READY, alias_version, check_alias, registered_model
 
 
 def rollback(name: str, alias: str = CHAMPION, reason: str = "") -> RollbackResult:

@@ -9,8 +9,6 @@ from sentiment_flow.errors import one_line
 PASS, FAIL, FORCED, SKIPPED = "pass", "fail", "forced", "skipped"
 # Gates 2-3; --force never skips readiness, an unmeasured gate or the smoke test.
 FORCEABLE = ("min_f1_macro", "no_regression", "per_class_f1", "significance")
-# Metrics come back from the store as floats and from tags rounded to 4 digits: a tie must not fail by 1e-17.
-EPSILON = 1e-9
 
 
 @dataclass(frozen=True)

@@ -1,20 +1,26 @@
-"""Lookups in the model registry at the current tracking URI: one `models:/` builder, URI resolution, and the
-store's errors turned into ones naming the fix."""
+"""The tracking store and its registry: which store (configure_store), whether it answers (check_store), lookups
+(one `models:/` builder, URI resolution, versions, experiment ids), and its errors turned into ones naming the fix.
+
+A leaf: it imports nothing of this package but config and errors, so every stage may import it."""
 
 from __future__ import annotations
 
 import getpass
+import os
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import mlflow
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException
+from sqlalchemy.engine import make_url
 
 from sentiment_flow.config import ALIASES, KEY_METRICS
-from sentiment_flow.errors import UserError, one_line, redact_uri
+from sentiment_flow.errors import SERVER_FAILED, UserError, one_line, redact_uri, server_failed
 
 READY = "READY"
 FINISHED = "FINISHED"
@@ -189,3 +195,69 @@ def experiment_id(name: str, note: str = "") -> str:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
     return client.get_experiment_by_name(name).experiment_id  # type: ignore[union-attr]  # created just now
+
+
+# The README's store: explicit, because MLflow's own default depends on its version and on whether ./mlruns exists.
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+# MLflow retries an unreachable server for about 4 minutes (7 retries, backoff factor 2, 120 s timeout)
+# before it fails with a traceback. These fail within seconds; a user may set any of them higher.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+
+
+def configure_store() -> None:
+    """The tracking URI (sqlite:///mlflow.db unless MLFLOW_TRACKING_URI is set) and quick-failing HTTP defaults."""
+    os.environ.setdefault("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def redacted_uri(uri: str | None = None) -> str:
+    """The tracking URI (or `uri`) with any password replaced by ***: safe to print."""
+    return redact_uri(uri or mlflow.get_tracking_uri())
+
+
+def store_error(exc: MlflowException) -> UserError:
+    """A one-line UserError for an MLflow store failure, with credentials redacted from the URI and the message."""
+    uri = mlflow.get_tracking_uri()
+    message = one_line(exc)
+    status = next((code for text, code in SERVER_FAILED.items() if text in message), None)
+    if message.startswith("API request to") and status:
+        return UserError(server_failed(redacted_uri(uri), status))
+    if message.startswith("API request to"):  # the transport failed: requests' text repeats the URL
+        return UserError(
+            f"Cannot reach the MLflow tracking server at {redacted_uri(uri)}. Start it, or point "
+            "MLFLOW_TRACKING_URI at a reachable one (MLFLOW_HTTP_REQUEST_MAX_RETRIES and "
+            "MLFLOW_HTTP_REQUEST_TIMEOUT wait longer)."
+        )
+    secret = urlsplit(uri).password
+    if secret:
+        message = message.replace(secret, "***")
+    return UserError(f"The MLflow store at {redacted_uri(uri)} failed: {message}.")
+
+
+def check_store() -> None:
+    """One cheap request to the tracking store, so an unreachable server fails before minutes of work.
+
+    A local sqlite store is opened under an exclusive lock on its folder: MLflow creates and migrates the tables
+    when a process first opens the store, and two jobs starting at once on a new store both did, the second
+    failing with a traceback (`duplicate column name: step`). The lock makes the second wait for the first.
+    """
+    uri = mlflow.get_tracking_uri()
+    database = make_url(uri).database if uri.startswith("sqlite:") else None
+    if not database or database == ":memory:" or not Path(database).resolve().parent.is_dir():
+        mlflow.MlflowClient().search_experiments(max_results=1)
+        return
+    import fcntl
+
+    folder = os.open(Path(database).resolve().parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        mlflow.MlflowClient().search_experiments(max_results=1)
+    finally:
+        os.close(folder)  # releases the lock

@@ -2,13 +2,13 @@
 
 int8 rounds each matrix product's input to steps of a scale fixed when the variant was built (calibrated on
 validation rows, the same for every row and batch: a text's answer does not depend on the texts scored with it),
-so a row whose two best classes are close can get another label than fp32's (optimize.smooth makes that rarer).
+so a row whose two best classes are close can get another label than fp32's (smoothing.smooth makes that rarer).
 Such rows (top-two probability margin below `fallback_margin`) are scored again by the fp32 graph carried beside
 the int8 one: with dynamic int8 on two MiniLMs that was 2.5 % and 8.7 % of test rows, and it brought label
 agreement with fp32 from 99.3 % / 98.5 % to 99.8 % / 99.9 %; with static int8 on the first, 2.6 % of rows, from
-99.3 % to 100 % (dynamic: benchmarks/results/int8.md; static: the README's "Speed: int8").
+99.3 % to 100 % (dynamic: benchmarks/results/int8.md; static: docs/int8.md).
 
-Kept apart from optimize.py (which exports and quantizes with torch) so that loading and serving the variant
+Kept apart from build.py and export.py (which export and quantize with torch) so that loading and serving the variant
 imports neither torch nor the training stack. The variant is logged as MLflow "model from code": this file itself is
 copied into the model and run at load, so it imports nothing from sentiment_flow, and the model's requirements name
 only public packages (a serving host builds its environment from them).
@@ -16,7 +16,6 @@ only public packages (a serving host builds its environment from them).
 
 from __future__ import annotations
 
-import abc
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -32,7 +31,7 @@ FP32_ARTIFACT = "onnx_fp32"  # the fallback for rows int8 is unsure of
 TOKENIZER_ARTIFACT = "tokenizer"
 
 
-class Int8Model(PythonModel, metaclass=abc.ABCMeta):
+class Int8Model(PythonModel):
     """The same contract as the fp32 transformers-flavor model: a `text` column in; `label` and `score` out.
 
     Its model_config carries what the fp32 model's does (max_length, truncation always on) plus the batch size,
@@ -46,14 +45,6 @@ class Int8Model(PythonModel, metaclass=abc.ABCMeta):
     calls (`mlflow models serve` runs requests in threads) share those threads and nothing else that changes:
     the tokenizer's settings are fixed at load.
     """
-
-    @classmethod
-    def __subclasshook__(cls, other):
-        # MLflow runs a logged variant's own copy of this file under a module name of its own, so its class is not
-        # this one; scoring and optimize still have to recognize it (`isinstance(model, Int8Model)`).
-        if cls is Int8Model and other.__name__ == cls.__name__ and callable(getattr(other, "scored", None)):
-            return True
-        return NotImplemented
 
     def load_context(self, context):
         import onnxruntime

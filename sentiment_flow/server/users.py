@@ -88,7 +88,7 @@ def add_user(
     from mlflow.server import get_app_client
     from mlflow.utils.validation import _validate_password
 
-    from sentiment_flow.registry.store import experiment_id
+    from sentiment_flow.store import experiment_id
 
     if role not in ROLES:
         raise UserError(f"Unknown role {role!r}: choose one of {', '.join(ROLES)}.")
