@@ -197,7 +197,7 @@ def experiment_id(name: str, note: str = "") -> str:
     return client.get_experiment_by_name(name).experiment_id  # type: ignore[union-attr]  # created just now
 
 
-# The README's store: explicit, because MLflow's own default depends on its version and on whether ./mlruns exists.
+# The store the docs promise: explicit, because MLflow's own default depends on its version and on whether ./mlruns exists.
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 

@@ -48,6 +48,7 @@ def chatter_in(output: str) -> list[str]:
     return [name for name, fragment in CHATTER.items() if fragment in output]
 
 
+@pytest.mark.slow  # a few seconds: a subprocess or a training
 def test_an_early_error_is_one_line_and_the_library_messages_before_it_are_in_the_log_file(tmp_path):
     # The scoring run creates the new store before the input is checked: MLflow logs that, at INFO, first.
     # (Scoring once imported the int8 variant's PythonModel here, and MLflow warned about its type hints.)
@@ -65,6 +66,7 @@ def test_an_early_error_is_one_line_and_the_library_messages_before_it_are_in_th
     assert not (tmp_path / "state-v").exists()
 
 
+@pytest.mark.slow  # a few seconds: a subprocess or a training
 def test_a_log_folder_that_cannot_be_made_costs_the_user_nothing(tmp_path):
     # XDG_STATE_HOME under a file: no folder, no log file, and no "--- Logging error ---" traceback per record.
     proc = subprocess.run(

@@ -83,27 +83,27 @@ SKIP = {
     ("docs/training.md", "Conda", "UV_CONSTRAINT=$PWD/constraints-cpu.txt UV_FIND_LINKS=/opt/wheels UV_PYTHON_DOWNLOADS=never mlflow run . -P model=minilm -P data=../shared/data/multilingual-sentiments --env-manager uv"):
         "builds a uv environment (minutes); tests/test_packaging.py runs it on a few rows",
     ("docs/training.md", "Several GPUs", "torchrun --nproc-per-node 4 -m sentiment_flow train --lang english --batch-size 16   # 16 per GPU"):
-        "4 processes training distilbert from the Hub; tests/test_distributed.py runs the same launch with 2 CPU processes",
+        "4 processes training distilbert from the Hub; tests/training/test_distributed.py runs the same launch with 2 CPU processes",
     ("docs/registry.md", "A shared tracking server", "export MLFLOW_TRACKING_URI=http://mlflow.internal:5000        # MLFLOW_TRACKING_USERNAME/PASSWORD if it asks"):
-        "needs the team's server; tests/test_server.py runs every command against a real one",
+        "needs the team's server; tests/server/test_server.py runs every command against a real one",
     ("docs/scoring.md", "Batch scoring on Spark", "sentiment-flow score models:/sentiment-english@champion s3a://bucket/reviews/ s3a://bucket/scored.csv --engine spark --spark-master spark://head:7077"):
-        "needs object storage and a Spark cluster; tests/test_spark.py runs the engine on local[2]",
+        "needs object storage and a Spark cluster; tests/scoring/test_spark.py runs the engine on local[2]",
     ("docs/scoring.md", "Batch scoring on Spark", "spark-submit --master yarn --deploy-mode client \\"):
-        "needs a YARN cluster, a packed environment and object storage; tests/test_spark.py runs the engine on local[2]",
+        "needs a YARN cluster, a packed environment and object storage; tests/scoring/test_spark.py runs the engine on local[2]",
     ("docs/serving.md", "Serving", "mlflow models build-docker -m models:/sentiment-english@champion -n sentiment-english:champion"):
         "Docker is not installed on these machines",
     ("docs/server.md", "Team server", 'pip install -e ".[server]"'):
-        "a server that runs until stopped; tests/test_server.py starts and stops the same command",
+        "a server that runs until stopped; tests/server/test_server.py starts and stops the same command",
     ("docs/server.md", "Team server", "createdb -h db.internal -U mlflow mlflow                            # once"):
-        "needs an external PostgreSQL (tests/test_server.py checks the arguments of production mode)",
+        "needs an external PostgreSQL (tests/server/test_server.py checks the arguments of production mode)",
     ("docs/server.md", "Team server", "read -s MLFLOW_AUTH_ADMIN_PASSWORD && export MLFLOW_AUTH_ADMIN_PASSWORD"):
-        "reads a password from the terminal; tests/test_server.py starts the --auth server with one",
+        "reads a password from the terminal; tests/server/test_server.py starts the --auth server with one",
     ("docs/server.md", "Team server", "export MLFLOW_TRACKING_URI=http://mlflow.internal:5000 MLFLOW_TRACKING_USERNAME=admin"):
-        "the admin adds users to the team's server; tests/test_server_users.py runs add-user against a real one",
+        "the admin adds users to the team's server; tests/server/test_server_users.py runs add-user against a real one",
     ("docs/server.md", "Team server", "export MLFLOW_TRACKING_URI=http://mlflow.internal:5000"):
-        "the team's server; tests/test_server.py logs in the same way",
+        "the team's server; tests/server/test_server.py logs in the same way",
     ("docs/server.md", "Team server", "mlflow run . -P lang=english -P model=minilm -P data=../shared/data/multilingual-sentiments --env-manager local"):
-        "every command against the team's server: tests/test_server.py runs them against a real one",
+        "every command against the team's server: tests/server/test_server.py runs them against a real one",
     ("docs/testing.md", "Running the tests", 'pip install -e ".[offline,dev,server]" && python -m pytest'):
         "the test suite itself (CI runs it)",
     ("docs/testing.md", "Running the tests", 'python -m pytest -m "not slow"'):
@@ -263,6 +263,29 @@ def test_broken_links_finds_a_missing_file_and_a_missing_heading(tmp_path):
         "README.md:4 docs/a.md#conda: no such heading",
         "README.md:4 #training: no such heading",
     ]
+
+
+# A file of this repository named in prose: `sentiment_flow/store.py`, tests/int8/test_optimize.py, ...
+NAMED_FILE = re.compile(r"(?<![\w/.])((?:sentiment_flow|tests|benchmarks|registry_scripts|docs)/[\w./-]*\w)")
+
+
+def missing_files(page: Path) -> list[str]:
+    """The repository paths `page` names (in prose or code) that do not exist; a `{a,b}` brace list is skipped."""
+    return [
+        f"{page.name}: {name}" for name in sorted(set(NAMED_FILE.findall(page.read_text())))
+        if "{" not in name and not (REPO_ROOT / name).exists()
+    ]
+
+
+def test_every_file_the_pages_name_exists():
+    # Modules and tests moved when the package became stage folders; a page naming the old path misleads.
+    assert [problem for page in pages() for problem in missing_files(page)] == []
+
+
+def test_missing_files_finds_a_moved_module(tmp_path):
+    page = tmp_path / "probe.md"
+    page.write_text("See `sentiment_flow/scoring.py` and tests/test_architecture.py, not sentiment_flow/store.py.\n")
+    assert missing_files(page) == ["probe.md: sentiment_flow/scoring.py"]
 
 
 TRAINING = re.compile(r"^mlflow run \. (?!.*-e )(.*?)(--env-manager local)(.*)$", re.MULTILINE)

@@ -19,15 +19,12 @@ import pandas as pd
 from sentiment_flow import metrics as M
 from sentiment_flow import runs, store
 from sentiment_flow.config import (
-    CANARY_TEXTS, EPSILON, HEADLINE_METRICS, INPUT_COLUMN, INT8_CALIBRATION_ROWS, INT8_FALLBACK_MARGIN,
-    INT8_MAX_F1_DROP, INT8_MIN_AGREEMENT, INT8_REQUEST_BATCH_SIZE, INT8_SMOOTH_ALPHA, INT8_VARIANT, LABELS,
-    MODEL_ARTIFACT, VARIANT_METADATA_KEY, model_name_problem, shortened,
+    EPSILON, HEADLINE_METRICS, INT8_CALIBRATION_ROWS, INT8_FALLBACK_MARGIN,
+    INT8_MAX_F1_DROP, INT8_MIN_AGREEMENT, INT8_SMOOTH_ALPHA, INT8_VARIANT, LABELS,
+    MODEL_ARTIFACT, model_name_problem, shortened,
 )
 from sentiment_flow.errors import Refused, UserError
-from sentiment_flow.int8 import model as int8_model
-from sentiment_flow.int8.export import export_onnx, quantize
-from sentiment_flow.int8.model import FP32_ARTIFACT, ONNX_ARTIFACT, TOKENIZER_ARTIFACT
-from sentiment_flow.int8.smoothing import smooth
+from sentiment_flow.int8.export import model_kwargs
 from sentiment_flow.monitoring.drift import SOURCE_RUN_TAG
 from sentiment_flow.store import models_uri
 from sentiment_flow.training import tracking
@@ -36,7 +33,6 @@ log = logging.getLogger(__name__)
 
 INT8_SUFFIX = "-int8"  # the variant of NAME is registered as NAME-int8
 BACKEND = "onnxruntime-static-int8"
-INT8_REQUIREMENTS = ("onnxruntime", "numpy", "pandas")  # beside mlflow, transformers and tokenizers
 # Source tags that describe the variant as well: what it was trained from and how it serves.
 INHERITED_TAGS = ("lang", "base_model", "data_source", "data_hash", "max_length")
 
@@ -109,7 +105,7 @@ def optimize(
             runs.run(f"{name}-v{source.version}", experiment_id, params, tags) as run, \
             tempfile.TemporaryDirectory(prefix="sentiment_flow-int8-") as folder:
         # Scored exactly as it will be logged: saved, loaded back, then run on the test split.
-        kwargs = _model_kwargs(scorer, Path(folder), mlflow.models.get_model_info(source_uri).signature,
+        kwargs = model_kwargs(scorer, Path(folder), mlflow.models.get_model_info(source_uri).signature,
                                fallback_margin, smooth_alpha, calibration)
         mlflow.pyfunc.save_model(Path(folder, "saved"), **kwargs)
         variant = mlflow.pyfunc.load_model(str(Path(folder, "saved"))).unwrap_python_model()
@@ -247,43 +243,5 @@ def _splits(source, data: str | None) -> tuple[pd.DataFrame, str, list[str]]:
     calibration = split.splits["valid"] if len(split.splits["valid"]) else split.splits["train"]
     texts = calibration["text"].fillna("").astype(str).tolist()[:INT8_CALIBRATION_ROWS]
     return split.splits["test"].reset_index(drop=True), split.split_sources["test"], texts
-
-
-def _model_kwargs(
-    scorer, folder: Path, signature, fallback_margin: float, smooth_alpha: float, calibration: list[str]
-) -> dict:
-    """Arguments of mlflow.pyfunc.save_model/log_model for the int8 variant of `scorer`'s model."""
-    from sentiment_flow.training.model import position_limit
-
-    model, tokenizer = scorer.pipeline.model, scorer.pipeline.tokenizer
-    max_length = scorer.call_kwargs.get("max_length") or position_limit(tokenizer, model)
-    fp32_path, int8_path = folder / "model.fp32.onnx", folder / "model.onnx"
-    # The fp32 graph (the fallback) is the smoothed one too: smoothing changes no fp32 answer.
-    smoothed = smooth(model, tokenizer, calibration, smooth_alpha, max_length) if smooth_alpha else model
-    export_onnx(smoothed, tokenizer, fp32_path)
-    quantize(fp32_path, int8_path, tokenizer, calibration, max_length)
-    tokenizer.save_pretrained(folder / TOKENIZER_ARTIFACT)
-    artifacts = {ONNX_ARTIFACT: str(int8_path), TOKENIZER_ARTIFACT: str(folder / TOKENIZER_ARTIFACT)}
-    if fallback_margin > 0:
-        artifacts[FP32_ARTIFACT] = str(fp32_path)
-    return dict(
-        # A model from code: the variant carries int8/model.py itself, not a pickle that names this package.
-        python_model=int8_model.__file__,
-        metadata={VARIANT_METADATA_KEY: INT8_VARIANT},  # how the scorer knows the variant (scoring/scorer.py)
-        artifacts=artifacts,
-        model_config={
-            "labels": [model.config.id2label[i] for i in range(model.config.num_labels)],
-            "input_column": INPUT_COLUMN,
-            "max_length": max_length,
-            "batch_size": INT8_REQUEST_BATCH_SIZE,  # per ONNX Runtime call, batched by token count within a request
-            "fallback_margin": fallback_margin,
-        },
-        signature=signature,  # the fp32 model's: the same payloads, the same answers
-        input_example=pd.DataFrame({INPUT_COLUMN: list(CANARY_TEXTS[:3])}),  # the short ones, as training's
-        # What int8/model.py imports, all public: the variant runs on ONNX Runtime alone, without torch or this project.
-        pip_requirements=[
-            pin for pin in runs.pip_requirements(INT8_REQUIREMENTS) if not pin.startswith(("torch==", "accelerate=="))
-        ],
-    )
 
 

@@ -1,12 +1,21 @@
-"""The int8 variant's graphs: the classifier exported to ONNX (fp32), then quantized to static int8 with ONNX
-Runtime, activation scales calibrated on validation rows."""
+"""The int8 variant's files: the classifier exported to ONNX (fp32), quantized to static int8 with ONNX Runtime
+(activation scales calibrated on validation rows), and the arguments that log them as the variant's pyfunc model."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
+
+from sentiment_flow import runs
+from sentiment_flow.config import CANARY_TEXTS, INPUT_COLUMN, INT8_REQUEST_BATCH_SIZE, INT8_VARIANT, VARIANT_METADATA_KEY
+from sentiment_flow.int8 import model as int8_model
+from sentiment_flow.int8.model import FP32_ARTIFACT, ONNX_ARTIFACT, TOKENIZER_ARTIFACT
+from sentiment_flow.int8.smoothing import smooth
+
+INT8_REQUIREMENTS = ("onnxruntime", "numpy", "pandas")  # beside mlflow, transformers and tokenizers
 
 
 ONNX_OPSET = 17
@@ -80,4 +89,42 @@ def export_onnx(model, tokenizer, path: Path, attention: str = "eager") -> None:
         Logits(model), tuple(example[name] for name in names), str(path), input_names=names,
         output_names=["logits"], dynamic_axes={**axes, "logits": {0: "batch"}}, opset_version=ONNX_OPSET,
         dynamo=False,  # the dynamo exporter needs onnxscript, which this project does not install
+    )
+
+
+def model_kwargs(
+    scorer, folder: Path, signature, fallback_margin: float, smooth_alpha: float, calibration: list[str]
+) -> dict:
+    """Arguments of mlflow.pyfunc.save_model/log_model for the int8 variant of `scorer`'s model."""
+    from sentiment_flow.training.model import position_limit
+
+    model, tokenizer = scorer.pipeline.model, scorer.pipeline.tokenizer
+    max_length = scorer.call_kwargs.get("max_length") or position_limit(tokenizer, model)
+    fp32_path, int8_path = folder / "model.fp32.onnx", folder / "model.onnx"
+    # The fp32 graph (the fallback) is the smoothed one too: smoothing changes no fp32 answer.
+    smoothed = smooth(model, tokenizer, calibration, smooth_alpha, max_length) if smooth_alpha else model
+    export_onnx(smoothed, tokenizer, fp32_path)
+    quantize(fp32_path, int8_path, tokenizer, calibration, max_length)
+    tokenizer.save_pretrained(folder / TOKENIZER_ARTIFACT)
+    artifacts = {ONNX_ARTIFACT: str(int8_path), TOKENIZER_ARTIFACT: str(folder / TOKENIZER_ARTIFACT)}
+    if fallback_margin > 0:
+        artifacts[FP32_ARTIFACT] = str(fp32_path)
+    return dict(
+        # A model from code: the variant carries int8/model.py itself, not a pickle that names this package.
+        python_model=int8_model.__file__,
+        metadata={VARIANT_METADATA_KEY: INT8_VARIANT},  # how the scorer knows the variant (scoring/scorer.py)
+        artifacts=artifacts,
+        model_config={
+            "labels": [model.config.id2label[i] for i in range(model.config.num_labels)],
+            "input_column": INPUT_COLUMN,
+            "max_length": max_length,
+            "batch_size": INT8_REQUEST_BATCH_SIZE,  # per ONNX Runtime call, batched by token count within a request
+            "fallback_margin": fallback_margin,
+        },
+        signature=signature,  # the fp32 model's: the same payloads, the same answers
+        input_example=pd.DataFrame({INPUT_COLUMN: list(CANARY_TEXTS[:3])}),  # the short ones, as training's
+        # What int8/model.py imports, all public: the variant runs on ONNX Runtime alone, without torch or this project.
+        pip_requirements=[
+            pin for pin in runs.pip_requirements(INT8_REQUIREMENTS) if not pin.startswith(("torch==", "accelerate=="))
+        ],
     )

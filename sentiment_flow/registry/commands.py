@@ -161,7 +161,7 @@ def _gate_and_point(
     tags = audit.keys(alias, record)
     before = audit.tag_then_point(client, name, alias, version, tags, [], version)
     pending.mark(client, name, own, version, pending.WRITTEN, previous or "")
-    until = pending.deadline()  # one deadline for all the waiting below: the README promises 2 minutes
+    until = pending.deadline()  # one deadline for all the waiting below: docs/registry.md promises 2 minutes
     holder, seen = pending.settle(client, name, alias, own, until)
     # Later reads know more (a rival's `previous` appears once it is about to write).
     rivals.update({v: intent for v, intent in seen.items() if intent.get("previous") is not None or v not in rivals})

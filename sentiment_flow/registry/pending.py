@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 PENDING_PREFIX = "promotion_pending"
 CHECKING, WRITTEN, WON = "checking", "written", "won"  # before its write, after it, holding the alias after all
-SETTLE_TIMEOUT = 120.0  # seconds, in all, one command waits for overlapping ones (the README promises 2 minutes)
+SETTLE_TIMEOUT = 120.0  # seconds, in all, one command waits for overlapping ones (docs/registry.md promises 2 minutes)
 STALE_AFTER = 900.0  # seconds after which an announcement from another host is a leftover and ignored
 SETTLE_POLL = 0.5  # seconds between reads while waiting: 8 racers polling faster slowed an auth server down
 

@@ -43,11 +43,9 @@ class PromotionReport:
         if self.already_held:
             return f"{target} already points at version {self.version}: nothing to do."
         if self.superseded_by is not None:
-            now = f"version {self.superseded_by}" if self.superseded_by else "no version"
-            return (
-                f"Not promoted: another promotion running at the same time pointed {target} at {now} after this "
-                f"one pointed it at version {self.version}; it stays at {now}. Check "
-                f"`sentiment-flow status {self.name}` and promote again if version {self.version} should have it."
+            return superseded(
+                "Not promoted: another promotion", "one", self.name, self.alias, self.version, self.superseded_by,
+                f"promote again if version {self.version} should have it",
             )
         if self.dry_run and not self.failed:
             return (
@@ -90,11 +88,9 @@ class RollbackResult:
         """One sentence on the outcome, naming what to do next."""
         target = f"{self.name}@{self.alias}"
         if self.superseded_by is not None:
-            now = f"version {self.superseded_by}" if self.superseded_by else "no version"
-            return (
-                f"Not rolled back: a promotion running at the same time pointed {target} at {now} after this "
-                f"rollback pointed it at version {self.to_version}; it stays at {now}. Check "
-                f"`sentiment-flow status {self.name}` and roll back again if needed."
+            return superseded(
+                "Not rolled back: a promotion", "rollback", self.name, self.alias, self.to_version, self.superseded_by,
+                "roll back again if needed",
             )
         return f"{target} rolled back from version {self.from_version} to {self.to_version}"
 
@@ -136,3 +132,12 @@ class ModelStatus:
     versions: tuple[VersionStatus, ...]
     histories: dict[str, tuple[HistoryEntry, ...]]
     audit: tuple[AuditRecord, ...] = ()  # every promotion, refusal and rollback, newest first
+
+
+def superseded(outcome: str, this: str, name: str, alias: str, version: str, now: str, retry: str) -> str:
+    """The sentence for an alias move that an overlapping promotion moved again: it stays where that one put it."""
+    held = f"version {now}" if now else "no version"
+    return (
+        f"{outcome} running at the same time pointed {name}@{alias} at {held} after this {this} pointed it at "
+        f"version {version}; it stays at {held}. Check `sentiment-flow status {name}` and {retry}."
+    )

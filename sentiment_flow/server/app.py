@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -35,7 +34,8 @@ from sentiment_flow.server.postgres import (
     start_postgres,
 )
 from sentiment_flow.errors import UserError, redact_uri
-from sentiment_flow.server.reaper import ADMIN_PASSWORD_VAR, STOP_TIMEOUT, Reaper
+from sentiment_flow.server.reaper import ADMIN_PASSWORD_VAR, Reaper, stop_group
+from sentiment_flow.server.users import write_auth_config
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,6 @@ DEFAULT_PORT = 5000
 DEFAULT_WORKERS = 4  # mlflow server's own default
 DATABASE, AUTH_DATABASE = "mlflow", "mlflow_auth"  # databases created in the embedded PostgreSQL
 START_TIMEOUT = 180.0  # seconds for migrations on a fresh database plus the workers' imports, on a busy host
-AUTH_CACHE_TTL_SECONDS = 60  # with --auth: credentials checked once a minute per worker, not on every request
 WATCH_INTERVAL = 1.0  # seconds between checks that the embedded PostgreSQL is still alive
 
 
@@ -84,7 +83,7 @@ class TeamServer:
             return
         self._stopped = True
         try:
-            _stop_group(self.process)
+            stop_group(self.process)
         finally:
             try:
                 if self.postgres is not None:
@@ -154,7 +153,7 @@ def start(
         ]
         if auth:
             auth_store = _psycopg2(postgres.uri(AUTH_DATABASE)) if postgres else store
-            env["MLFLOW_AUTH_CONFIG_PATH"] = str(_write_auth_config(data_dir, auth_store))
+            env["MLFLOW_AUTH_CONFIG_PATH"] = str(write_auth_config(data_dir, auth_store))
             # CSRF tokens must verify in every worker; a fresh key per start only logs browsers out.
             env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_hex(32))
             command += ["--app-name", "basic-auth"]
@@ -221,26 +220,6 @@ def _create_databases(postgres: EmbeddedPostgres) -> None:
         connection.close()
 
 
-def _write_auth_config(data_dir: Path, database_uri: str) -> Path:
-    """basic_auth.ini for MLflow's auth app; no password in it (MLflow reads the admin's from the environment)."""
-    path = data_dir / "basic_auth.ini"
-    text = (
-        "[mlflow]\n"
-        "default_permission = READ\n"
-        f"database_uri = {database_uri.replace('%', '%%')}\n"
-        "admin_username = admin\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-        # Without it every request pays a PBKDF2 password check (about 1 s per request with 8 promotions
-        # polling at once on 2 cores). A changed password may still be accepted by other workers for this long.
-        f"auth_cache_ttl_seconds = {AUTH_CACHE_TTL_SECONDS}\n"
-    )
-    # Owner-only: a production database URI may carry the database user's password.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    return path
-
-
 def _wait_healthy(server: TeamServer, secret: str | None) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while True:
@@ -259,19 +238,6 @@ def _wait_healthy(server: TeamServer, secret: str | None) -> None:
                 f"): {last}. The whole log is {server.log_path}."
             )
         time.sleep(0.5)
-
-
-def _stop_group(process: subprocess.Popen) -> None:
-    """SIGTERM to `mlflow server` and the workers it started (its process group), SIGKILL if they linger."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass  # the whole group has exited already
-    try:
-        process.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 def _psycopg2(uri: str) -> str:

@@ -17,6 +17,7 @@ import os
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 from sentiment_flow.errors import UserError, one_line
@@ -27,7 +28,7 @@ EVERY = "*"  # MLflow's pattern for every resource of a type, including ones cre
 PERMISSIONS = ("READ", "USE", "EDIT", "MANAGE")
 ROLE_PREFIX = "sentiment-flow-"  # an MLflow role `sentiment-flow-ops` is this project's role `ops`
 WORKSPACE = "default"  # MLflow's only workspace unless the server enables workspaces
-# The experiments the README's commands write to, besides any the admin names with --experiment: `mlflow run .`,
+# The experiments the documented commands (docs/) write to, besides any the admin names with --experiment: `mlflow run .`,
 # `train` and `optimize` record in Default (unless MLFLOW_EXPERIMENT_NAME says otherwise), `score` in
 # config.SCORING_EXPERIMENT and `promote` its evaluations in registry.evaluations.EXPERIMENT.
 DEFAULT_EXPERIMENT = "Default"
@@ -49,7 +50,7 @@ ROLES = {
         {EXPERIMENT: "READ", REGISTERED_MODEL: "READ"},
     ),
     "ops": Role(
-        "runs the README's commands: train (mlflow run .), score, optimize, promote, rollback, copy",
+        "runs the documented commands: train (mlflow run .), score, optimize, promote, rollback, copy",
         {EXPERIMENT: "EDIT", REGISTERED_MODEL: "EDIT"},
     ),
 }
@@ -67,7 +68,7 @@ class AddedUser:
 
 
 def team_experiments(extra: Iterable[str] = ()) -> list[str]:
-    """The experiments a role covers: the README commands' (see DEFAULT_EXPERIMENT) and `extra`, in order, once."""
+    """The experiments a role covers: the documented commands' (see DEFAULT_EXPERIMENT) and `extra`, in order, once."""
     from sentiment_flow.config import SCORING_EXPERIMENT
     from sentiment_flow.registry.evaluations import EXPERIMENT as EVALUATIONS_EXPERIMENT
 
@@ -262,3 +263,26 @@ def _lookup(read: Callable):
         return read(MlflowClient())
     except Exception:  # noqa: BLE001 - a name is a nicety in an error message, never a second error
         return None
+
+
+AUTH_CACHE_TTL_SECONDS = 60  # with --auth: credentials checked once a minute per worker, not on every request
+
+
+def write_auth_config(data_dir: Path, database_uri: str) -> Path:
+    """basic_auth.ini for MLflow's auth app; no password in it (MLflow reads the admin's from the environment)."""
+    path = data_dir / "basic_auth.ini"
+    text = (
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = {database_uri.replace('%', '%%')}\n"
+        "admin_username = admin\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        # Without it every request pays a PBKDF2 password check (about 1 s per request with 8 promotions
+        # polling at once on 2 cores). A changed password may still be accepted by other workers for this long.
+        f"auth_cache_ttl_seconds = {AUTH_CACHE_TTL_SECONDS}\n"
+    )
+    # Owner-only: a production database URI may carry the database user's password.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    return path

@@ -195,6 +195,7 @@ def test_mlflow_and_wandb_runs_carry_the_same_params_typed_in_wandb(trained):
     assert config["learning_rate"] == "5e-3"
 
 
+@pytest.mark.slow  # a few seconds: a subprocess or a training
 def test_disabled_wandb_is_recorded_as_disabled_not_as_a_made_up_run_path(tiny_model_dir, tiny_data_dir, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     result = train(tiny_config(tiny_model_dir, tiny_data_dir, epochs=1))
@@ -205,6 +206,7 @@ def test_disabled_wandb_is_recorded_as_disabled_not_as_a_made_up_run_path(tiny_m
     assert version.tags["wandb_run_path"] == "disabled"
 
 
+@pytest.mark.slow  # a few seconds: a subprocess or a training
 def test_no_secret_reaches_params_tags_or_wandb_config(tiny_model_dir, tiny_data_dir, monkeypatch):
     secret = "sk-test-secret-value-1234567890"
     monkeypatch.setenv("WANDB_API_KEY", secret)
@@ -244,6 +246,7 @@ def test_max_length_beyond_the_model_limit_is_refused_before_any_run(tiny_model_
     assert mlflow.search_runs(search_all_experiments=True).empty
 
 
+@pytest.mark.slow  # a few seconds: a subprocess or a training
 def test_a_training_stopped_while_registering_leaves_no_version_and_a_killed_run(
     tiny_model_dir, tiny_data_dir, monkeypatch
 ):
@@ -285,6 +288,7 @@ def test_an_unreachable_server_fails_fast_in_one_line_without_its_password(comma
                       "and MLFLOW_HTTP_REQUEST_TIMEOUT wait longer)."]
 
 
+@pytest.mark.slow  # a few seconds: a subprocess or a training
 def test_without_mlflow_tracking_uri_the_store_is_mlflow_db_even_beside_an_mlruns_folder(tmp_path, monkeypatch):
     # MLflow itself keeps using ./mlruns when it holds experiments (and MLflow 3.1 always did).
     (tmp_path / "mlruns" / "0").mkdir(parents=True)

@@ -28,7 +28,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from sentiment_flow.config import INT8_FALLBACK_MARGIN, INT8_SMOOTH_ALPHA, LABELS
 from sentiment_flow.data import load_data
-from sentiment_flow.int8.build import _model_kwargs
+from sentiment_flow.int8.export import model_kwargs
 from sentiment_flow.scoring import load_scorer, predict_texts
 from sentiment_flow.config import INPUT_COLUMN
 
@@ -89,7 +89,7 @@ def variant(request, tiny_model_dir, tiny_data_dir, tmp_path_factory):
         inputs=Schema([ColSpec("string", INPUT_COLUMN)]),
         outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score")]),
     )
-    kwargs = _model_kwargs(
+    kwargs = model_kwargs(
         source, folder, signature, request.param, INT8_SMOOTH_ALPHA, split["valid"]["text"].astype(str).tolist()
     )
     mlflow.pyfunc.save_model(folder / "saved", **kwargs)

@@ -30,7 +30,7 @@ STOPPED_WHILE_OPTIMIZING = """
 import os, sys, time
 from pathlib import Path
 from sentiment_flow import cli
-from sentiment_flow.int8 import build as optimize
+from sentiment_flow.int8 import export as optimize
 
 export = optimize.export_onnx
 

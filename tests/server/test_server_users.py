@@ -170,10 +170,10 @@ def test_an_existing_user_keeps_its_password_and_gains_the_role_and_the_readme_s
     code, output = add_user(monkeypatch, VIEWER, "--role", "ops", "--experiment", "team-users", password=None)
     assert code == 0 and f"User {VIEWER} exists (password unchanged)" in output and "team-users (id " in output, output
 
-    # The README's snippet, as written, with this server and user.
-    blocks = re.findall(r"```python\n(.*?)```", (REPO_ROOT / "README.md").read_text(), re.DOTALL)
+    # The docs' snippet, as written, with this server and user.
+    blocks = re.findall(r"```python\n(.*?)```", (REPO_ROOT / "docs" / "server.md").read_text(), re.DOTALL)
     snippets = [block for block in blocks if "get_app_client" in block]
-    assert len(snippets) == 1, "README: the get_app_client snippet is gone"
+    assert len(snippets) == 1, "docs/server.md: the get_app_client snippet is gone"
     namespace = {}
     exec(snippets[0].replace('"alice"', repr(VIEWER)), namespace)  # noqa: S102 - the README's own text
     assert {"sentiment-flow-viewer", "sentiment-flow-ops"} <= set(namespace["roles"])

@@ -91,6 +91,7 @@ def test_the_variant_answers_the_fp32_contract_through_pyfunc_and_the_scorer(opt
     assert set(scored["model_version"]) == {f"{source.registered_model_name}-int8/1"}
 
 
+@pytest.mark.slow  # a few seconds: a subprocess or a training
 def test_scoring_with_the_variant_imports_no_torch(optimized, tmp_path):
     """The variant runs on ONNX Runtime alone; importing torch (and transformers' trainer and pipelines, which
     import it) cost every int8 scoring job about 4 s of its 37 s on 20,000 rows."""
