@@ -40,7 +40,6 @@ from pathlib import Path
 import click
 import numpy as np
 import pandas as pd
-
 from scoring_benchmark import measure_arms, repeated_texts
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -171,8 +170,23 @@ def serve(model_uri: str, texts: list[str], env: dict[str, str], log_path: Path)
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "w") as log:
         server = subprocess.Popen(
-            ["mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                "mlflow",
+                "models",
+                "serve",
+                "-m",
+                model_uri,
+                "--env-manager",
+                "local",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         deadline = time.monotonic() + 180
@@ -187,7 +201,9 @@ def serve(model_uri: str, texts: list[str], env: dict[str, str], log_path: Path)
         rng = random.Random(0)
 
         def post(size: int) -> float:
-            body = json.dumps({"dataframe_split": {"columns": ["text"], "data": [[t] for t in rng.sample(texts, size)]}})
+            body = json.dumps(
+                {"dataframe_split": {"columns": ["text"], "data": [[t] for t in rng.sample(texts, size)]}}
+            )
             request = urllib.request.Request(f"{url}/invocations", body.encode(), {"Content-Type": "application/json"})
             start = time.perf_counter()
             with urllib.request.urlopen(request, timeout=300) as response:
@@ -201,11 +217,16 @@ def serve(model_uri: str, texts: list[str], env: dict[str, str], log_path: Path)
             with ThreadPoolExecutor(clients) as pool:
                 latencies = list(pool.map(post, [size] * requests))
             seconds = time.perf_counter() - start
-            rows.append({
-                "texts_per_request": size, "clients": clients, "requests": requests,
-                "rows_per_second": size * requests / seconds,
-                "p50_ms": float(np.percentile(latencies, 50) * 1000), "p99_ms": float(np.percentile(latencies, 99) * 1000),
-            })
+            rows.append(
+                {
+                    "texts_per_request": size,
+                    "clients": clients,
+                    "requests": requests,
+                    "rows_per_second": size * requests / seconds,
+                    "p50_ms": float(np.percentile(latencies, 50) * 1000),
+                    "p99_ms": float(np.percentile(latencies, 99) * 1000),
+                }
+            )
             click.echo(json.dumps(rows[-1]), err=True)
         return rows
     finally:
@@ -228,7 +249,8 @@ def write_results(payload: dict) -> None:
     (RESULTS / "int8.json").write_text(json.dumps(payload, indent=2) + "\n")
     machine, gate = payload["machine"], payload["gate"]
     quiet = (
-        "nothing else ran on the machine" if machine["load_average_1m_at_start"] < 1
+        "nothing else ran on the machine"
+        if machine["load_average_1m_at_start"] < 1
         else "the machine was shared: timings are noisy; rerun on a quiet machine with the command in the docstring"
     )
     backends = "\n".join(
@@ -245,7 +267,8 @@ def write_results(payload: dict) -> None:
     serving = "\n".join(
         f"| {model} | {s['texts_per_request']} | {s['clients']} | {s['rows_per_second']:.1f} | {s['p50_ms']:.0f} "
         f"| {s['p99_ms']:.0f} |"
-        for model, rows in payload["serving"].items() for s in rows
+        for model, rows in payload["serving"].items()
+        for s in rows
     )
     facts = "\n".join(
         f"| {model} | {f['size_mib']:.1f} | {f['load_model_seconds']:.2f} | {f['process_seconds']:.2f} |"
@@ -254,21 +277,21 @@ def write_results(payload: dict) -> None:
     (RESULTS / "int8.md").write_text(
         f"""# int8 variant vs fp32: backends, scoring, serving, size
 
-Written by `benchmarks/int8_benchmark.py` on {machine['date']}; do not edit by hand.
+Written by `benchmarks/int8_benchmark.py` on {machine["date"]}; do not edit by hand.
 
-Model: the packaged MiniLM (`minilm`) fine-tuned with the defaults ({payload['epochs']} epochs) on `{payload['data']}` English train
-({payload['setup']}), max_length 128; `{payload['int8_uri']}` built from `{payload['fp32_uri']}` by
-`sentiment-flow optimize` in {payload['optimize_seconds']:.0f} s. {machine['cores']} cores ({machine['cpu_flags']}),
-no GPU, torch {machine['torch']}, onnxruntime {machine['onnxruntime']}. 1-minute load average at start
-{machine['load_average_1m_at_start']:.2f}, at end {machine['load_average_1m_at_end']:.2f} ({quiet}).
+Model: the packaged MiniLM (`minilm`) fine-tuned with the defaults ({payload["epochs"]} epochs) on `{payload["data"]}` English train
+({payload["setup"]}), max_length 128; `{payload["int8_uri"]}` built from `{payload["fp32_uri"]}` by
+`sentiment-flow optimize` in {payload["optimize_seconds"]:.0f} s. {machine["cores"]} cores ({machine["cpu_flags"]}),
+no GPU, torch {machine["torch"]}, onnxruntime {machine["onnxruntime"]}. 1-minute load average at start
+{machine["load_average_1m_at_start"]:.2f}, at end {machine["load_average_1m_at_end"]:.2f} ({quiet}).
 
-## Gate (English test split, {gate['rows']} rows)
+## Gate (English test split, {gate["rows"]} rows)
 
-Activations smoothed before quantizing with alpha {gate['smooth_alpha']:g} ({gate['calibration_rows']} validation rows).
-fp32 macro-F1 {gate['fp32_test_f1_macro']:.4f}, int8 {gate['test_f1_macro']:.4f} (drop {gate['f1_macro_drop']:+.4f},
-allowed 0.005); labels equal to fp32 on {gate['label_agreement']:.2%} of rows (required 99%), with
-{gate['fallback_share']:.1%} of rows (top-two margin under {gate['fallback_margin']:g}) scored again by the fp32 graph:
-**{gate['outcome']}**.
+Activations smoothed before quantizing with alpha {gate["smooth_alpha"]:g} ({gate["calibration_rows"]} validation rows).
+fp32 macro-F1 {gate["fp32_test_f1_macro"]:.4f}, int8 {gate["test_f1_macro"]:.4f} (drop {gate["f1_macro_drop"]:+.4f},
+allowed 0.005); labels equal to fp32 on {gate["label_agreement"]:.2%} of rows (required 99%), with
+{gate["fallback_share"]:.1%} of rows (top-two margin under {gate["fallback_margin"]:g}) scored again by the fp32 graph:
+**{gate["outcome"]}**.
 
 ## Backends (one process, English test split, batches of 32 in order of token counts, tokenizing included; the fastest of three passes after a warm-up pass)
 
@@ -279,14 +302,14 @@ are the variant's batching (each text tokenized once, one single-threaded ONNX R
 |---|---|---|---|---|
 {backends}
 
-## Batch scoring (each arm a whole process: loading and CSV I/O included; the fastest of {len(payload['speedup_int8_scorer_each_round'])} interleaved rounds)
+## Batch scoring (each arm a whole process: loading and CSV I/O included; the fastest of {len(payload["speedup_int8_scorer_each_round"])} interleaved rounds)
 
 | arm | rows | seconds | rows / s | rows / s each round | peak RSS (MiB) | labels equal to fp32 scorer |
 |---|---|---|---|---|---|---|
 {arms}
 
-**int8 scorer vs fp32 scorer: {payload['speedup_int8_scorer']:.2f}x** rows/s, fastest round against fastest round
-(goal ≥ 2.0x); within each round: {', '.join(f'{r:.2f}x' for r in payload['speedup_int8_scorer_each_round'])}.
+**int8 scorer vs fp32 scorer: {payload["speedup_int8_scorer"]:.2f}x** rows/s, fastest round against fastest round
+(goal ≥ 2.0x); within each round: {", ".join(f"{r:.2f}x" for r in payload["speedup_int8_scorer_each_round"])}.
 
 ## `mlflow models serve` (one worker, `--env-manager local`, loopback; rows/s over all clients)
 
@@ -295,7 +318,7 @@ are the variant's batching (each text tokenized once, one single-threaded ONNX R
 {serving}
 
 64-text requests from 8 clients vs the batch scorer of the same model: fp32
-{payload['serve_vs_scorer']['fp32']:.0%}, int8 {payload['serve_vs_scorer']['int8']:.0%} (goal ≥ 80%).
+{payload["serve_vs_scorer"]["fp32"]:.0%}, int8 {payload["serve_vs_scorer"]["int8"]:.0%} (goal ≥ 80%).
 
 ## Size and load time
 
@@ -309,10 +332,19 @@ are the variant's batching (each text tokenized once, one single-threaded ONNX R
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--data", default="../shared/data/multilingual-sentiments", show_default=True, help="Data folder.")
 @click.option("--rows", default=20_000, show_default=True, help="Rows every scoring arm scores.")
-@click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=1),
-              help="Scoring rounds (every arm once per round, in turn); each arm's fastest round is reported.")
-@click.option("--store", default=None, type=click.Path(file_okay=False),
-              help="Keep the MLflow store here and reuse a model trained there before (default: a temporary one).")
+@click.option(
+    "--rounds",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Scoring rounds (every arm once per round, in turn); each arm's fastest round is reported.",
+)
+@click.option(
+    "--store",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Keep the MLflow store here and reuse a model trained there before (default: a temporary one).",
+)
 def main(data: str, rows: int, rounds: int, store: str | None) -> None:
     """Train (or reuse) MiniLM, optimize it, and measure both models; write the tables."""
     import onnxruntime
@@ -332,8 +364,11 @@ def main(data: str, rows: int, rounds: int, store: str | None) -> None:
         root = Path(store).resolve() if store else tmp
         root.mkdir(parents=True, exist_ok=True)
         env = {
-            **os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1",
-            "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db", "WANDB_MODE": "disabled",
+            **os.environ,
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "HF_HUB_OFFLINE": "1",
+            "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",
+            "WANDB_MODE": "disabled",
             "PYTHONPATH": f"{repo}{os.pathsep}{Path(__file__).resolve().parent}",
         }
         os.chdir(root)  # MLflow's artifacts stay beside the store
@@ -353,8 +388,10 @@ def main(data: str, rows: int, rounds: int, store: str | None) -> None:
         optimize_seconds = time.perf_counter() - start
         outcome = "registered"
         if refused.returncode == 1:  # the gate refused it: measure it anyway, with the gate loosened and saying so
-            outcome = f"refused by the default gate ({' '.join(refused.stderr.split()).partition('Error: ')[2]}); " \
-                      "registered for these measurements only with the gate off"
+            outcome = (
+                f"refused by the default gate ({' '.join(refused.stderr.split()).partition('Error: ')[2]}); "
+                "registered for these measurements only with the gate off"
+            )
             run([*flow, "optimize", fp32_uri, "--again", "--max-f1-drop", "1", "--min-agreement", "0"], env)
         elif refused.returncode != 0:
             raise click.ClickException(f"optimize failed ({refused.returncode}):\n{refused.stderr[-3000:]}")
@@ -362,7 +399,7 @@ def main(data: str, rows: int, rounds: int, store: str | None) -> None:
         gate_code = f"""
 import json, mlflow
 client = mlflow.MlflowClient()
-v = client.get_model_version("{NAME}-int8", "{int8_uri.rsplit('/', 1)[1]}")
+v = client.get_model_version("{NAME}-int8", "{int8_uri.rsplit("/", 1)[1]}")
 m = client.get_run(v.run_id).data.metrics
 keys = ("fp32_test_f1_macro", "test_f1_macro", "f1_macro_drop", "label_agreement", "fallback_share")
 params = client.get_run(v.run_id).data.params
@@ -374,8 +411,11 @@ print(params["test_rows"])
         gate = {**json.loads(gate_metrics), "rows": int(test_rows), "outcome": outcome}
 
         click.echo("== backends", err=True)
-        backends = json.loads(run([sys.executable, "-c", BACKENDS, fp32_uri, int8_uri, str(test_csv), str(tmp)], env)
-                              .strip().splitlines()[-1])
+        backends = json.loads(
+            run([sys.executable, "-c", BACKENDS, fp32_uri, int8_uri, str(test_csv), str(tmp)], env)
+            .strip()
+            .splitlines()[-1]
+        )
         for row in backends:
             click.echo(json.dumps(row), err=True)
 
@@ -388,8 +428,19 @@ print(params["test_rows"])
                 "fp32 scorer (sentiment-flow score)": [*score, fp32_uri, str(inp), str(tmp / f"fp32-{index}.csv")],
                 "int8 scorer (sentiment-flow score)": [*score, int8_uri, str(inp), str(tmp / f"int8-{index}.csv")],
                 "int8 `mlflow models predict`": [
-                    str(bin_dir / "mlflow"), "models", "predict", "-m", int8_uri, "-i", str(inp), "-o",
-                    str(tmp / f"predict-{index}.json"), "-t", "csv", "--env-manager", "local",
+                    str(bin_dir / "mlflow"),
+                    "models",
+                    "predict",
+                    "-m",
+                    int8_uri,
+                    "-i",
+                    str(inp),
+                    "-o",
+                    str(tmp / f"predict-{index}.json"),
+                    "-t",
+                    "csv",
+                    "--env-manager",
+                    "local",
                 ],
             }
 
@@ -418,14 +469,21 @@ print(params["test_rows"])
 
     scorer_rate = {"fp32": arms[0]["rows_per_second"], "int8": arms[1]["rows_per_second"]}
     payload = {
-        "data": data, "epochs": TrainConfig.epochs, "setup": setup, "fp32_uri": fp32_uri, "int8_uri": int8_uri,
+        "data": data,
+        "epochs": TrainConfig.epochs,
+        "setup": setup,
+        "fp32_uri": fp32_uri,
+        "int8_uri": int8_uri,
         "optimize_seconds": optimize_seconds,
         "machine": {
             "date": datetime.date.today().isoformat(),
             "cpu": platform.processor() or platform.machine(),
             "cpu_flags": "AVX-512 VNNI" if "avx512_vnni" in Path("/proc/cpuinfo").read_text() else "no AVX-512 VNNI",
-            "cores": os.cpu_count(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-            "load_average_1m_at_start": load_start, "load_average_1m_at_end": os.getloadavg()[0],
+            "cores": os.cpu_count(),
+            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "load_average_1m_at_start": load_start,
+            "load_average_1m_at_end": os.getloadavg()[0],
         },
         "gate": gate,
         "backends": backends,

@@ -45,8 +45,8 @@ def measure_store(uri: str, model: str, versions: int, repeats: int) -> dict[str
     from mlflow import MlflowClient
 
     from sentiment_flow import registry
-    from sentiment_flow.training import tracking
     from sentiment_flow.config import TrainConfig
+    from sentiment_flow.training import tracking
     from sentiment_flow.training.model import load_tokenizer_and_model
 
     mlflow.set_tracking_uri(uri)
@@ -118,22 +118,30 @@ def write_results(results: dict[str, dict[str, list[float]]], model: str, versio
     table = {store: {op: summary(results[store][op]) for op in OPERATIONS} for store in stores}
     load = os.getloadavg()[0]
     document = {
-        "date": datetime.date.today().isoformat(), "model": model, "versions": versions,
-        "cpus": os.cpu_count(), "torch": torch.__version__, "mlflow": mlflow.__version__,
-        "python": platform.python_version(), "load_average_1min_at_end": load,
-        "results": table, "raw_seconds": results,
+        "date": datetime.date.today().isoformat(),
+        "model": model,
+        "versions": versions,
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "mlflow": mlflow.__version__,
+        "python": platform.python_version(),
+        "load_average_1min_at_end": load,
+        "results": table,
+        "raw_seconds": results,
     }
     (RESULTS / "registry.json").write_text(json.dumps(document, indent=2) + "\n")
 
     rows = "\n".join(
-        f"| {op} | " + " | ".join(f"{table[s][op]['median_s']:.2f} ({table[s][op]['min_s']:.2f}-"
-                                  f"{table[s][op]['max_s']:.2f})" for s in stores)
+        f"| {op} | "
+        + " | ".join(
+            f"{table[s][op]['median_s']:.2f} ({table[s][op]['min_s']:.2f}-{table[s][op]['max_s']:.2f})" for s in stores
+        )
         + f" | {table[stores[1]][op]['median_s'] / table[stores[0]][op]['median_s']:.2f}x |"
         for op in OPERATIONS
     )
     (RESULTS / "registry.md").write_text(f"""# Registry latency: sqlite file store vs PostgreSQL team server
 
-Written by `benchmarks/registry_benchmark.py` on {document['date']}; do not edit by hand.
+Written by `benchmarks/registry_benchmark.py` on {document["date"]}; do not edit by hand.
 
 Model `{model}` registered with {versions + 1} versions in each store; mlflow {mlflow.__version__}, torch
 {torch.__version__}, {os.cpu_count()} cores, no GPU. The team server is `sentiment-flow server`'s embedded
@@ -141,9 +149,9 @@ PostgreSQL with 2 workers, no `--auth`, reached over loopback HTTP; artifacts go
 **The machine was shared with other jobs** (1-minute load average {load:.2f} when the run ended): read the
 ratios, not the absolute seconds, and expect noise.
 
-Seconds per call, median (min-max) of {table[stores[0]]['status']['n']}:
+Seconds per call, median (min-max) of {table[stores[0]]["status"]["n"]}:
 
-| operation | {' | '.join(stores)} | server / sqlite |
+| operation | {" | ".join(stores)} | server / sqlite |
 |---|---|---|---|
 {rows}
 

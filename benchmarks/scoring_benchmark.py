@@ -109,11 +109,11 @@ def write_results(payload: dict) -> None:
     (RESULTS / "scoring.md").write_text(
         f"""# Batch scoring: speed and memory
 
-Written by `benchmarks/scoring_benchmark.py` on {machine['date']}; do not edit by hand.
+Written by `benchmarks/scoring_benchmark.py` on {machine["date"]}; do not edit by hand.
 
-Model `{payload['model']}` (logged as a transformers-flavor model, max_length {payload['max_length']}),
-texts of `{payload['test_csv']}` repeated to the row counts below. {machine['cores']} cores, no GPU,
-torch {machine['torch']}; 1-minute load average when the run ended: {machine['load_average_1m_at_end']:.2f}.
+Model `{payload["model"]}` (logged as a transformers-flavor model, max_length {payload["max_length"]}),
+texts of `{payload["test_csv"]}` repeated to the row counts below. {machine["cores"]} cores, no GPU,
+torch {machine["torch"]}; 1-minute load average when the run ended: {machine["load_average_1m_at_end"]:.2f}.
 Each arm is a separate process, timed from start to exit (model loading and CSV I/O included); peak RSS
 is the largest resident size of the process tree.
 
@@ -121,16 +121,16 @@ is the largest resident size of the process tree.
 |---|---|---|---|---|---|
 {rows}
 
-**Scorer vs `mlflow models predict`: {payload['speedup_vs_mlflow_predict']:.2f}x** rows/s
-(target ≥ 1.5x); vs plain `pyfunc.predict`: {payload['speedup_vs_pyfunc']:.2f}x.
+**Scorer vs `mlflow models predict`: {payload["speedup_vs_mlflow_predict"]:.2f}x** rows/s
+(target ≥ 1.5x); vs plain `pyfunc.predict`: {payload["speedup_vs_pyfunc"]:.2f}x.
 
-Scorer memory at two sizes (chunks of {payload['chunk_size']:,} rows):
+Scorer memory at two sizes (chunks of {payload["chunk_size"]:,} rows):
 
 | rows | seconds | peak RSS (MiB) |
 |---|---|---|
 {size_rows}
 
-**Peak RSS {large['rows']:,} vs {small['rows']:,} rows: {payload['rss_change']:+.1%}** (target within ±20%).
+**Peak RSS {large["rows"]:,} vs {small["rows"]:,} rows: {payload["rss_change"]:+.1%}** (target within ±20%).
 
 ![rows per second](scoring.png)
 """
@@ -173,7 +173,9 @@ def main(data: str, lang: str, model: str, rows: int, small: int, chunk_size: in
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         env = {
-            **os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1",
+            **os.environ,
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "HF_HUB_OFFLINE": "1",
             "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db",
         }
         os.chdir(tmp)  # MLflow's artifacts and any stray files stay in the temporary folder
@@ -185,13 +187,27 @@ def main(data: str, lang: str, model: str, rows: int, small: int, chunk_size: in
         commands = {
             "sentiment_flow score": [*score, inp, str(tmp / "scorer.csv"), "--chunk-size", str(chunk_size)],
             "mlflow models predict": [
-                str(bin_dir / "mlflow"), "models", "predict", "-m", model_uri, "-i", inp, "-o",
-                str(tmp / "predict.json"), "-t", "csv", "--env-manager", "local",
+                str(bin_dir / "mlflow"),
+                "models",
+                "predict",
+                "-m",
+                model_uri,
+                "-i",
+                inp,
+                "-o",
+                str(tmp / "predict.json"),
+                "-t",
+                "csv",
+                "--env-manager",
+                "local",
             ],
             "plain pyfunc.predict": [sys.executable, "-c", PLAIN_PYFUNC, model_uri, inp, str(tmp / "pyfunc.csv")],
         }
-        outputs = {"sentiment_flow score": "scorer.csv", "mlflow models predict": "predict.json",
-                   "plain pyfunc.predict": "pyfunc.csv"}
+        outputs = {
+            "sentiment_flow score": "scorer.csv",
+            "mlflow models predict": "predict.json",
+            "plain pyfunc.predict": "pyfunc.csv",
+        }
         arms = measure_arms(commands, rows, env)
         reference = labels_of("plain pyfunc.predict", tmp / outputs["plain pyfunc.predict"])
         for arm in arms:

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import click
 import pandas as pd
-
 from scoring_benchmark import RESULTS, measure, register_model
 
 # The alternative engine, as MLflow documents it: the pyfunc as a Spark UDF, predicting whole Arrow batches.
@@ -63,7 +62,8 @@ def write_results(payload: dict) -> None:
     (RESULTS / "spark.json").write_text(json.dumps(payload, indent=2) + "\n")
     machine = payload["machine"]
     quiet = (
-        "nothing else ran on the machine" if machine["load_average_1m_at_start"] < 1
+        "nothing else ran on the machine"
+        if machine["load_average_1m_at_start"] < 1
         else "the machine was shared while this ran: see the load; rerun on a quiet machine for clean numbers"
     )
     table = "\n".join(
@@ -74,14 +74,14 @@ def write_results(payload: dict) -> None:
     (RESULTS / "spark.md").write_text(
         f"""# Batch scoring on Spark: throughput
 
-Written by `benchmarks/spark_benchmark.py` on {machine['date']}; do not edit by hand.
+Written by `benchmarks/spark_benchmark.py` on {machine["date"]}; do not edit by hand.
 
-Model `{payload['model']}`: the packaged all-MiniLM-L6-v2 with a freshly initialised classification head (throughput
-does not depend on the head's values), logged as a transformers-flavor model with max_length {payload['max_length']}.
-Input: the {payload['input']['files']} train/valid/test CSVs of `{payload['data']}` (8 languages) concatenated
-({payload['input']['distinct_rows']:,} distinct texts) and repeated {payload['input']['repeats']}x to {payload['rows']:,} rows.
-{machine['cores']} cores, no GPU, torch {machine['torch']}, pyspark {machine['pyspark']}, Java {machine['java']}.
-1-minute load average at start {machine['load_average_1m_at_start']:.2f}, at end {machine['load_average_1m_at_end']:.2f}
+Model `{payload["model"]}`: the packaged all-MiniLM-L6-v2 with a freshly initialised classification head (throughput
+does not depend on the head's values), logged as a transformers-flavor model with max_length {payload["max_length"]}.
+Input: the {payload["input"]["files"]} train/valid/test CSVs of `{payload["data"]}` (8 languages) concatenated
+({payload["input"]["distinct_rows"]:,} distinct texts) and repeated {payload["input"]["repeats"]}x to {payload["rows"]:,} rows.
+{machine["cores"]} cores, no GPU, torch {machine["torch"]}, pyspark {machine["pyspark"]}, Java {machine["java"]}.
+1-minute load average at start {machine["load_average_1m_at_start"]:.2f}, at end {machine["load_average_1m_at_end"]:.2f}
 ({quiet}).
 Each arm is a separate process timed from start to exit: JVM, Python workers, model loading and I/O included.
 Spark runs one single-threaded Python worker per core it is given (PySpark sets OMP_NUM_THREADS to the
@@ -91,13 +91,13 @@ executor's cores, 1 in local mode): local[1] scores on one core, local[2] on two
 |---|---|---|---|---|---|---|
 {table}
 
-**Scaling local[2] / local[1]: {payload['scaling_local2_vs_local1']:.2f}x** (goal ≥ 1.7x).
-**Spark local[2] vs the local scorer: {payload['spark_local2_vs_local']:.2f}x** the local scorer's rows/s
+**Scaling local[2] / local[1]: {payload["scaling_local2_vs_local1"]:.2f}x** (goal ≥ 1.7x).
+**Spark local[2] vs the local scorer: {payload["spark_local2_vs_local"]:.2f}x** the local scorer's rows/s
 (the local scorer uses both cores through torch's threads; Spark's overhead is the JVM, the workers and the
 extra pass that counts labels and hashes rows for the scoring run).
 
-**Engine choice** (the last two rows, {payload['choice_rows']:,} rows on local[2]): mapInPandas over
-`predict_texts` {payload['choice_speedup']:.2f}x the rows/s of `mlflow.pyfunc.spark_udf(env_manager="local")`.
+**Engine choice** (the last two rows, {payload["choice_rows"]:,} rows on local[2]): mapInPandas over
+`predict_texts` {payload["choice_speedup"]:.2f}x the rows/s of `mlflow.pyfunc.spark_udf(env_manager="local")`.
 `predict_texts` sorts each Arrow batch by token count before batching (little padding), and is the function the
 local scorer runs, so both engines share one code path for results.
 """
@@ -125,8 +125,11 @@ def main(data: str, model: str, rows: int, choice_rows: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         env = {
-            **os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1",
-            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db", "PYSPARK_PYTHON": sys.executable,
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "HF_HUB_OFFLINE": "1",
+            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db",
+            "PYSPARK_PYTHON": sys.executable,
         }
         input_info = real_rows(shown.resolve(), rows, tmp / "in.csv")
         real_rows(shown.resolve(), choice_rows, tmp / "choice.csv")
@@ -135,11 +138,27 @@ def main(data: str, model: str, rows: int, choice_rows: int) -> None:
         score = [sys.executable, "-m", "sentiment_flow", "score", model_uri]
         arms = {
             "local scorer": ([*score, "in.csv", "local.csv"], "local.csv", rows),
-            "spark local[1]": ([*score, "in.csv", "spark1.parquet", "--engine", "spark", "--spark-master", "local[1]"], "spark1.parquet", rows),
-            "spark local[2]": ([*score, "in.csv", "spark2.parquet", "--engine", "spark", "--spark-master", "local[2]"], "spark2.parquet", rows),
+            "spark local[1]": (
+                [*score, "in.csv", "spark1.parquet", "--engine", "spark", "--spark-master", "local[1]"],
+                "spark1.parquet",
+                rows,
+            ),
+            "spark local[2]": (
+                [*score, "in.csv", "spark2.parquet", "--engine", "spark", "--spark-master", "local[2]"],
+                "spark2.parquet",
+                rows,
+            ),
             "choice: local scorer": ([*score, "choice.csv", "choice-local.csv"], "choice-local.csv", choice_rows),
-            "choice: mapInPandas, local[2]": ([*score, "choice.csv", "choice-map.parquet", "--engine", "spark", "--spark-master", "local[2]"], "choice-map.parquet", choice_rows),
-            "choice: spark_udf, local[2]": ([sys.executable, "-c", SPARK_UDF, model_uri, "choice.csv", "choice-udf.parquet", "local[2]"], "choice-udf.parquet", choice_rows),
+            "choice: mapInPandas, local[2]": (
+                [*score, "choice.csv", "choice-map.parquet", "--engine", "spark", "--spark-master", "local[2]"],
+                "choice-map.parquet",
+                choice_rows,
+            ),
+            "choice: spark_udf, local[2]": (
+                [sys.executable, "-c", SPARK_UDF, model_uri, "choice.csv", "choice-udf.parquet", "local[2]"],
+                "choice-udf.parquet",
+                choice_rows,
+            ),
         }
         results = []
         for arm, (command, output, n) in arms.items():

@@ -29,8 +29,8 @@ from transformers import TrainerCallback, default_data_collator, set_seed
 from sentiment_flow.config import TrainConfig
 from sentiment_flow.data import load_data, tokenize
 from sentiment_flow.metrics import classification_metrics
-from sentiment_flow.training.model import load_tokenizer_and_model
 from sentiment_flow.training.device import build_trainer
+from sentiment_flow.training.model import load_tokenizer_and_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -76,8 +76,15 @@ def run_arm(arm: str, cfg: TrainConfig, data) -> dict:
         if arm == "reference":
             encoded, longest = globally_padded(data, tokenizer, cfg.max_length)
             trainer = build_trainer(
-                cfg, model, tokenizer, encoded, out, callbacks=[timer], collator=default_data_collator,
-                train_sampling_strategy="random", report_to="none",
+                cfg,
+                model,
+                tokenizer,
+                encoded,
+                out,
+                callbacks=[timer],
+                collator=default_data_collator,
+                train_sampling_strategy="random",
+                report_to="none",
             )
         else:
             encoded, longest = tokenize(data, tokenizer, cfg.max_length), None
@@ -124,12 +131,12 @@ def write_results(results: list[dict], cfg: TrainConfig, data_dir: str) -> None:
     (RESULTS / "training.md").write_text(
         f"""# Training speed: global padding vs dynamic padding + length grouping
 
-Written by `benchmarks/training_benchmark.py` on {machine['date']}; do not edit by hand.
+Written by `benchmarks/training_benchmark.py` on {machine["date"]}; do not edit by hand.
 
 Model `{cfg.model_name}`, data `{data_dir}` ({cfg.lang}), {cfg.epochs} epochs, learning rate {cfg.lr:g},
-batch size {cfg.batch_size}, max_length {cfg.max_length}, seed {cfg.seed}. Device: {machine['device']},
-{machine['cores']} cores, torch {machine['torch']} with {machine['torch_threads']} threads; 1-minute load
-average when the run ended: {machine['load_average_1m_at_end']:.2f}.
+batch size {cfg.batch_size}, max_length {cfg.max_length}, seed {cfg.seed}. Device: {machine["device"]},
+{machine["cores"]} cores, torch {machine["torch"]} with {machine["torch_threads"]} threads; 1-minute load
+average when the run ended: {machine["load_average_1m_at_end"]:.2f}.
 
 Seconds per epoch count training steps only (the Trainer's per-epoch evaluation and checkpoint excluded).
 
@@ -138,8 +145,8 @@ Seconds per epoch count training steps only (the Trainer's per-epoch evaluation 
 {rows}
 
 **Speed-up: {speedup:.2f}x** (reference s/epoch ÷ sentiment_flow s/epoch); macro-F1
-{ours['test_f1_macro'] - ref['test_f1_macro']:+.4f} for sentiment_flow. The reference pads every text to
-{ref['global_pad_length']} tokens, the longest in the dataset.
+{ours["test_f1_macro"] - ref["test_f1_macro"]:+.4f} for sentiment_flow. The reference pads every text to
+{ref["global_pad_length"]} tokens, the longest in the dataset.
 
 ![seconds per epoch](training.png)
 """

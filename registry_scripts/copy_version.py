@@ -4,6 +4,7 @@
 Not named copy.py: Python puts this folder first on sys.path, where a copy.py would shadow the
 standard library's `copy` for every script here.
 """
+
 from sentiment_flow.cli import copy_command
 
 if __name__ == "__main__":

@@ -24,8 +24,19 @@ HUB_DATASET = "tyqiangz/multilingual-sentiments"
 HUB_DATASET_REVISION = "refs/convert/parquet"
 # Configs of the Hub dataset ("all" mixes every language).
 LANGUAGES = (
-    "english", "german", "french", "spanish", "italian", "portuguese", "arabic", "hindi",
-    "japanese", "chinese", "indonesian", "malay", "all",
+    "english",
+    "german",
+    "french",
+    "spanish",
+    "italian",
+    "portuguese",
+    "arabic",
+    "hindi",
+    "japanese",
+    "chinese",
+    "indonesian",
+    "malay",
+    "all",
 )
 
 # `--model auto` picks a model per language.
@@ -60,7 +71,7 @@ def model_name_problem(name: str) -> str | None:
 
 def shortened(text: str, limit: int = 60) -> str:
     """`text`, cut to `limit` characters with "..." if longer: fit to quote in a one-line message."""
-    return text if len(text) <= limit else f"{text[:limit - 3]}..."
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 @dataclass(frozen=True)
@@ -163,7 +174,9 @@ CHAMPION = "champion"  # the alias serving reads and the no-regression gate comp
 # The smoke-test gate predicts these through the pyfunc loader, as serving would. The last one is
 # longer than any model's position embeddings: a model logged without truncation fails it.
 CANARY_TEXTS = (
-    "What a great day!", "The meeting is at noon.", "This is the worst service ever.",
+    "What a great day!",
+    "The meeting is at noon.",
+    "This is the worst service ever.",
     " ".join(["This sentence repeats to be far longer than any model's maximum input length."] * 80),
 )
 
@@ -174,8 +187,10 @@ class PromotionConfig:
 
     min_f1_macro: float = field(
         default=0.5,
-        metadata={"help": "Gate 2: the candidate's macro-F1 (on the same-data evaluation set, else its test_f1_macro) must "
-            "be at least this (chance is about 0.33)."},
+        metadata={
+            "help": "Gate 2: the candidate's macro-F1 (on the same-data evaluation set, else its test_f1_macro) must "
+            "be at least this (chance is about 0.33)."
+        },
     )
     tolerance: float = field(
         default=0.0,
@@ -201,7 +216,9 @@ class PromotionConfig:
     bootstrap_resamples: int = field(
         default=1000, metadata={"help": "Paired bootstrap resamples for the macro-F1 difference's interval."}
     )
-    bootstrap_seed: int = field(default=0, metadata={"help": "Seed of the bootstrap: the same seed, the same interval."})
+    bootstrap_seed: int = field(
+        default=0, metadata={"help": "Seed of the bootstrap: the same seed, the same interval."}
+    )
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_f1_macro <= 1:
@@ -220,11 +237,16 @@ class ScoreConfig:
     text_column: str = field(default="text", metadata={"help": "Input column holding the texts to score."})
     label_column: str = field(
         default="",
-        metadata={"help": "Input column of gold labels (names or ids 0-2): the summary then reports accuracy and macro-F1."},
+        metadata={
+            "help": "Input column of gold labels (names or ids 0-2): the summary then reports accuracy and macro-F1."
+        },
     )
-    batch_size: int = field(default=32, metadata={"help": "Texts per forward pass (sorted by token count within a chunk)."})
+    batch_size: int = field(
+        default=32, metadata={"help": "Texts per forward pass (sorted by token count within a chunk)."}
+    )
     chunk_size: int = field(
-        default=2048, metadata={"help": "Rows read, scored and written at a time: memory depends on this, not the file size."}
+        default=2048,
+        metadata={"help": "Rows read, scored and written at a time: memory depends on this, not the file size."},
     )
     output_prefix: str = field(
         default="",

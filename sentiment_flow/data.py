@@ -89,7 +89,9 @@ def _check_unique_columns(path: Path) -> None:
 
 def _read_local(path: Path, lang: str) -> tuple[dict[str, pd.DataFrame], dict[str, Path]]:
     if not path.is_dir():
-        raise UserError(f"Data path {str(path)!r} is a file; pass the folder that holds train.csv, valid.csv, test.csv.")
+        raise UserError(
+            f"Data path {str(path)!r} is a file; pass the folder that holds train.csv, valid.csv, test.csv."
+        )
     folder = path / lang if (path / lang).is_dir() else path
     frames, files = {}, {}
     for split, names in SPLIT_FILES.items():
@@ -137,9 +139,7 @@ def _validate(frame: pd.DataFrame, where: str) -> pd.DataFrame:
     bad = frame.loc[labels.isna(), "label"]
     if len(bad):
         examples = ", ".join(repr(v) for v in bad.astype(str).unique()[:5])
-        raise UserError(
-            f"{where}: {len(bad)} row(s) have labels outside {', '.join(LABELS)} (or ids 0-2): {examples}."
-        )
+        raise UserError(f"{where}: {len(bad)} row(s) have labels outside {', '.join(LABELS)} (or ids 0-2): {examples}.")
     text = frame["text"]
     blank = text.isna() | (text.astype(str).str.strip() == "")
     if blank.all():

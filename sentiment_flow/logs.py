@@ -21,22 +21,25 @@ MLFLOW_LOGGERS = ("mlflow", "alembic", "huey", "sqlalchemy.engine")
 # message regex); they go to the log file only. Every other warning reaches the terminal: sklearn's
 # UndefinedMetricWarning (a class never predicted), MLflow's and W&B's errors, this project's own warnings
 # (rows dropped, a requirement left out).
-NOISE = tuple((logger, re.compile(pattern)) for logger, pattern in (
-    # Importing a PythonModel without type hints on predict (int8/model.py): about this project's code.
-    ("py.warnings", r"Add type hints to the `predict` method"),
-    # Logging a local CSV as a dataset input matches two resolvers of the same class.
-    ("py.warnings", r"dataset source can be interpreted in multiple ways"),
-    # The logged datasets' label column holds ids 0-2 by design, never missing (data.py refuses a row without one).
-    ("py.warnings", r"Inferred schema contains integer column"),
-    # torch.onnx.export tracing the model for the int8 variant; the gate compares the result on the test split.
-    ("py.warnings", r"TracerWarning: |Exporting aten::\w+ operator"),
-    # onnxruntime.quantization (on the root logger); the int8 gate measures what quantization did.
-    ("root", r"Please consider to run pre-processing before quantization"),
-    # mlflow.transformers looks a local or packaged model's name up on the Hub.
-    ("mlflow.transformers", r"model card could not be retrieved|Unable to find license information"),
-    # MLflow guesses a model type from text labels and cannot: the evaluation is told it is a classifier.
-    ("mlflow.models.evaluation", r"the model type looks like None"),
-))
+NOISE = tuple(
+    (logger, re.compile(pattern))
+    for logger, pattern in (
+        # Importing a PythonModel without type hints on predict (int8/model.py): about this project's code.
+        ("py.warnings", r"Add type hints to the `predict` method"),
+        # Logging a local CSV as a dataset input matches two resolvers of the same class.
+        ("py.warnings", r"dataset source can be interpreted in multiple ways"),
+        # The logged datasets' label column holds ids 0-2 by design, never missing (data.py refuses a row without one).
+        ("py.warnings", r"Inferred schema contains integer column"),
+        # torch.onnx.export tracing the model for the int8 variant; the gate compares the result on the test split.
+        ("py.warnings", r"TracerWarning: |Exporting aten::\w+ operator"),
+        # onnxruntime.quantization (on the root logger); the int8 gate measures what quantization did.
+        ("root", r"Please consider to run pre-processing before quantization"),
+        # mlflow.transformers looks a local or packaged model's name up on the Hub.
+        ("mlflow.transformers", r"model card could not be retrieved|Unable to find license information"),
+        # MLflow guesses a model type from text labels and cannot: the evaluation is told it is a classifier.
+        ("mlflow.models.evaluation", r"the model type looks like None"),
+    )
+)
 
 
 _MLFLOW_FILTERS: list = []  # Filter objects or callables, as Handler.filters holds them

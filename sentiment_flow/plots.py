@@ -10,6 +10,7 @@ matplotlib.use("Agg")  # headless: figures are only ever written to files
 # matplotlib.pyplot, and fails if pyplot was never imported.
 import matplotlib.pyplot
 import numpy as np
+
 # Figures made with Figure(), not pyplot: pyplot keeps every figure open until it is closed (three per
 # training, "More than 20 figures have been opened"); these are freed once logged.
 from matplotlib.figure import Figure
@@ -56,8 +57,15 @@ def confusion_matrix(y_true, y_pred):
     fig = Figure(figsize=(5, 4.5))
     ax = fig.subplots()
     ConfusionMatrixDisplay.from_predictions(
-        y_true, y_pred, labels=list(range(len(LABELS))), display_labels=LABELS,
-        normalize="true", values_format=".2f", cmap="Blues", ax=ax, colorbar=False,
+        y_true,
+        y_pred,
+        labels=list(range(len(LABELS))),
+        display_labels=LABELS,
+        normalize="true",
+        values_format=".2f",
+        cmap="Blues",
+        ax=ax,
+        colorbar=False,
     )
     ax.set_title("Confusion matrix (test, normalised by true label)")
     fig.tight_layout()

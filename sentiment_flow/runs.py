@@ -53,15 +53,23 @@ def killed_when_stopped() -> Iterator[None]:
 
 @contextmanager
 def run(
-    run_name: str | None = None, experiment_id: str | None = None, params: dict | None = None,
-    tags: dict[str, str] | None = None, run_id: str | None = None,
+    run_name: str | None = None,
+    experiment_id: str | None = None,
+    params: dict | None = None,
+    tags: dict[str, str] | None = None,
+    run_id: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run for one job, with `params` and `tags`: the run `run_id` (created by the caller), else under
     `mlflow run` (MLFLOW_RUN_ID) the run it created, else a new one.
 
     Ends FINISHED, FAILED on an error (MLflow's context manager), or KILLED on SIGTERM or Ctrl-C.
     """
-    with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, experiment_id=None if run_id else experiment_id) as active, killed_when_stopped():
+    with (
+        mlflow.start_run(
+            run_id=run_id, run_name=None if run_id else run_name, experiment_id=None if run_id else experiment_id
+        ) as active,
+        killed_when_stopped(),
+    ):
         if params:
             log_new_params(params)
         if tags:

@@ -45,9 +45,7 @@ def sentence(rng: random.Random, label: str) -> str:
 def synthetic_split(n: int, seed: int) -> pd.DataFrame:
     rng = random.Random(seed)
     labels = [list(SENTIMENT_WORDS)[i % 3] for i in range(n)]
-    return pd.DataFrame(
-        {"text": [sentence(rng, label) for label in labels], "label": labels, "source": "synthetic"}
-    )
+    return pd.DataFrame({"text": [sentence(rng, label) for label in labels], "label": labels, "source": "synthetic"})
 
 
 @pytest.fixture(scope="session")
@@ -72,9 +70,18 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *FILLER, *sum(SENTIMENT_WORDS.values(), [])]
     tokenizer = BertTokenizer(vocab={token: i for i, token in enumerate(vocab)}, model_max_length=64)
     config = DistilBertConfig(
-        vocab_size=len(vocab), dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=64,
-        dropout=0.0, attention_dropout=0.0, seq_classif_dropout=0.0,
-        num_labels=len(LABELS), id2label=dict(enumerate(LABELS)), label2id=LABEL2ID,
+        vocab_size=len(vocab),
+        dim=32,
+        n_layers=2,
+        n_heads=2,
+        hidden_dim=64,
+        max_position_embeddings=64,
+        dropout=0.0,
+        attention_dropout=0.0,
+        seq_classif_dropout=0.0,
+        num_labels=len(LABELS),
+        id2label=dict(enumerate(LABELS)),
+        label2id=LABEL2ID,
     )
     model_dir = root / "model"
     torch.manual_seed(0)
@@ -143,11 +150,18 @@ def register_tiny_model(tiny_model_dir):
         data_hash: str = "d" * 64,
         lang: str = "english",
     ) -> str:
-        metrics = {k: v for k, v in {"test_f1_macro": test_f1_macro, "test_accuracy": test_accuracy}.items() if v is not None}
+        metrics = {
+            k: v for k, v in {"test_f1_macro": test_f1_macro, "test_accuracy": test_accuracy}.items() if v is not None
+        }
         with mlflow.start_run() as run:
             mlflow.log_metrics(metrics)
             info = tracking.log_model(model, tokenizer, None)
-            tags = {"lang": lang, "base_model": "tiny-distilbert", "data_hash": data_hash, "mlflow_run_id": run.info.run_id}
+            tags = {
+                "lang": lang,
+                "base_model": "tiny-distilbert",
+                "data_hash": data_hash,
+                "mlflow_run_id": run.info.run_id,
+            }
             tags.update({k: f"{v:.4f}" for k, v in metrics.items()})
             with runs.registration(name) as registered:
                 registered.register(info.model_uri, tags, "Tiny test model.", "Tiny test models.")

@@ -142,8 +142,9 @@ def test_no_module_is_longer_than_max_lines(module):
 def test_a_models_uri_of_name_and_version_is_built_only_by_store_models_uri():
     builders = [
         f"{path.relative_to(REPO_ROOT)}:{number}"
-        for path in MODULES.values() if path.name != "store.py"
+        for path in MODULES.values()
+        if path.name != "store.py"
         for number, line in enumerate(path.read_text().splitlines(), 1)
-        if 'models:/{' in line and "}/{" in line.split("models:/{", 1)[1]
+        if "models:/{" in line and "}/{" in line.split("models:/{", 1)[1]
     ]
     assert builders == []

@@ -48,20 +48,32 @@ def enter_mlflow_run(monkeypatch) -> None:
 # Every kind of fix the library names (copied from its messages), and what `mlflow run` users read instead.
 MESSAGES = [
     # an option with a placeholder, a flag, an undeclared option (MLflow passes extras on as `--KEY VALUE`)
-    ("add --force --reason TEXT; pass --eval-data PATH, or lower --min-f1-macro 0.4 (see `sentiment-flow status`).",
-     ("add -P force=true -P reason=TEXT; pass -P eval_data=PATH, or lower -P min-f1-macro=0.4 "
-      "(see `sentiment-flow status`).")),
+    (
+        "add --force --reason TEXT; pass --eval-data PATH, or lower --min-f1-macro 0.4 (see `sentiment-flow status`).",
+        (
+            "add -P force=true -P reason=TEXT; pass -P eval_data=PATH, or lower -P min-f1-macro=0.4 "
+            "(see `sentiment-flow status`)."
+        ),
+    ),
     # another entry point's command line, in backticks and in prose
-    ("undo with `sentiment-flow rollback sentiment-english --alias champion`.",
-     "undo with `mlflow run . -e rollback -P model_name=sentiment-english -P alias=champion`."),
-    ("Promote a version first: sentiment-flow promote m --version V --alias challenger.",
-     "Promote a version first: mlflow run . -e promote -P model_name=m -P version=V -P alias=challenger."),
-    ("promote it there with `sentiment-flow promote prod --version 1 --alias ...`.",
-     "promote it there with `mlflow run . -e promote -P model_name=prod -P version=1 -P alias=...`."),
+    (
+        "undo with `sentiment-flow rollback sentiment-english --alias champion`.",
+        "undo with `mlflow run . -e rollback -P model_name=sentiment-english -P alias=champion`.",
+    ),
+    (
+        "Promote a version first: sentiment-flow promote m --version V --alias challenger.",
+        "Promote a version first: mlflow run . -e promote -P model_name=m -P version=V -P alias=challenger.",
+    ),
+    (
+        "promote it there with `sentiment-flow promote prod --version 1 --alias ...`.",
+        "promote it there with `mlflow run . -e promote -P model_name=prod -P version=1 -P alias=...`.",
+    ),
     ("(trained with `sentiment-flow train`?)", "(trained with `mlflow run .`?)"),
     # lower-case, quoted and described values
-    ("--force needs --reason: say why, e.g. --reason 'hotfix for ticket 123'; the reason is recorded.",
-     "-P force=true needs -P reason: say why, e.g. -P reason='hotfix for ticket 123'; the reason is recorded."),
+    (
+        "--force needs --reason: say why, e.g. --reason 'hotfix for ticket 123'; the reason is recorded.",
+        "-P force=true needs -P reason: say why, e.g. -P reason='hotfix for ticket 123'; the reason is recorded.",
+    ),
     ("--model minilm needs the packaged weights", "-P model=minilm needs the packaged weights"),
     ("pass --data <folder with LANG/test.csv> and", "pass -P data=<folder with LANG/test.csv> and"),
     ("Pass --output-prefix (e.g. --output-prefix pred_) to", "Pass -P output_prefix (e.g. -P output_prefix=pred_) to"),
@@ -266,7 +278,7 @@ def test_the_gate_table_shows_every_value_whole(add_version, monkeypatch, column
 
     assert result.exit_code == 0, result.output
     # From the title on: loading the model for the smoke test drew a progress bar (stderr) before it.
-    output = result.output[result.output.index("Gates: "):]
+    output = result.output[result.output.index("Gates: ") :]
     table = output.split(f"\n{NAME}@champion now points at")[0]
     assert max(len(line) for line in table.splitlines()) <= columns, table
     assert "…" not in table

@@ -68,9 +68,11 @@ def test_registered_model_name_defaults_to_sentiment_lang():
         ({"registered_model_name": " "}, "registered_model_name ' ' is not a valid MLflow model name"),
         ({"registered_model_name": "..models"}, "is not a valid MLflow model name: use a name that is not '.'"),
         # sqlite stores it; PostgreSQL refused it only when registering, after the whole training.
-        ({"registered_model_name": "m" * 300},
-         f"registered_model_name '{'m' * 57}...' is not a valid MLflow model name: use at most 256 characters "
-         "(MLflow's SQL stores hold no more), not 300, e.g. sentiment-english."),
+        (
+            {"registered_model_name": "m" * 300},
+            f"registered_model_name '{'m' * 57}...' is not a valid MLflow model name: use at most 256 characters "
+            "(MLflow's SQL stores hold no more), not 300, e.g. sentiment-english.",
+        ),
     ],
 )
 def test_bad_config_values_are_refused_with_the_fix(kwargs, message):
@@ -140,7 +142,9 @@ def test_the_mlflow_floor_is_the_first_release_whose_default_store_is_mlflow_db(
     tomllib = pytest.importorskip("tomllib")
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     mlflow_pins = [Requirement(dep) for dep in project["dependencies"] if dep.startswith("mlflow")]
-    assert [min(Version(s.version) for s in pin.specifier if s.operator == ">=") for pin in mlflow_pins] == [Version("3.7")]
+    assert [min(Version(s.version) for s in pin.specifier if s.operator == ">=") for pin in mlflow_pins] == [
+        Version("3.7")
+    ]
 
 
 @pytest.mark.slow
@@ -153,10 +157,15 @@ def test_the_wheel_carries_the_spdx_license_and_the_license_file(tmp_path):
 
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(REPO_ROOT / name, tmp_path / name)
-    shutil.copytree(REPO_ROOT / "sentiment_flow", tmp_path / "sentiment_flow", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        REPO_ROOT / "sentiment_flow", tmp_path / "sentiment_flow", ignore=shutil.ignore_patterns("__pycache__")
+    )
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", "dist", "."],
-        cwd=tmp_path, check=True, capture_output=True, timeout=300,
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     (wheel,) = (tmp_path / "dist").glob("sentiment_flow-*.whl")
     with zipfile.ZipFile(wheel) as archive:

@@ -21,11 +21,13 @@ def test_classification_metrics_equal_sklearns_also_when_a_class_is_missing(seed
     rows = int(np.random.default_rng(seed).integers(1, 40))
     # Every third case draws from two classes only: a class no row has and no row got scores 0, not NaN.
     y, p = random_labels(seed, rows, (0, 1, 2) if seed % 3 else (0, 2))
-    assert metrics.classification_metrics(y, p) == pytest.approx({
-        "accuracy": accuracy_score(y, p),
-        "f1_weighted": f1_score(y, p, labels=LABEL_IDS, average="weighted", zero_division=0),
-        "f1_macro": f1_score(y, p, labels=LABEL_IDS, average="macro", zero_division=0),
-    })
+    assert metrics.classification_metrics(y, p) == pytest.approx(
+        {
+            "accuracy": accuracy_score(y, p),
+            "f1_weighted": f1_score(y, p, labels=LABEL_IDS, average="weighted", zero_division=0),
+            "f1_macro": f1_score(y, p, labels=LABEL_IDS, average="macro", zero_division=0),
+        }
+    )
 
 
 def test_a_stack_of_resamples_gets_each_its_own_macro_f1():

@@ -11,9 +11,8 @@ import mlflow
 import pytest
 import yaml
 
-from wandb_offline import read_offline_run
-
 from conftest import REPO_ROOT
+from wandb_offline import read_offline_run
 
 pytestmark = pytest.mark.slow
 
@@ -36,8 +35,17 @@ def mlflow_run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_mlflow_run_trains_tracks_and_registers_one_model(tiny_model_dir, tiny_data_dir, tmp_path):
     proc = mlflow_run(
-        "-P", f"model={tiny_model_dir}", "-P", f"data={tiny_data_dir}", "-P", "learning_rate=5e-3",
-        "-P", "max_length=32", "-P", "registered_model_name=e2e-english", cwd=tmp_path,
+        "-P",
+        f"model={tiny_model_dir}",
+        "-P",
+        f"data={tiny_data_dir}",
+        "-P",
+        "learning_rate=5e-3",
+        "-P",
+        "max_length=32",
+        "-P",
+        "registered_model_name=e2e-english",
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -79,15 +87,24 @@ def test_sigterm_to_mlflow_run_stops_the_training_child_and_registers_nothing(ti
     temp = tmp_path / "tmp"  # where the training's checkpoint folder goes
     temp.mkdir()
     command = mlflow_run_command(
-        "-P", f"model={tiny_model_dir}", "-P", f"data={tiny_data_dir}", "-P", "epochs=500", "-P", "max_length=32",
-        "-P", "registered_model_name=killed",
+        "-P",
+        f"model={tiny_model_dir}",
+        "-P",
+        f"data={tiny_data_dir}",
+        "-P",
+        "epochs=500",
+        "-P",
+        "max_length=32",
+        "-P",
+        "registered_model_name=killed",
     )
     client = mlflow.MlflowClient()
     client.search_experiments()  # create the schema now: two processes migrating one new sqlite file race
     log = tmp_path / "mlflow-run.log"
     with open(log, "w") as out:
-        parent = subprocess.Popen(command, cwd=tmp_path, env=mlflow_run_env(TMPDIR=str(temp)),
-                                  stdout=out, stderr=subprocess.STDOUT)
+        parent = subprocess.Popen(
+            command, cwd=tmp_path, env=mlflow_run_env(TMPDIR=str(temp)), stdout=out, stderr=subprocess.STDOUT
+        )
     children = []
     try:
         deadline = time.monotonic() + 180

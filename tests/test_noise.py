@@ -13,9 +13,10 @@ import warnings
 from pathlib import Path
 
 import pytest
-from conftest import free_port, http_service, subprocess_env
 
 from sentiment_flow import logs
+
+from conftest import free_port, http_service, subprocess_env
 
 # Lines a user had to read past (issue 7), each by a fragment no line of this project's own contains.
 CHATTER = {
@@ -36,7 +37,12 @@ CHATTER = {
 def run(args: list[str], cwd: Path, state: Path, **env: str) -> str:
     """`sentiment-flow ARGS` in a subprocess; returns stdout and stderr together (it must exit 0)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "sentiment_flow", *args], cwd=cwd, check=False, capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "sentiment_flow", *args],
+        cwd=cwd,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env=subprocess_env(XDG_STATE_HOME=str(state), WANDB_MODE="offline", **env),
     )
     output = proc.stdout + proc.stderr
@@ -53,15 +59,30 @@ def test_an_early_error_is_one_line_and_the_library_messages_before_it_are_in_th
     # The scoring run creates the new store before the input is checked: MLflow logs that, at INFO, first.
     # (Scoring once imported the int8 variant's PythonModel here, and MLflow warned about its type hints.)
     command = [sys.executable, "-m", "sentiment_flow", "score", "models:/m/1", "missing.csv", "out.csv"]
-    proc = subprocess.run(command, check=False, cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          env=subprocess_env(XDG_STATE_HOME=str(tmp_path / "state")))
+    proc = subprocess.run(
+        command,
+        check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=subprocess_env(XDG_STATE_HOME=str(tmp_path / "state")),
+    )
     assert proc.returncode == 2
     assert proc.stdout + proc.stderr == "Error: Input file 'missing.csv' does not exist.\n"
     assert "Creating initial MLflow database tables" in (tmp_path / "state/sentiment-flow/score.log").read_text()
 
-    proc = subprocess.run([*command[:3], "-v", *command[3:]], check=False, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300, env=subprocess_env(XDG_STATE_HOME=str(tmp_path / "state-v"),
-                                                          MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/again.db"))
+    proc = subprocess.run(
+        [*command[:3], "-v", *command[3:]],
+        check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=subprocess_env(
+            XDG_STATE_HOME=str(tmp_path / "state-v"), MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/again.db"
+        ),
+    )
     assert "Creating initial MLflow database tables" in proc.stderr  # -v: every library message, here
     assert not (tmp_path / "state-v").exists()
 
@@ -70,8 +91,12 @@ def test_an_early_error_is_one_line_and_the_library_messages_before_it_are_in_th
 def test_a_log_folder_that_cannot_be_made_costs_the_user_nothing(tmp_path):
     # XDG_STATE_HOME under a file: no folder, no log file, and no "--- Logging error ---" traceback per record.
     proc = subprocess.run(
-        [sys.executable, "-m", "sentiment_flow", "score", "models:/m/1", "missing.csv", "out.csv"], check=False,
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "sentiment_flow", "score", "models:/m/1", "missing.csv", "out.csv"],
+        check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env=subprocess_env(XDG_STATE_HOME=os.devnull + "/state"),
     )
     assert proc.returncode == 2
@@ -82,23 +107,49 @@ def test_a_log_folder_that_cannot_be_made_costs_the_user_nothing(tmp_path):
 def test_a_user_who_cannot_write_the_log_file_sees_the_same_one_line(tmp_path):
     # Another user's log file (a shared XDG_STATE_HOME) and no home: the records go nowhere, not to a traceback.
     user = "sf-noise-user"
-    created = subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", user], check=False,
-                             capture_output=True).returncode == 0
+    created = (
+        subprocess.run(
+            ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", user], check=False, capture_output=True
+        ).returncode
+        == 0
+    )
     shared = Path(tempfile.mkdtemp(prefix="sf-noise-", dir="/tmp"))  # pytest's tmp_path is closed to others
     try:
-        runs = subprocess.run(["runuser", "-u", user, "--", sys.executable, "-c", "import sentiment_flow"],
-                              check=False, capture_output=True, text=True)
+        runs = subprocess.run(
+            ["runuser", "-u", user, "--", sys.executable, "-c", "import sentiment_flow"],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
         if runs.returncode != 0:
             pytest.skip(f"{user} cannot run this Python: {runs.stderr.strip()[:200]}")
         shared.chmod(0o777)
         state = shared / "state"
         (state / "sentiment-flow").mkdir(parents=True)
         (state / "sentiment-flow" / "score.log").write_text("root's\n")
-        env = subprocess_env(HOME="/nonexistent", XDG_STATE_HOME=str(state),
-                             MLFLOW_TRACKING_URI=f"sqlite:///{shared}/mlflow.db")
+        env = subprocess_env(
+            HOME="/nonexistent", XDG_STATE_HOME=str(state), MLFLOW_TRACKING_URI=f"sqlite:///{shared}/mlflow.db"
+        )
         proc = subprocess.run(
-            ["runuser", "-u", user, "--", sys.executable, "-m", "sentiment_flow", "score", "models:/m/1",
-             "missing.csv", "out.csv"], check=False, cwd=shared, env=env, capture_output=True, text=True, timeout=300,
+            [
+                "runuser",
+                "-u",
+                user,
+                "--",
+                sys.executable,
+                "-m",
+                "sentiment_flow",
+                "score",
+                "models:/m/1",
+                "missing.csv",
+                "out.csv",
+            ],
+            check=False,
+            cwd=shared,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert proc.returncode == 2, proc.stderr
         assert proc.stdout + proc.stderr == "Error: Input file 'missing.csv' does not exist.\n"
@@ -128,16 +179,39 @@ def test_train_score_optimize_print_the_projects_lines_and_run_links_not_library
 ):
     port = free_port()
     server = [
-        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--serve-artifacts",
-        "--artifacts-destination", str(tmp_path / "server-artifacts"),
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path}/server.db",
+        "--serve-artifacts",
+        "--artifacts-destination",
+        str(tmp_path / "server-artifacts"),
     ]
     inputs = tmp_path / "in.csv"
     inputs.write_text("text\nthe food was great\nthe day was awful\n")
     state = tmp_path / "state"
     steps = {
-        "train": ["train", "--model", str(tiny_base_model_dir), "--data", str(tiny_data_dir), "--epochs", "1",
-                  "--learning-rate", "5e-3", "--max-length", "32"],
+        "train": [
+            "train",
+            "--model",
+            str(tiny_base_model_dir),
+            "--data",
+            str(tiny_data_dir),
+            "--epochs",
+            "1",
+            "--learning-rate",
+            "5e-3",
+            "--max-length",
+            "32",
+        ],
         "score": ["score", "models:/sentiment-english/1", str(inputs), str(tmp_path / "out.csv")],
         "optimize": ["optimize", "models:/sentiment-english/1", "--max-f1-drop", "1", "--min-agreement", "0"],
     }
@@ -157,7 +231,9 @@ def test_train_score_optimize_print_the_projects_lines_and_run_links_not_library
     # source); -v prints all of it instead, and writes no log file.
     logged = {name: (state / "sentiment-flow" / f"{name}.log").read_text() for name in steps}
     for name, fragment in [
-        ("train", "interpreted in multiple ways"), ("train", "integer column(s)"), ("train", "model card"),
+        ("train", "interpreted in multiple ways"),
+        ("train", "integer column(s)"),
+        ("train", "model card"),
         ("score", "Add type hints to the `predict` method"),
         ("optimize", "TracerWarning"),  # static quantization logs no "Quantization parameters" lines any more
     ]:

@@ -25,7 +25,9 @@ def build_wheel(source: Path, out: Path) -> Path:
     """Build the project in `source` into `out` with pip (no dependencies); returns the wheel's path."""
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(source)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     (wheel,) = out.glob("sentiment_flow-*.whl")
     return wheel
@@ -69,9 +71,7 @@ def test_wheel_contains_every_subpackage(tmp_path):
 
 def pip_find_links() -> str | None:
     """The find-links locations pip is configured with (space-separated), or None: where pip finds a CPU torch."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, check=True
-    )
+    proc = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, check=True)
     for line in proc.stdout.splitlines():
         key, _, value = line.partition("=")
         if key.endswith(".find-links"):
@@ -125,12 +125,32 @@ def test_mlflow_run_with_uv_builds_a_cpu_environment_and_registers(tiny_data_dir
     }
     proc = subprocess.run(
         [
-            str(Path(sys.executable).parent / "mlflow"), "run", str(REPO_ROOT), "--env-manager", "uv",
-            "--experiment-name", "uv-env", "-P", "model=minilm", "-P", f"data={tiny_data_dir}",
-            "-P", "max_train_samples=60", "-P", "epochs=1", "-P", "max_length=32",
-            "-P", "registered_model_name=uv-english",
+            str(Path(sys.executable).parent / "mlflow"),
+            "run",
+            str(REPO_ROOT),
+            "--env-manager",
+            "uv",
+            "--experiment-name",
+            "uv-env",
+            "-P",
+            "model=minilm",
+            "-P",
+            f"data={tiny_data_dir}",
+            "-P",
+            "max_train_samples=60",
+            "-P",
+            "epochs=1",
+            "-P",
+            "max_length=32",
+            "-P",
+            "registered_model_name=uv-english",
         ],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200, check=False,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
 
@@ -151,10 +171,26 @@ def test_mlflow_models_predict_with_uv_builds_a_cpu_environment(model_dir, tmp_p
     (tmp_path / "input.json").write_text(json.dumps({"inputs": ["what a great day", "this is awful"]}))
     proc = subprocess.run(
         [
-            str(Path(sys.executable).parent / "mlflow"), "models", "predict", "-m", model_dir, "--env-manager", "uv",
-            "-i", str(tmp_path / "input.json"), "-t", "json", "-o", str(tmp_path / "out.json"),
+            str(Path(sys.executable).parent / "mlflow"),
+            "models",
+            "predict",
+            "-m",
+            model_dir,
+            "--env-manager",
+            "uv",
+            "-i",
+            str(tmp_path / "input.json"),
+            "-t",
+            "json",
+            "-o",
+            str(tmp_path / "out.json"),
         ],
-        cwd=tmp_path, env=uv_cpu_env(tmp_path), capture_output=True, text=True, timeout=900, check=False,
+        cwd=tmp_path,
+        env=uv_cpu_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     predictions = json.loads((tmp_path / "out.json").read_text())["predictions"]

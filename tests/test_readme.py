@@ -58,56 +58,142 @@ README_PORT = "5001"
 
 # Blocks run in DOCUMENTS order, keyed by (page, section heading, first line).
 RUN = {
-    ("README.md", "Quick start", "mlflow run . -P lang=english -P model=minilm -P data=../shared/data/multilingual-sentiments --env-manager local"),
+    (
+        "README.md",
+        "Quick start",
+        "mlflow run . -P lang=english -P model=minilm -P data=../shared/data/multilingual-sentiments --env-manager local",
+    ),
     ("docs/training.md", "Weights & Biases", "wandb sync --dry-run wandb/offline-run-*"),
-    ("docs/registry.md", "Typical flow", 'sentiment-flow promote sentiment-english --version 1 --alias champion --reason "first model"'),
+    (
+        "docs/registry.md",
+        "Typical flow",
+        'sentiment-flow promote sentiment-english --version 1 --alias champion --reason "first model"',
+    ),
     ("docs/registry.md", "Typical flow", "python registry_scripts/status.py sentiment-english"),
-    ("docs/registry.md", "Typical flow", "mlflow run . -e promote -P model_name=sentiment-english -P version=3 -P alias=champion -P despite_rollback=true --env-manager local"),
-    ("docs/scoring.md", "Batch scoring", "printf 'text\\nWhat a great day!\\nThe meeting is at noon.\\nThis is the worst service ever.\\n' > reviews.csv"),
-    ("docs/scoring.md", "Batch scoring", "sentiment-flow score models:/sentiment-english@champion reviews.csv scored.csv"),
-    ("docs/scoring.md", "Batch scoring", "mlflow run . -e score -P model_uri=models:/sentiment-english@champion -P input=reviews.csv -P output=scored-run.csv \\"),
-    ("docs/scoring.md", "Batch scoring on Spark", "sentiment-flow score models:/sentiment-english@champion reviews.csv scored.parquet --engine spark"),
-    ("docs/serving.md", "Serving", "mlflow models serve -m models:/sentiment-english@champion --env-manager local -h 127.0.0.1 -p 5001"),
+    (
+        "docs/registry.md",
+        "Typical flow",
+        "mlflow run . -e promote -P model_name=sentiment-english -P version=3 -P alias=champion -P despite_rollback=true --env-manager local",
+    ),
+    (
+        "docs/scoring.md",
+        "Batch scoring",
+        "printf 'text\\nWhat a great day!\\nThe meeting is at noon.\\nThis is the worst service ever.\\n' > reviews.csv",
+    ),
+    (
+        "docs/scoring.md",
+        "Batch scoring",
+        "sentiment-flow score models:/sentiment-english@champion reviews.csv scored.csv",
+    ),
+    (
+        "docs/scoring.md",
+        "Batch scoring",
+        "mlflow run . -e score -P model_uri=models:/sentiment-english@champion -P input=reviews.csv -P output=scored-run.csv \\",
+    ),
+    (
+        "docs/scoring.md",
+        "Batch scoring on Spark",
+        "sentiment-flow score models:/sentiment-english@champion reviews.csv scored.parquet --engine spark",
+    ),
+    (
+        "docs/serving.md",
+        "Serving",
+        "mlflow models serve -m models:/sentiment-english@champion --env-manager local -h 127.0.0.1 -p 5001",
+    ),
     ("docs/int8.md", "Speed: int8", "sentiment-flow optimize models:/sentiment-english@champion"),
 }
 # Blocks that cannot run here, and why.
 SKIP = {
-    ("README.md", "Quick start", "python -m venv .venv && . .venv/bin/activate && pip install torch --index-url https://download.pytorch.org/whl/cpu && pip install -e \".[offline]\" && mlflow run . -P lang=english --env-manager local"):
-        "creates a venv and installs from PyTorch's index and PyPI, then trains distilbert from the Hub: no Hub here; CI (.ci/run) does the install",
-    ("README.md", "Quick start", "python -m venv .venv && . .venv/bin/activate && pip install -e \".[offline]\" && mlflow run . -P lang=english --env-manager local"):
-        "the GPU machine's install (CUDA torch) and a Hub training",
-    ("README.md", "Quick start", 'pip install -e ".[offline,dev,server]" && python -m pytest'):
-        "the test suite itself (CI runs it)",
-    ("docs/training.md", "Conda", "UV_CONSTRAINT=$PWD/constraints-cpu.txt UV_TORCH_BACKEND=cpu mlflow run . -P lang=english --env-manager uv"):
-        "PyTorch's CPU index is unreachable here; tests/test_packaging.py runs the UV_FIND_LINKS route below",
-    ("docs/training.md", "Conda", "UV_CONSTRAINT=$PWD/constraints-cpu.txt UV_FIND_LINKS=/opt/wheels UV_PYTHON_DOWNLOADS=never mlflow run . -P model=minilm -P data=../shared/data/multilingual-sentiments --env-manager uv"):
-        "builds a uv environment (minutes); tests/test_packaging.py runs it on a few rows",
-    ("docs/training.md", "Several GPUs", "torchrun --nproc-per-node 4 -m sentiment_flow train --lang english --batch-size 16   # 16 per GPU"):
-        "4 processes training distilbert from the Hub; tests/training/test_distributed.py runs the same launch with 2 CPU processes",
-    ("docs/registry.md", "A shared tracking server", "export MLFLOW_TRACKING_URI=http://mlflow.internal:5000        # MLFLOW_TRACKING_USERNAME/PASSWORD if it asks"):
-        "needs the team's server; tests/server/test_server.py runs every command against a real one",
-    ("docs/scoring.md", "Batch scoring on Spark", "sentiment-flow score models:/sentiment-english@champion s3a://bucket/reviews/ s3a://bucket/scored.csv --engine spark --spark-master spark://head:7077"):
-        "needs object storage and a Spark cluster; tests/scoring/test_spark.py runs the engine on local[2]",
-    ("docs/scoring.md", "Batch scoring on Spark", "spark-submit --master yarn --deploy-mode client \\"):
-        "needs a YARN cluster, a packed environment and object storage; tests/scoring/test_spark.py runs the engine on local[2]",
-    ("docs/serving.md", "Serving", "mlflow models build-docker -m models:/sentiment-english@champion -n sentiment-english:champion"):
-        "Docker is not installed on these machines",
-    ("docs/server.md", "Team server", 'pip install -e ".[server]"'):
-        "a server that runs until stopped; tests/server/test_server.py starts and stops the same command",
-    ("docs/server.md", "Team server", "createdb -h db.internal -U mlflow mlflow                            # once"):
-        "needs an external PostgreSQL (tests/server/test_server.py checks the arguments of production mode)",
-    ("docs/server.md", "Team server", "read -s MLFLOW_AUTH_ADMIN_PASSWORD && export MLFLOW_AUTH_ADMIN_PASSWORD"):
-        "reads a password from the terminal; tests/server/test_server.py starts the --auth server with one",
-    ("docs/server.md", "Team server", "export MLFLOW_TRACKING_URI=http://mlflow.internal:5000 MLFLOW_TRACKING_USERNAME=admin"):
-        "the admin adds users to the team's server; tests/server/test_server_users.py runs add-user against a real one",
-    ("docs/server.md", "Team server", "export MLFLOW_TRACKING_URI=http://mlflow.internal:5000"):
-        "the team's server; tests/server/test_server.py logs in the same way",
-    ("docs/server.md", "Team server", "mlflow run . -P lang=english -P model=minilm -P data=../shared/data/multilingual-sentiments --env-manager local"):
-        "every command against the team's server: tests/server/test_server.py runs them against a real one",
-    ("docs/testing.md", "Running the tests", 'pip install -e ".[offline,dev,server]" && python -m pytest'):
-        "the test suite itself (CI runs it)",
-    ("docs/testing.md", "Running the tests", 'python -m pytest -m "not slow"'):
-        "the fast part of the test suite, this file's quick tests included (CI runs it within the whole suite)",
+    (
+        "README.md",
+        "Quick start",
+        'python -m venv .venv && . .venv/bin/activate && pip install torch --index-url https://download.pytorch.org/whl/cpu && pip install -e ".[offline]" && mlflow run . -P lang=english --env-manager local',
+    ): "creates a venv and installs from PyTorch's index and PyPI, then trains distilbert from the Hub: no Hub here; CI (.ci/run) does the install",
+    (
+        "README.md",
+        "Quick start",
+        'python -m venv .venv && . .venv/bin/activate && pip install -e ".[offline]" && mlflow run . -P lang=english --env-manager local',
+    ): "the GPU machine's install (CUDA torch) and a Hub training",
+    (
+        "README.md",
+        "Quick start",
+        'pip install -e ".[offline,dev,server]" && python -m pytest',
+    ): "the test suite itself (CI runs it)",
+    (
+        "docs/training.md",
+        "Conda",
+        "UV_CONSTRAINT=$PWD/constraints-cpu.txt UV_TORCH_BACKEND=cpu mlflow run . -P lang=english --env-manager uv",
+    ): "PyTorch's CPU index is unreachable here; tests/test_packaging.py runs the UV_FIND_LINKS route below",
+    (
+        "docs/training.md",
+        "Conda",
+        "UV_CONSTRAINT=$PWD/constraints-cpu.txt UV_FIND_LINKS=/opt/wheels UV_PYTHON_DOWNLOADS=never mlflow run . -P model=minilm -P data=../shared/data/multilingual-sentiments --env-manager uv",
+    ): "builds a uv environment (minutes); tests/test_packaging.py runs it on a few rows",
+    (
+        "docs/training.md",
+        "Several GPUs",
+        "torchrun --nproc-per-node 4 -m sentiment_flow train --lang english --batch-size 16   # 16 per GPU",
+    ): "4 processes training distilbert from the Hub; tests/training/test_distributed.py runs the same launch with 2 CPU processes",
+    (
+        "docs/registry.md",
+        "A shared tracking server",
+        "export MLFLOW_TRACKING_URI=http://mlflow.internal:5000        # MLFLOW_TRACKING_USERNAME/PASSWORD if it asks",
+    ): "needs the team's server; tests/server/test_server.py runs every command against a real one",
+    (
+        "docs/scoring.md",
+        "Batch scoring on Spark",
+        "sentiment-flow score models:/sentiment-english@champion s3a://bucket/reviews/ s3a://bucket/scored.csv --engine spark --spark-master spark://head:7077",
+    ): "needs object storage and a Spark cluster; tests/scoring/test_spark.py runs the engine on local[2]",
+    (
+        "docs/scoring.md",
+        "Batch scoring on Spark",
+        "spark-submit --master yarn --deploy-mode client \\",
+    ): "needs a YARN cluster, a packed environment and object storage; tests/scoring/test_spark.py runs the engine on local[2]",
+    (
+        "docs/serving.md",
+        "Serving",
+        "mlflow models build-docker -m models:/sentiment-english@champion -n sentiment-english:champion",
+    ): "Docker is not installed on these machines",
+    (
+        "docs/server.md",
+        "Team server",
+        'pip install -e ".[server]"',
+    ): "a server that runs until stopped; tests/server/test_server.py starts and stops the same command",
+    (
+        "docs/server.md",
+        "Team server",
+        "createdb -h db.internal -U mlflow mlflow                            # once",
+    ): "needs an external PostgreSQL (tests/server/test_server.py checks the arguments of production mode)",
+    (
+        "docs/server.md",
+        "Team server",
+        "read -s MLFLOW_AUTH_ADMIN_PASSWORD && export MLFLOW_AUTH_ADMIN_PASSWORD",
+    ): "reads a password from the terminal; tests/server/test_server.py starts the --auth server with one",
+    (
+        "docs/server.md",
+        "Team server",
+        "export MLFLOW_TRACKING_URI=http://mlflow.internal:5000 MLFLOW_TRACKING_USERNAME=admin",
+    ): "the admin adds users to the team's server; tests/server/test_server_users.py runs add-user against a real one",
+    (
+        "docs/server.md",
+        "Team server",
+        "export MLFLOW_TRACKING_URI=http://mlflow.internal:5000",
+    ): "the team's server; tests/server/test_server.py logs in the same way",
+    (
+        "docs/server.md",
+        "Team server",
+        "mlflow run . -P lang=english -P model=minilm -P data=../shared/data/multilingual-sentiments --env-manager local",
+    ): "every command against the team's server: tests/server/test_server.py runs them against a real one",
+    (
+        "docs/testing.md",
+        "Running the tests",
+        'pip install -e ".[offline,dev,server]" && python -m pytest',
+    ): "the test suite itself (CI runs it)",
+    (
+        "docs/testing.md",
+        "Running the tests",
+        'python -m pytest -m "not slow"',
+    ): "the fast part of the test suite, this file's quick tests included (CI runs it within the whole suite)",
 }
 
 
@@ -177,7 +263,8 @@ def test_every_block_is_run_or_listed_with_a_reason():
 
 def test_every_page_with_bash_blocks_is_replayed():
     unlisted = [
-        str(page.relative_to(REPO_ROOT)) for page in pages()
+        str(page.relative_to(REPO_ROOT))
+        for page in pages()
         if str(page.relative_to(REPO_ROOT)) not in DOCUMENTS and bash_blocks(page.read_text())
     ]
     assert unlisted == [], "add these pages to DOCUMENTS in tests/test_readme.py, after the pages they need"
@@ -225,7 +312,9 @@ def broken_links(page: Path) -> list[str]:
     """The relative links of `page` (outside code) whose file, or whose `#anchor` in it, does not exist."""
     broken, lines = [], page.read_text().splitlines()
     fenced = {
-        number for kind, _, line, body in sections(page.read_text()) if kind == "fence"
+        number
+        for kind, _, line, body in sections(page.read_text())
+        if kind == "fence"
         for number in range(line - 1, line + len(body) + 1)
     }
     for number, line in enumerate(lines, 1):
@@ -249,7 +338,9 @@ def test_every_relative_link_leads_to_a_file_and_heading():
 
 def test_broken_links_finds_a_missing_file_and_a_missing_heading(tmp_path):
     (tmp_path / "docs").mkdir()
-    (tmp_path / "docs" / "a.md").write_text("# Speed: int8\n\n## Audit trail, rollback and concurrency\n\n## Audit trail, rollback and concurrency\n")
+    (tmp_path / "docs" / "a.md").write_text(
+        "# Speed: int8\n\n## Audit trail, rollback and concurrency\n\n## Audit trail, rollback and concurrency\n"
+    )
     page = tmp_path / "README.md"
     page.write_text(
         "# Quick start\n\n"
@@ -272,7 +363,8 @@ NAMED_FILE = re.compile(r"(?<![\w/.])((?:sentiment_flow|tests|benchmarks|registr
 def missing_files(page: Path) -> list[str]:
     """The repository paths `page` names (in prose or code) that do not exist; a `{a,b}` brace list is skipped."""
     return [
-        f"{page.name}: {name}" for name in sorted(set(NAMED_FILE.findall(page.read_text())))
+        f"{page.name}: {name}"
+        for name in sorted(set(NAMED_FILE.findall(page.read_text())))
         if "{" not in name and not (REPO_ROOT / name).exists()
     ]
 
@@ -314,7 +406,9 @@ def test_substitution_replaces_only_the_model_and_data_of_trainings():
         "mlflow run . -P lang=english -P epochs=1 --env-manager local   # note\n"
         "mlflow run . -e promote -P model_name=m -P version=3 --env-manager local\n"
         "cp ../shared/data/multilingual-sentiments/english/test.csv test.csv",
-        Path("/m"), Path("/d"), 9,
+        Path("/m"),
+        Path("/d"),
+        9,
     )
     assert trainings == 2
     assert text.splitlines() == [
@@ -330,7 +424,10 @@ def checkout_copy(dest: Path) -> Path:
     """A copy of this checkout as a fresh clone would have it, plus uncommitted edits: no store, no venv."""
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split("\0")
     for name in filter(None, files):
         if (REPO_ROOT / name).is_file():
@@ -343,8 +440,12 @@ def run_block(text: str, cwd: Path, log: Path, where: str) -> str:
     """Run a block (of the page and line `where`) as one bash script that stops at the first failing command;
     returns its stdout."""
     done = subprocess.run(
-        ["bash", "-e", "-o", "pipefail", "-c", text], cwd=cwd, env=subprocess_env(), capture_output=True,
-        text=True, timeout=900,
+        ["bash", "-e", "-o", "pipefail", "-c", text],
+        cwd=cwd,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     with log.open("a") as handle:
         handle.write(f"$ {text}\n{done.stdout}{done.stderr}\n")
@@ -388,9 +489,12 @@ def test_blocks_run_in_order_on_a_fresh_store(tiny_model_dir, tiny_data_dir, tmp
         (experiments[run.info.experiment_id], run.data.tags.get("mlflow.project.entryPoint"), run.info.status)
         for run in runs
     ) == {
-        ("Default", "main", "FINISHED"): 3, ("Default", "promote", "FINISHED"): 4,
-        ("Default", "rollback", "FINISHED"): 1, ("Default", None, "FINISHED"): 1,
-        ("sentiment-flow-scoring", None, "FINISHED"): 4, ("sentiment-flow-scoring", "score", "FINISHED"): 2,
+        ("Default", "main", "FINISHED"): 3,
+        ("Default", "promote", "FINISHED"): 4,
+        ("Default", "rollback", "FINISHED"): 1,
+        ("Default", None, "FINISHED"): 1,
+        ("sentiment-flow-scoring", None, "FINISHED"): 4,
+        ("sentiment-flow-scoring", "score", "FINISHED"): 2,
         ("sentiment-flow-evaluations", None, "FINISHED"): 2,
     }
     versions = client.search_model_versions("name = 'sentiment-english'")

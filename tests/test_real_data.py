@@ -24,7 +24,10 @@ def test_minilm_with_default_settings_reaches_macro_f1_060_and_batch_scoring_rep
     # The registered model, scored through the pyfunc loader, gives the test accuracy training measured.
     test_csv = SHARED_DATA / "english" / "test.csv"
     summary = score_csv(
-        result.model_uri, test_csv, tmp_path / "scored.csv", ScoreConfig(output_prefix="pred_", label_column="label"),
+        result.model_uri,
+        test_csv,
+        tmp_path / "scored.csv",
+        ScoreConfig(output_prefix="pred_", label_column="label"),
         progress=False,
     )
     given = pd.read_csv(test_csv, dtype=str, keep_default_na=False)

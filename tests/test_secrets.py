@@ -17,12 +17,18 @@ SENTINEL = "pw-sentinel-7d41c9"  # the admin's password: it must appear in no ou
 
 def test_split_credentials_takes_user_and_password_out_of_an_http_uri():
     assert split_credentials("http://admin:p%40ss@127.0.0.1:5000/path?x=1") == (
-        "http://127.0.0.1:5000/path?x=1", "admin", "p@ss",  # decoded, as requests sends them
+        "http://127.0.0.1:5000/path?x=1",
+        "admin",
+        "p@ss",  # decoded, as requests sends them
     )
     assert split_credentials("https://admin:pw@mlflow.internal") == ("https://mlflow.internal", "admin", "pw")
     # Nothing to move: no password, or a scheme whose credentials MLflow's basic auth cannot carry.
-    for uri in ("http://127.0.0.1:5000", "http://admin@127.0.0.1:5000", "postgresql://u:pw@db/mlflow",
-                "sqlite:///mlflow.db"):
+    for uri in (
+        "http://127.0.0.1:5000",
+        "http://admin@127.0.0.1:5000",
+        "postgresql://u:pw@db/mlflow",
+        "sqlite:///mlflow.db",
+    ):
         assert split_credentials(uri) == (uri, None, None)
 
 
@@ -38,8 +44,12 @@ def environment_seen_by_a_command(monkeypatch, uri: str, **env: str):
     @cli.command("show-environment")
     @user_errors  # as every command
     def show_environment():
-        seen.update({key: os.environ.get(key) for key in
-                     ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")})
+        seen.update(
+            {
+                key: os.environ.get(key)
+                for key in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+            }
+        )
 
     try:
         result = CliRunner().invoke(cli, ["show-environment"])
@@ -51,14 +61,19 @@ def environment_seen_by_a_command(monkeypatch, uri: str, **env: str):
 def test_a_command_sees_the_tracking_uri_without_its_password_and_the_credentials_in_mlflows_variables(monkeypatch):
     result, seen = environment_seen_by_a_command(monkeypatch, f"http://admin:{SENTINEL}@127.0.0.1:5000")
     assert result.exit_code == 0, result.output
-    assert seen == {"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000", "MLFLOW_TRACKING_USERNAME": "admin",
-                    "MLFLOW_TRACKING_PASSWORD": SENTINEL}
+    assert seen == {
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000",
+        "MLFLOW_TRACKING_USERNAME": "admin",
+        "MLFLOW_TRACKING_PASSWORD": SENTINEL,
+    }
 
 
 def test_credentials_in_the_uri_equal_to_mlflows_variables_are_accepted(monkeypatch):
     result, seen = environment_seen_by_a_command(
-        monkeypatch, f"http://admin:{SENTINEL}@127.0.0.1:5000",
-        MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD=SENTINEL,
+        monkeypatch,
+        f"http://admin:{SENTINEL}@127.0.0.1:5000",
+        MLFLOW_TRACKING_USERNAME="admin",
+        MLFLOW_TRACKING_PASSWORD=SENTINEL,
     )
     assert result.exit_code == 0, result.output
     assert seen["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000"
@@ -66,8 +81,10 @@ def test_credentials_in_the_uri_equal_to_mlflows_variables_are_accepted(monkeypa
 
 def test_credentials_in_the_uri_other_than_mlflows_variables_are_refused_in_one_line(monkeypatch):
     result, seen = environment_seen_by_a_command(
-        monkeypatch, f"http://admin:{SENTINEL}@127.0.0.1:5000",
-        MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD="another-password",
+        monkeypatch,
+        f"http://admin:{SENTINEL}@127.0.0.1:5000",
+        MLFLOW_TRACKING_USERNAME="admin",
+        MLFLOW_TRACKING_PASSWORD="another-password",
     )
     assert result.exit_code == 2 and seen == {}
     assert result.output == (
@@ -102,14 +119,33 @@ def auth_server(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_FLASK_SERVER_SECRET_KEY", "csrf-key-of-this-test")
     port = free_port()
     command = [
-        sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth", "--host", "127.0.0.1",
-        "--port", str(port), "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-        "--serve-artifacts", "--artifacts-destination", str(tmp_path / "server-artifacts"),
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--app-name",
+        "basic-auth",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path}/server.db",
+        "--serve-artifacts",
+        "--artifacts-destination",
+        str(tmp_path / "server-artifacts"),
     ]
     with http_service(command, f"http://127.0.0.1:{port}", "/health", tmp_path / "server.log") as url:
         # The commands below get the password only inside the URI.
-        for key in ("MLFLOW_AUTH_CONFIG_PATH", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY",
-                    "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        for key in (
+            "MLFLOW_AUTH_CONFIG_PATH",
+            "MLFLOW_AUTH_ADMIN_PASSWORD",
+            "MLFLOW_FLASK_SERVER_SECRET_KEY",
+            "MLFLOW_TRACKING_USERNAME",
+            "MLFLOW_TRACKING_PASSWORD",
+        ):
             monkeypatch.delenv(key, raising=False)
         yield url
 
@@ -122,17 +158,42 @@ def test_train_score_and_promote_print_no_password_from_a_uri_with_credentials(
     inputs = tmp_path / "in.csv"
     inputs.write_text("text\nthe food was great\nthe day was awful\n")
     steps = {
-        "train": ["-v", "train", "--model", str(tiny_model_dir), "--data", str(tiny_data_dir), "--epochs", "1",
-                  "--learning-rate", "5e-3", "--max-length", "32"],
-        "promote": ["-v", "promote", "sentiment-english", "--version", "1", "--alias", "champion",
-                    "--min-f1-macro", "0"],
+        "train": [
+            "-v",
+            "train",
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            str(tiny_data_dir),
+            "--epochs",
+            "1",
+            "--learning-rate",
+            "5e-3",
+            "--max-length",
+            "32",
+        ],
+        "promote": [
+            "-v",
+            "promote",
+            "sentiment-english",
+            "--version",
+            "1",
+            "--alias",
+            "champion",
+            "--min-f1-macro",
+            "0",
+        ],
         "score": ["-v", "score", "models:/sentiment-english@champion", str(inputs), str(tmp_path / "out.csv")],
     }
     links = {}
     for name, args in steps.items():
         proc = subprocess.run(
-            [sys.executable, "-m", "sentiment_flow", *args], cwd=tmp_path, capture_output=True, text=True,
-            timeout=300, env=subprocess_env(MLFLOW_TRACKING_URI=uri, WANDB_MODE="offline"),
+            [sys.executable, "-m", "sentiment_flow", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=subprocess_env(MLFLOW_TRACKING_URI=uri, WANDB_MODE="offline"),
         )
         output = proc.stdout + proc.stderr
         assert proc.returncode == 0, output[-3000:]  # the server refuses a request without the admin's password

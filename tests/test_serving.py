@@ -21,9 +21,8 @@ import pandas as pd
 import pytest
 
 from sentiment_flow import scoring
-from sentiment_flow.config import LABELS
+from sentiment_flow.config import INPUT_COLUMN, LABELS
 from sentiment_flow.int8 import optimize
-from sentiment_flow.config import INPUT_COLUMN
 from sentiment_flow.training import train
 
 from conftest import free_port, http_service, isolate, synthetic_split
@@ -55,7 +54,17 @@ def servers(tiny_model_dir, tiny_data_dir, tmp_path_factory) -> dict[str, Served
         for model, uri in uris.items():
             port = free_port()
             command = [
-                "mlflow", "models", "serve", "-m", uri, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port),
+                "mlflow",
+                "models",
+                "serve",
+                "-m",
+                uri,
+                "--env-manager",
+                "local",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
             ]
             # http_service stops the server (and its uvicorn workers) on teardown, whatever the tests did.
             url = stack.enter_context(http_service(command, f"http://127.0.0.1:{port}", "/ping", root / f"{model}.log"))
@@ -163,55 +172,111 @@ CONTRACT = [
     ("unknown-key", b'{"texts": ["great"]}', JSON, both(Answer(400, ONE_FORMAT))),
     ("two-shapes", b'{"inputs": ["a"], "dataframe_records": [{"text": "a"}]}', JSON, both(Answer(400, ONE_FORMAT))),
     ("records-wrong-column", b'{"dataframe_records": [{"review": "great"}]}', JSON, both(Answer(400, MISSING_TEXT))),
-    ("split-wrong-column", b'{"dataframe_split": {"columns": ["review"], "data": [["great"]]}}', JSON,
-     both(Answer(400, MISSING_TEXT))),
+    (
+        "split-wrong-column",
+        b'{"dataframe_split": {"columns": ["review"], "data": [["great"]]}}',
+        JSON,
+        both(Answer(400, MISSING_TEXT)),
+    ),
     ("split-no-columns", b'{"dataframe_split": {"data": [["great"]]}}', JSON, both(Answer(400, MISSING_TEXT))),
-    ("split-duplicate-column", b'{"dataframe_split": {"columns": ["text", "text"], "data": [["a", "b"]]}}', JSON,
-     both(Answer(400, "not compatible with model signature"))),
+    (
+        "split-duplicate-column",
+        b'{"dataframe_split": {"columns": ["text", "text"], "data": [["a", "b"]]}}',
+        JSON,
+        both(Answer(400, "not compatible with model signature")),
+    ),
     ("records-empty", b'{"dataframe_records": []}', JSON, both(Answer(400, MISSING_TEXT))),
     ("records-empty-row", b'{"dataframe_records": [{}]}', JSON, both(Answer(400, MISSING_TEXT))),
     ("records-number", b'{"dataframe_records": [{"text": 5}]}', JSON, both(Answer(400, NOT_STRINGS))),
     ("records-null", b'{"dataframe_records": [{"text": null}]}', JSON, both(Answer(400, NOT_STRINGS))),
     ("records-object", b'{"dataframe_records": [{"text": {"a": 1}}]}', JSON, both(Answer(400, NOT_STRINGS))),
-    ("split-null", b'{"dataframe_split": {"columns": ["text"], "data": [[null]]}}', JSON, both(Answer(400, NOT_STRINGS))),
+    (
+        "split-null",
+        b'{"dataframe_split": {"columns": ["text"], "data": [[null]]}}',
+        JSON,
+        both(Answer(400, NOT_STRINGS)),
+    ),
     ("inputs-null", b'{"inputs": null}', JSON, both(Answer(400, MISSING_TEXT))),
     ("inputs-number", b'{"inputs": 5}', JSON, both(Answer(400, MISSING_TEXT))),
     ("inputs-bare-string", b'{"inputs": "great"}', JSON, both(Answer(400, MISSING_TEXT))),
     ("inputs-nested-object", b'{"inputs": {"a": {"b": 1}}}', JSON, both(Answer(400, "Failed to enforce schema"))),
     ("csv-wrong-column", b"review\ngreat\n", "text/csv", both(Answer(400, MISSING_TEXT))),
     ("text-plain", b"great", "text/plain", both(Answer(415, "only supports the following content types"))),
-    ("latin-1", b'{"inputs": ["great"]}', "application/json; charset=latin-1", both(Answer(415, "only supports UTF-8"))),
+    (
+        "latin-1",
+        b'{"inputs": ["great"]}',
+        "application/json; charset=latin-1",
+        both(Answer(415, "only supports UTF-8")),
+    ),
     # The int8 variant refuses these itself. The fp32 model is MLflow's transformers flavor, which nothing in the
     # logged model can make refuse them: its pipeline fails on no rows (the server then answers with a
     # stack_trace), and it takes a list of strings in one cell as that many texts.
-    ("inputs-empty", b'{"inputs": []}', JSON, {
-        "fp32": Answer(400, UNEXPECTED, stack_trace=True, note="with-stack-trace"), "int8": Answer(400, NO_ROWS)}),
-    ("split-empty", b'{"dataframe_split": {"columns": ["text"], "data": []}}', JSON, {
-        "fp32": Answer(400, UNEXPECTED, stack_trace=True, note="with-stack-trace"), "int8": Answer(400, NO_ROWS)}),
-    ("inputs-empty-list", b'{"inputs": [[]]}', JSON, {
-        "fp32": Answer(400, UNEXPECTED, stack_trace=True, note="with-stack-trace"), "int8": Answer(400, NOT_STRINGS)}),
-    ("records-list-value", b'{"dataframe_records": [{"text": ["great", "awful"]}]}', JSON, {
-        "fp32": Answer(200, labels_of=("great", "awful"), note="two-predictions-for-one-row"),
-        "int8": Answer(400, NOT_STRINGS)}),
-    ("inputs-list-value", b'{"inputs": [["great", "awful"]]}', JSON, {
-        "fp32": Answer(200, labels_of=("great", "awful"), note="two-predictions-for-one-row"),
-        "int8": Answer(400, NOT_STRINGS)}),
+    (
+        "inputs-empty",
+        b'{"inputs": []}',
+        JSON,
+        {"fp32": Answer(400, UNEXPECTED, stack_trace=True, note="with-stack-trace"), "int8": Answer(400, NO_ROWS)},
+    ),
+    (
+        "split-empty",
+        b'{"dataframe_split": {"columns": ["text"], "data": []}}',
+        JSON,
+        {"fp32": Answer(400, UNEXPECTED, stack_trace=True, note="with-stack-trace"), "int8": Answer(400, NO_ROWS)},
+    ),
+    (
+        "inputs-empty-list",
+        b'{"inputs": [[]]}',
+        JSON,
+        {"fp32": Answer(400, UNEXPECTED, stack_trace=True, note="with-stack-trace"), "int8": Answer(400, NOT_STRINGS)},
+    ),
+    (
+        "records-list-value",
+        b'{"dataframe_records": [{"text": ["great", "awful"]}]}',
+        JSON,
+        {
+            "fp32": Answer(200, labels_of=("great", "awful"), note="two-predictions-for-one-row"),
+            "int8": Answer(400, NOT_STRINGS),
+        },
+    ),
+    (
+        "inputs-list-value",
+        b'{"inputs": [["great", "awful"]]}',
+        JSON,
+        {
+            "fp32": Answer(200, labels_of=("great", "awful"), note="two-predictions-for-one-row"),
+            "int8": Answer(400, NOT_STRINGS),
+        },
+    ),
     # MLflow's scoring server decides these before either model sees the input.
     ("inputs-numbers", b'{"inputs": [1, 2]}', JSON, both(Answer(200, labels_of=("1", "2"), note="cast-to-strings"))),
     ("inputs-null-value", b'{"inputs": [null]}', JSON, both(Answer(200, labels_of=("None",), note="cast-to-None"))),
-    ("inputs-object-null", b'{"inputs": {"text": null}}', JSON,
-     both(Answer(200, labels_of=("None",), note="cast-to-None"))),
-    ("instances-null", b'{"instances": [{"text": null}]}', JSON, both(Answer(200, labels_of=("None",), note="cast-to-None"))),
-    ("records-extra-column", b'{"dataframe_records": [{"text": "great", "id": "7"}]}', JSON,
-     both(Answer(200, labels_of=("great",), note="column-dropped"))),
+    (
+        "inputs-object-null",
+        b'{"inputs": {"text": null}}',
+        JSON,
+        both(Answer(200, labels_of=("None",), note="cast-to-None")),
+    ),
+    (
+        "instances-null",
+        b'{"instances": [{"text": null}]}',
+        JSON,
+        both(Answer(200, labels_of=("None",), note="cast-to-None")),
+    ),
+    (
+        "records-extra-column",
+        b'{"dataframe_records": [{"text": "great", "id": "7"}]}',
+        JSON,
+        both(Answer(200, labels_of=("great",), note="column-dropped")),
+    ),
 ]
 
 
 @pytest.mark.parametrize(
     ("model", "body", "content_type", "answer"),
     [
-        pytest.param(model, body, content_type, answers[model],
-                     id="-".join(filter(None, (model, case, answers[model].note))))
+        pytest.param(
+            model, body, content_type, answers[model], id="-".join(filter(None, (model, case, answers[model].note)))
+        )
         for case, body, content_type, answers in CONTRACT
         for model in MODELS
     ],

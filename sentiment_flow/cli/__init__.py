@@ -11,6 +11,12 @@ from sentiment_flow.cli.registry import copy_command, promote_command, rollback_
 from sentiment_flow.cli.syntax import in_user_syntax
 
 __all__ = [
-    "cli", "copy_command", "in_user_syntax", "main", "promote_command", "rollback_command", "status_command",
+    "cli",
+    "copy_command",
+    "in_user_syntax",
+    "main",
+    "promote_command",
+    "rollback_command",
+    "status_command",
     "user_errors",
 ]

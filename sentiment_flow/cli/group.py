@@ -108,8 +108,10 @@ def user_errors(func):
             # the project run is left to `mlflow run`, which marks it FAILED.
             # A 403's message names the permission and the resource, read from the refused request.
             error = (
-                UserError(permission_denied(exc)) if exc.error_code == "PERMISSION_DENIED"
-                else UserError(AUTH_ERRORS[exc.error_code]) if exc.error_code in AUTH_ERRORS
+                UserError(permission_denied(exc))
+                if exc.error_code == "PERMISSION_DENIED"
+                else UserError(AUTH_ERRORS[exc.error_code])
+                if exc.error_code in AUTH_ERRORS
                 else store.store_error(exc)
             )
             _fail(error)
@@ -148,7 +150,9 @@ def config_options(config_cls):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
-    "-v", "--verbose", is_flag=True,
+    "-v",
+    "--verbose",
+    is_flag=True,
     help="Debug logging, and every library message; without it those go to ~/.local/state/sentiment-flow/COMMAND.log.",
 )
 @click.version_option(package_name="sentiment-flow")

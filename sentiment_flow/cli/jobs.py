@@ -11,8 +11,15 @@ from rich.table import Table
 
 from sentiment_flow.cli.group import cli, config_options, optional_flag, user_errors
 from sentiment_flow.config import (
-    HEADLINE_METRICS, INT8_FALLBACK_MARGIN, INT8_MAX_F1_DROP, INT8_MIN_AGREEMENT, INT8_SMOOTH_ALPHA,
-    SCORING_EXPERIMENT, SPARK_MASTER, ScoreConfig, TrainConfig,
+    HEADLINE_METRICS,
+    INT8_FALLBACK_MARGIN,
+    INT8_MAX_F1_DROP,
+    INT8_MIN_AGREEMENT,
+    INT8_SMOOTH_ALPHA,
+    SCORING_EXPERIMENT,
+    SPARK_MASTER,
+    ScoreConfig,
+    TrainConfig,
 )
 from sentiment_flow.scoring.engines import ENGINES
 
@@ -42,20 +49,37 @@ def train_command(**options) -> None:
 @optional_flag("--probabilities", help="Also write prob_positive, prob_neutral, prob_negative.")
 @optional_flag("--overwrite", help="Replace OUTPUT if it exists.")
 @click.option(
-    "--engine", type=click.Choice(list(ENGINES)), default="local", show_default=True,
+    "--engine",
+    type=click.Choice(list(ENGINES)),
+    default="local",
+    show_default=True,
     help=" ".join(f"{name}: {engine.description}" for name, engine in ENGINES.items()),
 )
-@click.option("--spark-master", default=SPARK_MASTER, show_default=True,
-              help="Spark master URL for --engine spark (ignored under spark-submit, whose --master decides).")
-@click.option("--experiment-name", default="",
-              help=f"MLflow experiment of the scoring run [default: {SCORING_EXPERIMENT}]. Under `mlflow run`, the "
-              "run is the one it created, in the experiment it chose (mlflow run --experiment-name): empty means that "
-              "one, another name is refused.")
+@click.option(
+    "--spark-master",
+    default=SPARK_MASTER,
+    show_default=True,
+    help="Spark master URL for --engine spark (ignored under spark-submit, whose --master decides).",
+)
+@click.option(
+    "--experiment-name",
+    default="",
+    help=f"MLflow experiment of the scoring run [default: {SCORING_EXPERIMENT}]. Under `mlflow run`, the "
+    "run is the one it created, in the experiment it chose (mlflow run --experiment-name): empty means that "
+    "one, another name is refused.",
+)
 @config_options(ScoreConfig)
 @user_errors
 def score(
-    model_uri: str, input_path: str, output_path: str, probabilities: bool, overwrite: bool, engine: str,
-    spark_master: str, experiment_name: str, **options,
+    model_uri: str,
+    input_path: str,
+    output_path: str,
+    probabilities: bool,
+    overwrite: bool,
+    engine: str,
+    spark_master: str,
+    experiment_name: str,
+    **options,
 ) -> None:
     """Score INPUT (CSV or Parquet, by its name) with MODEL_URI into OUTPUT: every input column and row, plus
     label, score and the model version. The job is recorded as one MLflow run, with drift against training.
@@ -70,7 +94,13 @@ def score(
     engine_options = {name: given[name] for name in chosen.options}
     with runs.scoring_run(experiment_name, f"score-{os.path.basename(input_path.rstrip('/'))}") as run_id:
         summary = chosen.run(
-            model_uri, input_path, output_path, config, probabilities=probabilities, overwrite=overwrite, **engine_options
+            model_uri,
+            input_path,
+            output_path,
+            config,
+            probabilities=probabilities,
+            overwrite=overwrite,
+            **engine_options,
         )
         local = "://" not in input_path
         params = {"engine": engine, "output_path": output_path, **engine_options}
@@ -87,30 +117,61 @@ def score(
     elif options["label_column"]:
         table.add_row("accuracy", f"none of the {options['label_column']!r} values is a known label")
     for name, value in drift.items():  # a PSI, or why there is none (too few rows, no baseline)
-        table.add_row(name.replace("_", " "), escape(value) if isinstance(value, str) else f"{value:.4f} (PSI vs training)")
+        table.add_row(
+            name.replace("_", " "), escape(value) if isinstance(value, str) else f"{value:.4f} (PSI vs training)"
+        )
     table.add_row("MLflow run", run_id)
     Console().print(table)
 
 
 @cli.command()
 @click.argument("model_uri")
-@click.option("--data", default=None, help="Data folder (or Hub id) holding the source's test split; default: "
-              "where its training read it (the version's data_source tag). Its sha256 must match data_hash.")
-@click.option("--max-f1-drop", default=INT8_MAX_F1_DROP, show_default=True, type=click.FloatRange(min=0),
-              help="Largest test macro-F1 drop from the fp32 model that still registers the variant.")
-@click.option("--min-agreement", default=INT8_MIN_AGREEMENT, show_default=True, type=click.FloatRange(0, 1),
-              help="Smallest share of test rows on which the variant's label must equal the fp32 model's.")
-@click.option("--fallback-margin", default=INT8_FALLBACK_MARGIN, show_default=True, type=click.FloatRange(0, 1),
-              help="Rows whose two best int8 probabilities are closer than this are scored again in fp32 (the "
-              "variant carries the fp32 graph for them); 0: int8 alone, a smaller model.")
-@click.option("--smooth-alpha", default=INT8_SMOOTH_ALPHA, show_default=True, type=click.FloatRange(0, 1),
-              help="SmoothQuant's alpha: how much of each Linear's input range moves into its weights before "
-              "quantizing, measured on validation rows; 0: no smoothing.")
+@click.option(
+    "--data",
+    default=None,
+    help="Data folder (or Hub id) holding the source's test split; default: "
+    "where its training read it (the version's data_source tag). Its sha256 must match data_hash.",
+)
+@click.option(
+    "--max-f1-drop",
+    default=INT8_MAX_F1_DROP,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Largest test macro-F1 drop from the fp32 model that still registers the variant.",
+)
+@click.option(
+    "--min-agreement",
+    default=INT8_MIN_AGREEMENT,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Smallest share of test rows on which the variant's label must equal the fp32 model's.",
+)
+@click.option(
+    "--fallback-margin",
+    default=INT8_FALLBACK_MARGIN,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Rows whose two best int8 probabilities are closer than this are scored again in fp32 (the "
+    "variant carries the fp32 graph for them); 0: int8 alone, a smaller model.",
+)
+@click.option(
+    "--smooth-alpha",
+    default=INT8_SMOOTH_ALPHA,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="SmoothQuant's alpha: how much of each Linear's input range moves into its weights before "
+    "quantizing, measured on validation rows; 0: no smoothing.",
+)
 @optional_flag("--again", help="Build and register another variant even if this version already has one.")
 @user_errors
 def optimize(
-    model_uri: str, data: str | None, max_f1_drop: float, min_agreement: float, fallback_margin: float,
-    smooth_alpha: float, again: bool,
+    model_uri: str,
+    data: str | None,
+    max_f1_drop: float,
+    min_agreement: float,
+    fallback_margin: float,
+    smooth_alpha: float,
+    again: bool,
 ) -> None:
     """Build the int8 (ONNX Runtime) variant of MODEL_URI and register it as NAME-int8 if it passes the gate.
 
@@ -125,6 +186,8 @@ def optimize(
     table.add_row("source", result.source_uri)
     table.add_row("test macro-F1", f"{result.metrics['test_f1_macro']:.4f} (fp32 {result.fp32_f1_macro:.4f})")
     table.add_row("labels equal to fp32", f"{result.agreement:.2%} of {result.rows:,} test rows")
-    table.add_row("scored again in fp32", f"{result.fallback_share:.1%} of test rows (margin under {fallback_margin:g})")
+    table.add_row(
+        "scored again in fp32", f"{result.fallback_share:.1%} of test rows (margin under {fallback_margin:g})"
+    )
     table.add_row("MLflow run", result.run_id)
     Console().print(table)

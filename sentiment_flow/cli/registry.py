@@ -15,7 +15,6 @@ from sentiment_flow.cli.group import cli, config_options, optional_flag, user_er
 from sentiment_flow.cli.syntax import in_user_syntax
 from sentiment_flow.config import ALIASES, CHAMPION, KEY_METRICS, PromotionConfig
 
-
 # Registry commands: the logic, and every message, live in sentiment_flow.registry.
 OUTCOME_STYLE = {"pass": "green", "fail": "bold red", "forced": "yellow", "skipped": "dim"}
 
@@ -40,11 +39,17 @@ def status_command(name: str) -> None:
         out.print(f"{alias}: {_history_text(entries)}", highlight=False, markup=False)
     if report.audit:
         shown = report.audit[:AUDIT_SHOWN]
-        older = f", {len(report.audit) - len(shown)} older in its audit.* tags" if len(report.audit) > len(shown) else ""
+        older = (
+            f", {len(report.audit) - len(shown)} older in its audit.* tags" if len(report.audit) > len(shown) else ""
+        )
         out.print(f"Audit trail (newest first{older}):", highlight=False, markup=False)
         for record in shown:
-            out.print(f"  {record.at[:19].replace('T', ' ')}  {record.by}  {record.summary}",
-                      highlight=False, markup=False, soft_wrap=True)
+            out.print(
+                f"  {record.at[:19].replace('T', ' ')}  {record.by}  {record.summary}",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
 
 
 @cli.command("promote")
@@ -52,7 +57,9 @@ def status_command(name: str) -> None:
 @click.option("--version", "version", required=True, help="The model version to promote, e.g. 3.")
 @click.option("--alias", required=True, help=f"The alias to point at it: {', '.join(ALIASES)}.")
 @optional_flag("--dry-run", help="Run the gates and report; change nothing.")
-@click.option("--reason", default="", help="Why; recorded on the version and in the audit trail. Required with --force.")
+@click.option(
+    "--reason", default="", help="Why; recorded on the version and in the audit trail. Required with --force."
+)
 @optional_flag(
     "--force", help="Promote even if gates 2-3 (min_f1_macro, no_regression, per_class_f1, significance) fail."
 )
@@ -68,7 +75,13 @@ def promote_command(
     from sentiment_flow import registry
 
     report = registry.promote(
-        name, version, alias, config=PromotionConfig(**thresholds), dry_run=dry_run, force=force, reason=reason,
+        name,
+        version,
+        alias,
+        config=PromotionConfig(**thresholds),
+        dry_run=dry_run,
+        force=force,
+        reason=reason,
         despite_rollback=despite_rollback,
     )
     out = Console()
@@ -90,7 +103,9 @@ def rollback_command(name: str, alias: str, reason: str) -> None:
 
     result = registry.rollback(name, alias, reason)
     Console().print(
-        in_user_syntax(f"{result.summary}; now {_history_text(result.history)}"), highlight=False, markup=False,
+        in_user_syntax(f"{result.summary}; now {_history_text(result.history)}"),
+        highlight=False,
+        markup=False,
         soft_wrap=True,
     )
     if result.exit_code:
@@ -161,8 +176,15 @@ def _status_table(out: Console, report):
         }
         for row in report.versions
     ]
-    columns = ("version", "aliases", *map(_metric_column, KEY_METRICS), "lang", "base model", "created (UTC)",
-               "promoted (UTC)")
+    columns = (
+        "version",
+        "aliases",
+        *map(_metric_column, KEY_METRICS),
+        "lang",
+        "base model",
+        "created (UTC)",
+        "promoted (UTC)",
+    )
     return _fitted(out, f"{escape(report.name)} (newest first)", columns, rows, folds="base model")
 
 

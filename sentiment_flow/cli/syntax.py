@@ -8,9 +8,9 @@ user can type instead, read from the project's MLproject.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import click
@@ -42,10 +42,30 @@ CLI_OPTION = (
 
 
 # Words that follow an option in library prose (`--reason is too long`, `--auth needs ...`): never its value.
-PROSE = frozenset((
-    "a", "an", "and", "are", "as", "by", "for", "if", "in", "is", "must", "needs", "of", "on", "or", "the", "to",
-    "was", "with", "would",
-))
+PROSE = frozenset(
+    (
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "by",
+        "for",
+        "if",
+        "in",
+        "is",
+        "must",
+        "needs",
+        "of",
+        "on",
+        "or",
+        "the",
+        "to",
+        "was",
+        "with",
+        "would",
+    )
+)
 
 
 # A `sentiment-flow COMMAND ...` line: in backticks up to the closing one, else up to the end of the sentence.
@@ -66,7 +86,7 @@ def _as_parameter(match: re.Match, declared: dict[str, str]) -> str:
         return match[0]
     after = ""
     if value is not None and (value in PROSE or (not takes_value and value not in ("true", "false"))):
-        value, after = None, match[0][len(option) + 2:]  # " needs ..." goes back into the sentence
+        value, after = None, match[0][len(option) + 2 :]  # " needs ..." goes back into the sentence
     # Extra parameters reach the command as `--KEY VALUE`: only declared ones may be spelt with underscores.
     param = declared.get(option, option)
     if value is None and takes_value:
@@ -99,8 +119,11 @@ def _options() -> dict[str, bool]:
     """Every option of every command, by name without its dashes: True if it takes a value, False for a flag."""
     return {
         name[2:]: not isinstance(param.type, click.types.BoolParamType)
-        for command in COMMANDS.values() for param in command.params if isinstance(param, click.Option)
-        for name in param.opts if name.startswith("--")
+        for command in COMMANDS.values()
+        for param in command.params
+        if isinstance(param, click.Option)
+        for name in param.opts
+        if name.startswith("--")
     }
 
 
@@ -111,7 +134,9 @@ def _entry_points() -> dict[str, tuple[str, list[str], dict[str, str]]]:
     import yaml
 
     # `mlflow run` runs an entry point in the project's folder; a checkout also has it beside the package.
-    path = next((p for p in (Path("MLproject"), Path(__file__).resolve().parents[2] / "MLproject") if p.is_file()), None)
+    path = next(
+        (p for p in (Path("MLproject"), Path(__file__).resolve().parents[2] / "MLproject") if p.is_file()), None
+    )
     if path is None:
         return {}
     found = {}
@@ -121,7 +146,10 @@ def _entry_points() -> dict[str, tuple[str, list[str], dict[str, str]]]:
             continue
         words = command["args"].split()
         options = {word[2:]: words[i + 1].strip("{}") for i, word in enumerate(words) if word.startswith("--")}
-        positional = [word.strip("{}") for i, word in enumerate(words)
-                      if word.startswith("{") and (i == 0 or not words[i - 1].startswith("--"))]
+        positional = [
+            word.strip("{}")
+            for i, word in enumerate(words)
+            if word.startswith("{") and (i == 0 or not words[i - 1].startswith("--"))
+        ]
         found[command["command"]] = (entry_point, positional, options)
     return found

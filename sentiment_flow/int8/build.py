@@ -19,12 +19,21 @@ import pandas as pd
 from sentiment_flow import metrics as M
 from sentiment_flow import runs, store
 from sentiment_flow.config import (
-    EPSILON, HEADLINE_METRICS, INT8_CALIBRATION_ROWS, INT8_FALLBACK_MARGIN,
-    INT8_MAX_F1_DROP, INT8_MIN_AGREEMENT, INT8_SMOOTH_ALPHA, INT8_VARIANT, LABELS,
-    MODEL_ARTIFACT, model_name_problem, shortened,
+    HEADLINE_METRICS,
+    INT8_CALIBRATION_ROWS,
+    INT8_FALLBACK_MARGIN,
+    INT8_MAX_F1_DROP,
+    INT8_MIN_AGREEMENT,
+    INT8_SMOOTH_ALPHA,
+    INT8_VARIANT,
+    LABELS,
+    MODEL_ARTIFACT,
+    model_name_problem,
+    shortened,
 )
-from sentiment_flow.errors import Refused, UserError
+from sentiment_flow.errors import UserError
 from sentiment_flow.int8.export import model_kwargs
+from sentiment_flow.int8.gate import Measured, check_gate
 from sentiment_flow.monitoring.drift import SOURCE_RUN_TAG
 from sentiment_flow.store import models_uri
 from sentiment_flow.training import tracking
@@ -53,29 +62,14 @@ class OptimizeResult:
     fallback_share: float  # share of test rows the fp32 graph scored again
 
 
-def gate_misses(
-    fp32_f1: float, int8_f1: float, agreement: float, rows: int, max_f1_drop: float, min_agreement: float
-) -> list[str]:
-    """What the variant missed the gate by, one phrase per rule (empty when it passes)."""
-    misses = []
-    drop = fp32_f1 - int8_f1
-    if drop > max_f1_drop + EPSILON:
-        misses.append(
-            f"macro-F1 {int8_f1:.4f} is {drop:.4f} below fp32's {fp32_f1:.4f}, {drop - max_f1_drop:.4f} more than "
-            f"the {max_f1_drop:g} allowed"
-        )
-    if agreement < min_agreement - EPSILON:
-        misses.append(
-            f"labels agree with fp32 on {agreement:.2%} of {rows} test rows, {min_agreement - agreement:.2%} short "
-            f"of the {min_agreement:.0%} required"
-        )
-    return misses
-
-
 def optimize(
-    model_uri: str, data: str | None = None, max_f1_drop: float = INT8_MAX_F1_DROP,
-    min_agreement: float = INT8_MIN_AGREEMENT, fallback_margin: float = INT8_FALLBACK_MARGIN,
-    smooth_alpha: float = INT8_SMOOTH_ALPHA, again: bool = False,
+    model_uri: str,
+    data: str | None = None,
+    max_f1_drop: float = INT8_MAX_F1_DROP,
+    min_agreement: float = INT8_MIN_AGREEMENT,
+    fallback_margin: float = INT8_FALLBACK_MARGIN,
+    smooth_alpha: float = INT8_SMOOTH_ALPHA,
+    again: bool = False,
 ) -> OptimizeResult:
     """Build, gate and register the int8 variant of `model_uri`; raises Refused when it misses the gate.
 
@@ -93,50 +87,68 @@ def optimize(
     fp32_labels = predict_texts(scorer, test["text"])["label"].map(LABELS.index).to_numpy()
     fp32_f1 = M.classification_metrics(test["label"], fp32_labels)["f1_macro"]
 
-    params = {"source_uri": source_uri, "backend": BACKEND, "max_f1_drop": max_f1_drop, "min_agreement": min_agreement,
-              "fallback_margin": fallback_margin, "smooth_alpha": smooth_alpha, "calibration_rows": len(calibration),
-              "test_rows": len(test)}
+    params = {
+        "source_uri": source_uri,
+        "backend": BACKEND,
+        "max_f1_drop": max_f1_drop,
+        "min_agreement": min_agreement,
+        "fallback_margin": fallback_margin,
+        "smooth_alpha": smooth_alpha,
+        "calibration_rows": len(calibration),
+        "test_rows": len(test),
+    }
     lineage = {"source_model": source.name, "source_version": str(source.version), SOURCE_RUN_TAG: source.run_id or ""}
     tags = {**{k: source.tags[k] for k in INHERITED_TAGS if k in source.tags}, **lineage}
     experiment_id = mlflow.MlflowClient().get_run(source.run_id).info.experiment_id if source.run_id else None
     # A refused variant is logged nowhere but in its run, which ends FAILED; a registered one is deleted again if
     # the run then fails to close.
-    with runs.registration(name) as registered, \
-            runs.run(f"{name}-v{source.version}", experiment_id, params, tags) as run, \
-            tempfile.TemporaryDirectory(prefix="sentiment_flow-int8-") as folder:
+    with (
+        runs.registration(name) as registered,
+        runs.run(f"{name}-v{source.version}", experiment_id, params, tags) as run,
+        tempfile.TemporaryDirectory(prefix="sentiment_flow-int8-") as folder,
+    ):
         # Scored exactly as it will be logged: saved, loaded back, then run on the test split.
-        kwargs = model_kwargs(scorer, Path(folder), mlflow.models.get_model_info(source_uri).signature,
-                               fallback_margin, smooth_alpha, calibration)
+        kwargs = model_kwargs(
+            scorer,
+            Path(folder),
+            mlflow.models.get_model_info(source_uri).signature,
+            fallback_margin,
+            smooth_alpha,
+            calibration,
+        )
         mlflow.pyfunc.save_model(Path(folder, "saved"), **kwargs)
         variant = mlflow.pyfunc.load_model(str(Path(folder, "saved"))).unwrap_python_model()
         measured = _measure(variant, test, test_source, fp32_labels, fp32_f1)
-        _gate(source_uri, measured, len(test), max_f1_drop, min_agreement)
+        check_gate(source_uri, measured, len(test), max_f1_drop, min_agreement)
         info = mlflow.pyfunc.log_model(name=MODEL_ARTIFACT, **kwargs)
         runs.share_model_files(info)
         # Registered last, with the tags training writes (mlflow_run_id last) and its lineage.
-        version_tags = {**tags, "quantization": BACKEND, "git_commit": runs.git_commit(),
-                        **{k: f"{measured.metrics[k]:.4f}" for k in HEADLINE_METRICS}, "mlflow_run_id": run.info.run_id}
+        version_tags = {
+            **tags,
+            "quantization": BACKEND,
+            "git_commit": runs.git_commit(),
+            **{k: f"{measured.metrics[k]:.4f}" for k in HEADLINE_METRICS},
+            "mlflow_run_id": run.info.run_id,
+        }
         registered.register(
-            info.model_uri, version_tags, _description(source, measured, len(test), len(calibration), smooth_alpha,
-                                                       fallback_margin),
+            info.model_uri,
+            version_tags,
+            _description(source, measured, len(test), len(calibration), smooth_alpha, fallback_margin),
             f"int8 variants of {source.name}, one version per `sentiment-flow optimize`; each version's "
             f"source_model/source_version/source_run_id tags name its fp32 source.",
         )
     return OptimizeResult(
-        source_uri=source_uri, model_uri=registered.model_uri, name=name, version=str(registered.version),
-        run_id=run.info.run_id, rows=len(test), fp32_f1_macro=fp32_f1, metrics=measured.metrics,
-        agreement=measured.agreement, fallback_share=measured.fallback_share,
+        source_uri=source_uri,
+        model_uri=registered.model_uri,
+        name=name,
+        version=str(registered.version),
+        run_id=run.info.run_id,
+        rows=len(test),
+        fp32_f1_macro=fp32_f1,
+        metrics=measured.metrics,
+        agreement=measured.agreement,
+        fallback_share=measured.fallback_share,
     )
-
-
-@dataclass(frozen=True)
-class Measured:
-    """The variant against its fp32 source on the test split."""
-
-    fp32_f1: float
-    metrics: dict[str, float]  # the variant's test_* metrics
-    agreement: float  # share of test rows whose label equals fp32's
-    fallback_share: float  # share of test rows the fp32 graph scored again
 
 
 def _source(model_uri: str, again: bool):
@@ -150,8 +162,10 @@ def _source(model_uri: str, again: bool):
     source = store.resolve_version(model_uri)
     name = source.name + INT8_SUFFIX
     if problem := model_name_problem(name):
-        raise UserError(f"The int8 variant's name {shortened(name)!r} is not a valid MLflow model name: {problem}; "
-                        f"copy {source.name!r} to a shorter name and optimize the copy.")
+        raise UserError(
+            f"The int8 variant's name {shortened(name)!r} is not a valid MLflow model name: {problem}; "
+            f"copy {source.name!r} to a shorter name and optimize the copy."
+        )
     built = existing_variants(name, source)
     source_uri = models_uri(source.name, source.version)
     if built and not again:
@@ -160,8 +174,12 @@ def _source(model_uri: str, again: bool):
             "pass --again to build and register another version of it."
         )
     if built:
-        log.warning("%s already has int8 variants (versions %s of %s); --again registers another", source_uri,
-                    ", ".join(built), name)
+        log.warning(
+            "%s already has int8 variants (versions %s of %s); --again registers another",
+            source_uri,
+            ", ".join(built),
+            name,
+        )
     return source, name
 
 
@@ -173,29 +191,26 @@ def _measure(variant, test: pd.DataFrame, test_source: str, fp32_labels: np.ndar
     int8_labels = np.array([LABELS.index(variant.labels[i]) for i in probs.argmax(axis=1)])
     tracking.log_datasets({"test": test}, {"test": test_source})
     metrics = tracking.log_test_evaluation(test["label"], int8_labels, test_source)
-    measured = Measured(fp32_f1, metrics, agreement=float((int8_labels == fp32_labels).mean()),
-                        fallback_share=len(unsure) / max(len(test), 1))
-    mlflow.log_metrics({"fp32_test_f1_macro": fp32_f1, "f1_macro_drop": fp32_f1 - metrics["test_f1_macro"],
-                        "label_agreement": measured.agreement, "fallback_share": measured.fallback_share})
+    measured = Measured(
+        fp32_f1,
+        metrics,
+        agreement=float((int8_labels == fp32_labels).mean()),
+        fallback_share=len(unsure) / max(len(test), 1),
+    )
+    mlflow.log_metrics(
+        {
+            "fp32_test_f1_macro": fp32_f1,
+            "f1_macro_drop": fp32_f1 - metrics["test_f1_macro"],
+            "label_agreement": measured.agreement,
+            "fallback_share": measured.fallback_share,
+        }
+    )
     return measured
 
 
-def _gate(source_uri: str, measured: Measured, rows: int, max_f1_drop: float, min_agreement: float) -> None:
-    """Tag the run with the gate's outcome; raise Refused (exit 1) when the variant missed it."""
-    misses = gate_misses(measured.fp32_f1, measured.metrics["test_f1_macro"], measured.agreement, rows, max_f1_drop,
-                         min_agreement)
-    if misses:
-        mlflow.set_tag("int8_gate", "refused: " + "; ".join(misses))
-        raise Refused(
-            f"The int8 variant of {source_uri} was not registered: {'; '.join(misses)}. Keep serving the fp32 "
-            "model, score more rows in fp32 with a larger --fallback-margin, or loosen the gate deliberately with "
-            "--max-f1-drop / --min-agreement."
-        )
-    mlflow.set_tag("int8_gate", "passed")
-
-
-def _description(source, measured: Measured, rows: int, calibration_rows: int, smooth_alpha: float,
-                 fallback_margin: float) -> str:
+def _description(
+    source, measured: Measured, rows: int, calibration_rows: int, smooth_alpha: float, fallback_margin: float
+) -> str:
     smoothing = f", activations smoothed with alpha {smooth_alpha:g}" if smooth_alpha else ""
     return (
         f"int8 variant ({BACKEND}, activation scales from {calibration_rows} validation rows{smoothing}) of "
@@ -243,5 +258,3 @@ def _splits(source, data: str | None) -> tuple[pd.DataFrame, str, list[str]]:
     calibration = split.splits["valid"] if len(split.splits["valid"]) else split.splits["train"]
     texts = calibration["text"].fillna("").astype(str).tolist()[:INT8_CALIBRATION_ROWS]
     return split.splits["test"].reset_index(drop=True), split.split_sources["test"], texts
-
-

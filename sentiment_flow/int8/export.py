@@ -10,7 +10,13 @@ import pandas as pd
 import torch
 
 from sentiment_flow import runs
-from sentiment_flow.config import CANARY_TEXTS, INPUT_COLUMN, INT8_REQUEST_BATCH_SIZE, INT8_VARIANT, VARIANT_METADATA_KEY
+from sentiment_flow.config import (
+    CANARY_TEXTS,
+    INPUT_COLUMN,
+    INT8_REQUEST_BATCH_SIZE,
+    INT8_VARIANT,
+    VARIANT_METADATA_KEY,
+)
 from sentiment_flow.int8 import model as int8_model
 from sentiment_flow.int8.model import FP32_ARTIFACT, ONNX_ARTIFACT, TOKENIZER_ARTIFACT
 from sentiment_flow.int8.smoothing import smooth
@@ -33,7 +39,11 @@ def quantize(fp32_path: Path, int8_path: Path, tokenizer, texts: list[str], max_
     """
     import onnx
     from onnxruntime.quantization import (
-        CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static,
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
     )
 
     names = [i.name for i in onnx.load(str(fp32_path), load_external_data=False).graph.input]
@@ -54,8 +64,14 @@ def quantize(fp32_path: Path, int8_path: Path, tokenizer, texts: list[str], max_
     # instead of QLinearMatMul rounding its output to int8 again and a DequantizeLinear after it. Gemm (the
     # classifier head, one vector per text) is quantized as dynamic int8 quantized it: an int8 flaw there shows.
     quantize_static(
-        fp32_path, int8_path, Texts(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul", "Gemm"],
-        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        fp32_path,
+        int8_path,
+        Texts(),
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=["MatMul", "Gemm"],
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
         calibrate_method=CalibrationMethod.MinMax,
         extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"]},
     )
@@ -86,8 +102,13 @@ def export_onnx(model, tokenizer, path: Path, attention: str = "eager") -> None:
     # 857 rows/s with it against 941 (benchmarks/results/int8.md); each agreed with fp32 on 97.5 % of test rows.
     model.set_attn_implementation(attention)
     torch.onnx.export(
-        Logits(model), tuple(example[name] for name in names), str(path), input_names=names,
-        output_names=["logits"], dynamic_axes={**axes, "logits": {0: "batch"}}, opset_version=ONNX_OPSET,
+        Logits(model),
+        tuple(example[name] for name in names),
+        str(path),
+        input_names=names,
+        output_names=["logits"],
+        dynamic_axes={**axes, "logits": {0: "batch"}},
+        opset_version=ONNX_OPSET,
         dynamo=False,  # the dynamo exporter needs onnxscript, which this project does not install
     )
 

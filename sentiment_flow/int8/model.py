@@ -106,7 +106,9 @@ class Int8Model(PythonModel):
         order = np.argsort([len(e.ids) for e in encodings], kind="stable")
         batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
         probs = np.empty((len(encodings), len(self.labels)), dtype=np.float32)
-        for rows, logits in zip(batches, self.threads.map(lambda rows: self._logits(session, encodings, rows), batches)):
+        for rows, logits in zip(
+            batches, self.threads.map(lambda rows: self._logits(session, encodings, rows), batches)
+        ):
             exp = np.exp(logits - logits.max(axis=1, keepdims=True))
             probs[rows] = exp / exp.sum(axis=1, keepdims=True)
         return probs

@@ -106,12 +106,20 @@ def check(label_counts: dict[str, int], token_length_counts, model_run_id: str |
     names = [str(edge) for edge in LENGTH_EDGES[:-1]] + [f"{LENGTH_EDGES[-1]}+"]
     # Metric name -> (bin names, baseline counts, this job's counts, plot file, plot title).
     checks: dict[str, tuple] = {
-        "drift_label_psi": (reference["labels"], reference["test_label_counts"],
-                            [label_counts[label] for label in reference["labels"]],
-                            "label_drift.png", "Predicted labels vs training test split"),
-        "drift_token_length_psi": (names, length_bins(reference["token_length_counts"]),
-                                   length_bins(token_length_counts),
-                                   "token_length_drift.png", "Tokens per text vs training test split"),
+        "drift_label_psi": (
+            reference["labels"],
+            reference["test_label_counts"],
+            [label_counts[label] for label in reference["labels"]],
+            "label_drift.png",
+            "Predicted labels vs training test split",
+        ),
+        "drift_token_length_psi": (
+            names,
+            length_bins(reference["token_length_counts"]),
+            length_bins(token_length_counts),
+            "token_length_drift.png",
+            "Tokens per text vs training test split",
+        ),
     }
     drift: dict[str, float | str] = {}
     for metric, (bins, expected, actual, filename, title) in checks.items():

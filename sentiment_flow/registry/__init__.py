@@ -55,12 +55,25 @@ raises before the alias has moved, the version's tags are put back as they were.
 from sentiment_flow.errors import Refused
 from sentiment_flow.registry.audit import AuditRecord, HistoryEntry
 from sentiment_flow.registry.commands import copy, promote, status
+from sentiment_flow.registry.reports import CopyResult, ModelStatus, PromotionReport, RollbackResult, VersionStatus
 from sentiment_flow.registry.rollbacks import rollback
 from sentiment_flow.registry.rows import Gate
-from sentiment_flow.registry.reports import CopyResult, ModelStatus, PromotionReport, RollbackResult, VersionStatus
 from sentiment_flow.store import models_uri, resolve_version
 
 __all__ = [
-    "AuditRecord", "CopyResult", "Gate", "HistoryEntry", "ModelStatus", "PromotionReport", "Refused", "RollbackResult",
-    "VersionStatus", "copy", "models_uri", "promote", "resolve_version", "rollback", "status",
+    "AuditRecord",
+    "CopyResult",
+    "Gate",
+    "HistoryEntry",
+    "ModelStatus",
+    "PromotionReport",
+    "Refused",
+    "RollbackResult",
+    "VersionStatus",
+    "copy",
+    "models_uri",
+    "promote",
+    "resolve_version",
+    "rollback",
+    "status",
 ]

@@ -55,12 +55,16 @@ class AuditRecord:
     def summary(self) -> str:
         """One line for `status`: what happened, by whom, why."""
         what = f"{self.event} {self.alias} v{self.from_version or '-'} -> v{self.to_version or '-'}"
-        extra = [text for text in (
-            "forced" if self.forced else "",
-            f"despite the rollback of {self.despite_rollback}" if self.despite_rollback else "",
-            f"reason: {self.reason}" if self.reason else "",
-            self.note,
-        ) if text]
+        extra = [
+            text
+            for text in (
+                "forced" if self.forced else "",
+                f"despite the rollback of {self.despite_rollback}" if self.despite_rollback else "",
+                f"reason: {self.reason}" if self.reason else "",
+                self.note,
+            )
+            if text
+        ]
         return f"{what}: {self.outcome}" + "".join(f"; {text}" for text in extra)
 
 
@@ -81,8 +85,14 @@ def new_record(
     """A record stamped now, by this user."""
     at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return AuditRecord(
-        at=at, event=event, outcome=outcome, alias=alias, from_version=from_version or "",
-        to_version=to_version or "", by=user(), **rest,
+        at=at,
+        event=event,
+        outcome=outcome,
+        alias=alias,
+        from_version=from_version or "",
+        to_version=to_version or "",
+        by=user(),
+        **rest,
     )
 
 

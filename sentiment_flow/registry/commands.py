@@ -17,8 +17,17 @@ from sentiment_flow.registry import audit, pending
 from sentiment_flow.registry.gates import run_gates
 from sentiment_flow.registry.reports import CopyResult, ModelStatus, PromotionReport, VersionStatus
 from sentiment_flow.store import (
-    DENIED, alias_version, all_versions, check_alias, evidence, get_version, models_uri, registered_model,
-    resolve_version, user, utc,
+    DENIED,
+    alias_version,
+    all_versions,
+    check_alias,
+    evidence,
+    get_version,
+    models_uri,
+    registered_model,
+    resolve_version,
+    user,
+    utc,
 )
 
 
@@ -78,8 +87,14 @@ def promote(
     version = str(candidate.version)  # the store returns an int
     previous = alias_version(model, alias)
     report = PromotionReport(
-        name=name, version=version, alias=alias, previous=previous, champion=None, gates=(),
-        dry_run=dry_run, forced=force,
+        name=name,
+        version=version,
+        alias=alias,
+        previous=previous,
+        champion=None,
+        gates=(),
+        dry_run=dry_run,
+        forced=force,
     )
     if previous == version:
         return replace(report, already_held=True)
@@ -120,15 +135,30 @@ def _record(
     """Append the promotion's outcome to the audit trail."""
     gates = " ".join(f"{g.gate}={g.outcome}" for g in report.gates)
     record = audit.new_record(
-        audit.PROMOTE, outcome, report.alias, report.previous, report.version, reason=reason, forced=report.forced,
-        despite_rollback=acknowledged, gates=gates, note=note,
+        audit.PROMOTE,
+        outcome,
+        report.alias,
+        report.previous,
+        report.version,
+        reason=reason,
+        forced=report.forced,
+        despite_rollback=acknowledged,
+        gates=gates,
+        note=note,
     )
     audit.append(client, report.name, record)
 
 
 def _gate_and_point(
-    client: MlflowClient, report: PromotionReport, candidate: ModelVersion, model: RegisteredModel,
-    config: PromotionConfig, force: bool, reason: str, own: str | None, acknowledged: str,
+    client: MlflowClient,
+    report: PromotionReport,
+    candidate: ModelVersion,
+    model: RegisteredModel,
+    config: PromotionConfig,
+    force: bool,
+    reason: str,
+    own: str | None,
+    acknowledged: str,
 ) -> PromotionReport:
     name, version, alias = report.name, report.version, report.alias
     # 1-4: read only; nothing is written unless every gate passes (but a refusal, which is recorded).

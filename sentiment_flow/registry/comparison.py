@@ -19,8 +19,13 @@ SAME_DATA_GATES = ("min_f1_macro", "no_regression", "per_class_f1", "significanc
 
 
 def same_data_gates(
-    client: MlflowClient, candidate: ModelVersion, champion: ModelVersion | None, no_champion: str,
-    data: EvalSet, config: PromotionConfig, force: bool,
+    client: MlflowClient,
+    candidate: ModelVersion,
+    champion: ModelVersion | None,
+    no_champion: str,
+    data: EvalSet,
+    config: PromotionConfig,
+    force: bool,
 ) -> list[Gate]:
     """The rows of SAME_DATA_GATES; `no_champion` says why there is none to compare with when `champion` is None."""
     try:
@@ -49,8 +54,12 @@ def same_data_gates(
     below = [c for c in LABELS if not _passes(f"f1_{c}", theirs.metrics[f"f1_{c}"] - config.per_class_tolerance, mine)]
     rows.append(
         Gate(
-            "per_class_f1", _per_class(mine), _per_class(theirs), f">= {label}'s - {config.per_class_tolerance:g} each",
-            outcome(not below, force, True), f"below the {label}'s: {', '.join(below)}" if below else "",
+            "per_class_f1",
+            _per_class(mine),
+            _per_class(theirs),
+            f">= {label}'s - {config.per_class_tolerance:g} each",
+            outcome(not below, force, True),
+            f"below the {label}'s: {', '.join(below)}" if below else "",
         )
     )
     return rows + [_significance(data, mine, theirs, config, force)]
@@ -63,8 +72,11 @@ def _significance(data: EvalSet, mine: Evaluation, theirs: Evaluation, config: P
     gain = mine.metrics["f1_macro"] - theirs.metrics["f1_macro"]
     required = config.require_significant
     return Gate(
-        "significance", f"{gain:+.4f}", f"95% CI [{low:+.4f}, {high:+.4f}]",
-        "CI above 0" if required else "reported (--require-significant)", outcome(low > 0 or not required, force, True),
+        "significance",
+        f"{gain:+.4f}",
+        f"95% CI [{low:+.4f}, {high:+.4f}]",
+        "CI above 0" if required else "reported (--require-significant)",
+        outcome(low > 0 or not required, force, True),
         f"macro-F1 gain over the champion; {config.bootstrap_resamples} paired bootstrap resamples, "
         f"seed {config.bootstrap_seed}",
     )
@@ -74,7 +86,11 @@ def unmeasured_gates(config: PromotionConfig, why: str) -> list[Gate]:
     """per_class_f1 and significance where no same-data evaluation ran: they need one."""
     note = f"not measured: {why}"
     significant = Gate(
-        "significance", "-", "-", "CI above 0", outcome(False, False, False),
+        "significance",
+        "-",
+        "-",
+        "CI above 0",
+        outcome(False, False, False),
         f"{note}; --require-significant needs a same-data evaluation: pass --eval-data PATH",
     )
     return [

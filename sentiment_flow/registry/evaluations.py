@@ -61,7 +61,8 @@ def eval_set(client: MlflowClient, champion: ModelVersion | None, path: str) -> 
     label = f"champion v{champion.version}"
     run = source_run(client, champion)
     logged = [
-        i.dataset for i in (run.inputs.dataset_inputs if run else [])
+        i.dataset
+        for i in (run.inputs.dataset_inputs if run else [])
         if any(t.key == "mlflow.data.context" and t.value == evaluation.CONTEXTS["test"] for t in i.tags)
     ]
     if not logged:
@@ -102,11 +103,15 @@ def _evaluate(client: MlflowClient, experiment_id: str, mv: ModelVersion, data: 
     predicted: list[np.ndarray] = []
 
     def predict(frame: pd.DataFrame) -> np.ndarray:
-        predicted.append(evaluation.label_ids(predict_texts(scorer, frame[INPUT_COLUMN], ScoreConfig.batch_size)["label"]))
+        predicted.append(
+            evaluation.label_ids(predict_texts(scorer, frame[INPUT_COLUMN], ScoreConfig.batch_size)["label"])
+        )
         return predicted[-1]
 
     # An explicit run id: under `mlflow run`, MLFLOW_RUN_ID names the project's run, which must not be resumed.
-    run = client.create_run(experiment_id, tags={**tags, "evaluation.model_uri": uri}, run_name=f"{mv.name}-v{mv.version}")
+    run = client.create_run(
+        experiment_id, tags={**tags, "evaluation.model_uri": uri}, run_name=f"{mv.name}-v{mv.version}"
+    )
     with runs.run(run_id=run.info.run_id):
         metrics = evaluation.evaluate(data.dataset, predict)
         mlflow.log_metrics(metrics)

@@ -33,10 +33,14 @@ def run_gates(
     missing = [key for key in KEY_METRICS if key not in mine.metrics]
     rows.append(
         Gate(
-            "test_metrics", _format_metrics(mine.metrics), _format_metrics(theirs.metrics) if theirs else "-",
-            ", ".join(KEY_METRICS), FAIL if missing else PASS,
+            "test_metrics",
+            _format_metrics(mine.metrics),
+            _format_metrics(theirs.metrics) if theirs else "-",
+            ", ".join(KEY_METRICS),
+            FAIL if missing else PASS,
             f"{', '.join(missing)} in neither {mine.searched}; log it on the run or tag the version"
-            if missing else f"from {mine.source}",
+            if missing
+            else f"from {mine.source}",
         )
     )
     # 2-3. Good enough in absolute terms and not worse than what serves now: on one frozen evaluation set
@@ -53,7 +57,10 @@ def run_gates(
         f1 = mine.metrics.get("test_f1_macro")
         rows.append(
             Gate(
-                "min_f1_macro", number(f1), "-", f">= {config.min_f1_macro:.4f}",
+                "min_f1_macro",
+                number(f1),
+                "-",
+                f">= {config.min_f1_macro:.4f}",
                 outcome(f1 is not None and f1 >= config.min_f1_macro - EPSILON, force, f1 is not None),
             )
         )
@@ -68,8 +75,13 @@ def run_gates(
 
 
 def _regression_gate(
-    candidate: ModelVersion, mine: Evidence, champion: ModelVersion | None, theirs: Evidence | None,
-    tolerance: float, force: bool, why: str,
+    candidate: ModelVersion,
+    mine: Evidence,
+    champion: ModelVersion | None,
+    theirs: Evidence | None,
+    tolerance: float,
+    force: bool,
+    why: str,
 ) -> Gate:
     """no_regression on the test metrics each training recorded: the fallback where no same-data set exists."""
     f1 = mine.metrics.get("test_f1_macro")
@@ -81,11 +93,17 @@ def _regression_gate(
     best = theirs.metrics.get("test_f1_macro")
     if best is None:
         return Gate(
-            "no_regression", number(f1), f"{label}: missing", "-", outcome(False, force, True),
+            "no_regression",
+            number(f1),
+            f"{label}: missing",
+            "-",
+            outcome(False, force, True),
             f"{CHAMPION} {label} has no test_f1_macro to compare with",
         )
     threshold = best - tolerance
-    notes = [f"compared the metrics each training recorded, as {why}; pass --eval-data PATH to compare on the same data"]
+    notes = [
+        f"compared the metrics each training recorded, as {why}; pass --eval-data PATH to compare on the same data"
+    ]
     if not (mine.data_hash and theirs.data_hash):
         notes.append("cannot tell whether both were tested on the same data: a data_hash tag is missing")
     elif mine.data_hash != theirs.data_hash:
@@ -96,7 +114,11 @@ def _regression_gate(
     ok = f1 is not None and f1 >= threshold - EPSILON
     bound = f">= {threshold:.4f}" + (f" (tolerance {tolerance:g})" if tolerance else "")
     return Gate(
-        "no_regression", number(f1), f"{best:.4f} ({label})", bound, outcome(ok, force, f1 is not None),
+        "no_regression",
+        number(f1),
+        f"{best:.4f} ({label})",
+        bound,
+        outcome(ok, force, f1 is not None),
         "; ".join(notes),
     )
 

@@ -35,9 +35,15 @@ def announce(client: MlflowClient, name: str, alias: str, version: str) -> str:
 
 def mark(client: MlflowClient, name: str, key: str, version: str, state: str, previous: str | None = None) -> None:
     value = {
-        "version": version, "state": state, "previous": previous, "since": time.time(), "by": user(),
+        "version": version,
+        "state": state,
+        "previous": previous,
+        "since": time.time(),
+        "by": user(),
         # Who announced it, so that a rival on the same host sees at once when this process is gone.
-        "host": socket.gethostname(), "pid": os.getpid(), "started": started(os.getpid()),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": started(os.getpid()),
     }
     client.set_registered_model_tag(name, key, json.dumps(value))
 
@@ -107,7 +113,10 @@ def settle(
         if time.monotonic() > until:
             log.warning(
                 "Promotions of %s to %s@%s are still running after %.0f s; reporting the holder as of now",
-                ", ".join(checking), name, alias, SETTLE_TIMEOUT,
+                ", ".join(checking),
+                name,
+                alias,
+                SETTLE_TIMEOUT,
             )
             return alias_version(model, alias), seen
         time.sleep(SETTLE_POLL)

@@ -44,7 +44,12 @@ class PromotionReport:
             return f"{target} already points at version {self.version}: nothing to do."
         if self.superseded_by is not None:
             return superseded(
-                "Not promoted: another promotion", "one", self.name, self.alias, self.version, self.superseded_by,
+                "Not promoted: another promotion",
+                "one",
+                self.name,
+                self.alias,
+                self.version,
+                self.superseded_by,
                 f"promote again if version {self.version} should have it",
             )
         if self.dry_run and not self.failed:
@@ -89,7 +94,12 @@ class RollbackResult:
         target = f"{self.name}@{self.alias}"
         if self.superseded_by is not None:
             return superseded(
-                "Not rolled back: a promotion", "rollback", self.name, self.alias, self.to_version, self.superseded_by,
+                "Not rolled back: a promotion",
+                "rollback",
+                self.name,
+                self.alias,
+                self.to_version,
+                self.superseded_by,
                 "roll back again if needed",
             )
         return f"{target} rolled back from version {self.from_version} to {self.to_version}"

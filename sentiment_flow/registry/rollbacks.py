@@ -90,7 +90,5 @@ def _rollback_target(client: MlflowClient, name: str, alias: str, current: str) 
             f"no longer exists. Promote another version explicitly with --version."
         ) from exc
     if target_version.status != READY:
-        raise Refused(
-            f"Cannot roll back {name}@{alias} to version {target}: it is {target_version.status}, not READY."
-        )
+        raise Refused(f"Cannot roll back {name}@{alias} to version {target}: it is {target_version.status}, not READY.")
     return target

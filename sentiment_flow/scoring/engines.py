@@ -25,8 +25,9 @@ def _local(model_uri: str, input_path: str, output_path: str, config: ScoreConfi
     return score_csv(model_uri, input_path, output_path, config, **kwargs)
 
 
-def _spark(model_uri: str, input_path: str, output_path: str, config: ScoreConfig, *, spark_master: str,
-           **kwargs) -> ScoreSummary:
+def _spark(
+    model_uri: str, input_path: str, output_path: str, config: ScoreConfig, *, spark_master: str, **kwargs
+) -> ScoreSummary:
     from sentiment_flow.scoring.spark import score_spark  # here: pyspark is an extra
 
     return score_spark(model_uri, input_path, output_path, config, master=spark_master, **kwargs)
@@ -36,6 +37,8 @@ ENGINES = {
     "local": Engine("stream the file in this process.", _local),
     "spark": Engine(
         "score on a Spark cluster (--spark-master); INPUT may be a folder of part files on any path Spark reads, "
-        "OUTPUT is a folder (Parquet, or CSV if named *.csv).", _spark, options=("spark_master",),
+        "OUTPUT is a folder (Parquet, or CSV if named *.csv).",
+        _spark,
+        options=("spark_master",),
     ),
 }

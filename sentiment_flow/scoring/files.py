@@ -18,7 +18,14 @@ from sentiment_flow.config import LABELS, ScoreConfig
 from sentiment_flow.data import label_id
 from sentiment_flow.errors import UserError, one_line
 from sentiment_flow.scoring.inputs import check_input, chunks, is_parquet, parquet_file
-from sentiment_flow.scoring.scorer import ScoreSummary, Scorer, load_scorer, output_columns, predict_texts, token_lengths
+from sentiment_flow.scoring.scorer import (
+    Scorer,
+    ScoreSummary,
+    load_scorer,
+    output_columns,
+    predict_texts,
+    token_lengths,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +93,18 @@ def _writer(partial: Path, output: Path, header: list[str], input_path: Path, co
     import pyarrow.parquet as pq
 
     # One schema for every chunk: a CSV's columns are all strings; a Parquet input keeps its own types.
-    given = parquet_file(input_path).schema_arrow if is_parquet(input_path) else pa.schema([(c, pa.string()) for c in header])
+    given = (
+        parquet_file(input_path).schema_arrow
+        if is_parquet(input_path)
+        else pa.schema([(c, pa.string()) for c in header])
+    )
     texts = {config.output_prefix + name for name in ("label", "model_version")}
-    predicted = [(name, pa.string() if name in texts else pa.float64()) for name in columns[len(header):]]
+    predicted = [(name, pa.string() if name in texts else pa.float64()) for name in columns[len(header) :]]
     schema = pa.schema([*given, *predicted])
     with open(partial, "xb") as handle, pq.ParquetWriter(handle, schema) as out:
-        yield lambda scored: out.write_table(pa.Table.from_pandas(scored.set_axis(columns, axis=1), schema, preserve_index=False))
+        yield lambda scored: out.write_table(
+            pa.Table.from_pandas(scored.set_axis(columns, axis=1), schema, preserve_index=False)
+        )
 
 
 def _publish(partial: Path, output: Path, overwrite: bool) -> None:
@@ -125,8 +138,13 @@ def _stream(
     sample = None
     start = time.perf_counter()
     bar = Progress(
-        TextColumn("Scoring"), BarColumn(), TextColumn("{task.fields[rows]:,} rows, {task.fields[rate]:,.0f} rows/s"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True), disable=not progress,
+        TextColumn("Scoring"),
+        BarColumn(),
+        TextColumn("{task.fields[rows]:,} rows, {task.fields[rate]:,.0f} rows/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not progress,
     )
     with bar, open(input_path, "rb") as handle:
         task = bar.add_task("score", total=os.path.getsize(input_path), rows=0, rate=0.0)
@@ -153,9 +171,17 @@ def _stream(
             bar.update(task, completed=handle.tell(), rows=rows, rate=rows / (time.perf_counter() - start))
     gold = metrics.from_confusion(confusion)  # empty without gold labels
     return dict(
-        model_version=scorer.model_version, rows=rows, blank=blank, seconds=time.perf_counter() - start,
-        label_counts=counts, labelled=int(confusion.sum()), accuracy=gold.get("accuracy"), f1_macro=gold.get("f1_macro"),
-        token_length_counts=lengths, input_hash=_sha256(input_path), input_sample=sample,
+        model_version=scorer.model_version,
+        rows=rows,
+        blank=blank,
+        seconds=time.perf_counter() - start,
+        label_counts=counts,
+        labelled=int(confusion.sum()),
+        accuracy=gold.get("accuracy"),
+        f1_macro=gold.get("f1_macro"),
+        token_length_counts=lengths,
+        input_hash=_sha256(input_path),
+        input_sample=sample,
     )
 
 

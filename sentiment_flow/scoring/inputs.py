@@ -18,7 +18,6 @@ from sentiment_flow.config import ScoreConfig
 from sentiment_flow.errors import UserError, one_line
 from sentiment_flow.scoring.scorer import output_columns
 
-
 # What a damaged compressed input raises while it is read (gzip, bz2, zip, xz, zstd; EOFError when truncated).
 DECOMPRESSION_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, lzma.LZMAError, zstandard.ZstdError)
 
@@ -59,7 +58,8 @@ def check_input(input_path: Path, config: ScoreConfig, probabilities: bool = Fal
 def check_columns(header: list[str], where: str, config: ScoreConfig, probabilities: bool = False) -> None:
     """Refuse an input without the named text/gold columns, with them twice, or with the columns scoring adds."""
     for role, name, option in (
-        ("text", config.text_column, "--text-column"), ("gold label", config.label_column, "--label-column")
+        ("text", config.text_column, "--text-column"),
+        ("gold label", config.label_column, "--label-column"),
     ):
         if name and name not in header:
             raise UserError(
@@ -113,9 +113,15 @@ def _read_csv(source, path: Path, config: ScoreConfig, **kwargs):
     duplicate names stay duplicates and a longer row is an error, not an index; blank lines are rows; every
     field a string, empty ones empty."""
     return pd.read_csv(
-        source, header=None, dtype=str, keep_default_na=False, skip_blank_lines=False, encoding=config.encoding,
+        source,
+        header=None,
+        dtype=str,
+        keep_default_na=False,
+        skip_blank_lines=False,
+        encoding=config.encoding,
         # Inferred from the name: pandas infers nothing from an open handle.
-        compression=infer_compression(str(path), "infer"), **kwargs,
+        compression=infer_compression(str(path), "infer"),
+        **kwargs,
     )
 
 
@@ -162,7 +168,7 @@ def _parser_message(where: str, exc: pd.errors.ParserError) -> str:
         )
     if match := re.search(r"EOF inside string starting at row (\d+)", text):
         return (
-            f"{where} has a quote (\") opened on line {int(match.group(1)) + 1} that is never closed: close it, "
+            f'{where} has a quote (") opened on line {int(match.group(1)) + 1} that is never closed: close it, '
             'and write a quote inside a quoted field as two ("").'
         )
     return f"{where} is not a readable CSV: {text}."

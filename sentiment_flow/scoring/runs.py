@@ -54,11 +54,17 @@ def record(summary, model_uri: str, input_path: str, params: dict[str, str]) -> 
     """Log what a scoring job did into the active run; returns each drift check's PSI, or why it has none."""
     model_run_id = _model_run_id(model_uri, summary.model_version)
     name, _, version = summary.model_version.rpartition("/") if model_uri.startswith("models:/") else ("", "", "")
-    runs.log_new_params({
-        **params,
-        "model_uri": model_uri, "model_name": name, "model_version": version, "model_run_id": model_run_id or "",
-        "input_path": input_path, "input_hash": summary.input_hash,
-    })
+    runs.log_new_params(
+        {
+            **params,
+            "model_uri": model_uri,
+            "model_name": name,
+            "model_version": version,
+            "model_run_id": model_run_id or "",
+            "input_path": input_path,
+            "input_hash": summary.input_hash,
+        }
+    )
     _log_input(summary, input_path)
     _log_volume(summary)
     return drift.check(summary.label_counts, summary.token_length_counts, model_run_id)
@@ -87,7 +93,9 @@ def _log_volume(summary) -> None:
     """Rows, speed, the predicted label mix, and accuracy and macro-F1 where gold labels were given."""
     rows = max(summary.rows, 1)
     metrics = {
-        "rows": summary.rows, "blank_rows": summary.blank, "seconds": summary.seconds,
+        "rows": summary.rows,
+        "blank_rows": summary.blank,
+        "seconds": summary.seconds,
         "rows_per_second": summary.rows / summary.seconds if summary.seconds else 0.0,
         **{f"predicted_share_{label}": n / rows for label, n in summary.label_counts.items()},
     }

@@ -199,5 +199,3 @@ KINDS = {
 def output_columns(prefix: str = "", probabilities: bool = False) -> list[str]:
     """The columns `score_csv` appends to the input's, in order."""
     return [prefix + name for name in (*PREDICTIONS, *(PROBABILITIES if probabilities else ()))]
-
-

@@ -21,18 +21,30 @@ from urllib.parse import urlsplit
 import numpy as np
 import pandas as pd
 
+from sentiment_flow import metrics
 from sentiment_flow.config import LABELS, SPARK_MASTER, ScoreConfig
 from sentiment_flow.data import label_id
 from sentiment_flow.errors import UserError
-from sentiment_flow import metrics
-from sentiment_flow.scoring.spark_files import (
-    CSV_WRITE_OPTIONS, WRITTEN_LINES, Output, absolute, check_local_csv, first_line, literal, read,
-)
-from sentiment_flow.scoring.spark_session import session
 from sentiment_flow.scoring.inputs import check_columns
 from sentiment_flow.scoring.scorer import (
-    Scorer, ScoreSummary, load_scorer, output_columns, predict_texts, token_lengths,
+    Scorer,
+    ScoreSummary,
+    load_scorer,
+    output_columns,
+    predict_texts,
+    token_lengths,
 )
+from sentiment_flow.scoring.spark_files import (
+    CSV_WRITE_OPTIONS,
+    WRITTEN_LINES,
+    Output,
+    absolute,
+    check_local_csv,
+    first_line,
+    literal,
+    read,
+)
+from sentiment_flow.scoring.spark_session import session
 
 # Texts whose token lengths the driver counts for the drift check: a sample, not the whole (remote) input.
 LENGTH_SAMPLE = 20_000
@@ -102,14 +114,26 @@ def _scored(spark, frame, model: str, model_version: str, config: ScoreConfig, p
     if frame.rdd.getNumPartitions() < parallelism:
         frame = frame.repartition(parallelism)
     score = functools.partial(
-        _score_batches, model=model, model_version=model_version,
-        text_column=config.text_column, batch_size=config.batch_size, names=names, probabilities=probabilities,
+        _score_batches,
+        model=model,
+        model_version=model_version,
+        text_column=config.text_column,
+        batch_size=config.batch_size,
+        names=names,
+        probabilities=probabilities,
     )
     return frame.mapInPandas(score, schema)
 
 
-def _score_batches(batches: Iterator[pd.DataFrame], model: str, model_version: str, text_column: str,
-                   batch_size: int, names: list[str], probabilities: bool) -> Iterator[pd.DataFrame]:
+def _score_batches(
+    batches: Iterator[pd.DataFrame],
+    model: str,
+    model_version: str,
+    text_column: str,
+    batch_size: int,
+    names: list[str],
+    probabilities: bool,
+) -> Iterator[pd.DataFrame]:
     """Runs in each Python worker: the model is loaded by the first batch and kept for the next tasks."""
     from pyspark import SparkFiles
 
@@ -146,12 +170,16 @@ def _summarise(out, input_columns: list[str], scorer, config: ScoreConfig) -> di
     columns = [F.col(f"`{name}`") for name in input_columns]  # quoted: a name may hold a dot
     label, text = F.col(f"`{config.output_prefix}label`"), F.col(f"`{config.text_column}`")
     gold = F.col(f"`{config.label_column}`") if config.label_column else F.lit(None)
-    groups = out.groupBy(label.alias("label"), gold.cast("string").alias("gold")).agg(
-        F.count("*").alias("rows"),
-        F.sum((F.regexp_replace(F.coalesce(text, F.lit("")), r"^\s+|\s+$", "") == "").cast("long")).alias("blank"),
-        # Order-independent: a sum of row hashes names the rows, whatever the partitioning.
-        F.sum(F.xxhash64(*columns).cast("decimal(38,0)")).alias("hash"),
-    ).collect()
+    groups = (
+        out.groupBy(label.alias("label"), gold.cast("string").alias("gold"))
+        .agg(
+            F.count("*").alias("rows"),
+            F.sum((F.regexp_replace(F.coalesce(text, F.lit("")), r"^\s+|\s+$", "") == "").cast("long")).alias("blank"),
+            # Order-independent: a sum of row hashes names the rows, whatever the partitioning.
+            F.sum(F.xxhash64(*columns).cast("decimal(38,0)")).alias("hash"),
+        )
+        .collect()
+    )
     rows = sum(g["rows"] for g in groups)
     counts = dict.fromkeys(LABELS, 0)
     confusion = np.zeros((len(LABELS), len(LABELS)), dtype=np.int64)
@@ -163,9 +191,13 @@ def _summarise(out, input_columns: list[str], scorer, config: ScoreConfig) -> di
     content = f"{rows}:{sum(int(g['hash']) for g in groups)}:{','.join(input_columns)}"
     texts = out.select(text).sample(fraction=min(1.0, LENGTH_SAMPLE / max(rows, 1)), seed=0).toPandas().iloc[:, 0]
     return dict(
-        rows=rows, blank=sum(g["blank"] for g in groups), label_counts=counts, labelled=int(confusion.sum()),
-        accuracy=scores.get("accuracy"), f1_macro=scores.get("f1_macro"), token_length_counts=np.bincount(token_lengths(scorer, texts)),
-        input_hash=hashlib.sha256(content.encode()).hexdigest(), input_sample=out.select(*columns).limit(5).toPandas(),
+        rows=rows,
+        blank=sum(g["blank"] for g in groups),
+        label_counts=counts,
+        labelled=int(confusion.sum()),
+        accuracy=scores.get("accuracy"),
+        f1_macro=scores.get("f1_macro"),
+        token_length_counts=np.bincount(token_lengths(scorer, texts)),
+        input_hash=hashlib.sha256(content.encode()).hexdigest(),
+        input_sample=out.select(*columns).limit(5).toPandas(),
     )
-
-

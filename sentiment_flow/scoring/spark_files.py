@@ -16,7 +16,6 @@ from sentiment_flow.config import ScoreConfig
 from sentiment_flow.errors import UserError, one_line
 from sentiment_flow.scoring.inputs import check_csv, is_parquet
 
-
 # RFC 4180 as the local scorer reads and writes it: a quote inside a field doubled, newlines inside quotes.
 CSV_OPTIONS = {"header": True, "multiLine": True, "quote": '"', "escape": '"'}
 
@@ -24,7 +23,8 @@ CSV_OPTIONS = {"header": True, "multiLine": True, "quote": '"', "escape": '"'}
 # Spark's CSV writer strips every field's leading and trailing spaces unless told not to: keep them as read.
 CSV_WRITE_OPTIONS = {
     **{k: v for k, v in CSV_OPTIONS.items() if k != "multiLine"},
-    "ignoreLeadingWhiteSpace": False, "ignoreTrailingWhiteSpace": False,
+    "ignoreLeadingWhiteSpace": False,
+    "ignoreTrailingWhiteSpace": False,
 }
 
 

@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from sentiment_flow.config import ScoreConfig
 from sentiment_flow.errors import UserError, one_line
 
-
 LOOPBACK = "127.0.0.1"  # where a local Spark listens (driver, block manager, web UI) unless SPARK_LOCAL_IP says
 
 
@@ -39,7 +38,8 @@ def session(master: str, config: ScoreConfig):
         # FATAL: a failed task logs its stack trace at ERROR, and the job's failure reaches the user as one line.
         builder = (
             SparkSession.builder.appName("sentiment-flow score")
-            .config("spark.ui.showConsoleProgress", "false").config("spark.log.level", "FATAL")
+            .config("spark.ui.showConsoleProgress", "false")
+            .config("spark.log.level", "FATAL")
         )
         if "PYSPARK_GATEWAY_PORT" not in os.environ:  # under spark-submit, its --master decides
             builder = builder.master(master)
@@ -101,8 +101,10 @@ def _local_jvm_environment(scratch: str | None):
         yield
         return
     opts = os.environ.get("SPARK_SUBMIT_OPTS", "")  # the launcher's JVM options for spark-submit
-    changes = {"SPARK_SUBMIT_OPTS": f'{opts} "-Djava.io.tmpdir={scratch}"'.strip(),
-               "SPARK_LOCAL_IP": os.environ.get("SPARK_LOCAL_IP", LOOPBACK)}
+    changes = {
+        "SPARK_SUBMIT_OPTS": f'{opts} "-Djava.io.tmpdir={scratch}"'.strip(),
+        "SPARK_LOCAL_IP": os.environ.get("SPARK_LOCAL_IP", LOOPBACK),
+    }
     saved = {name: os.environ.get(name) for name in changes}
     os.environ.update(changes)
     try:

@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from sentiment_flow.errors import UserError, redact_uri
 from sentiment_flow.server.postgres import (
     SUPERUSER,
     EmbeddedPostgres,
     last_error_line,
     start_postgres,
 )
-from sentiment_flow.errors import UserError, redact_uri
 from sentiment_flow.server.reaper import ADMIN_PASSWORD_VAR, Reaper, stop_group
 from sentiment_flow.server.users import write_auth_config
 
@@ -148,8 +148,21 @@ def start(
         # MLflow's job runner serves GenAI jobs this project never submits, and costs a process per queue.
         env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
         command = [
-            sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--workers", str(workers),
-            "--backend-store-uri", store, "--serve-artifacts", "--artifacts-destination", artifacts,
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--backend-store-uri",
+            store,
+            "--serve-artifacts",
+            "--artifacts-destination",
+            artifacts,
         ]
         if auth:
             auth_store = _psycopg2(postgres.uri(AUTH_DATABASE)) if postgres else store
@@ -164,7 +177,11 @@ def start(
             # Its own session: Ctrl-C in the terminal reaches only us, and we stop it and its workers in order.
             # uvicorn and its workers stay in its process group, which the reaper stops if we are killed.
             process = subprocess.Popen(
-                command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                command,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
         reaper.watch_group(process.pid)
@@ -205,7 +222,7 @@ def _create_databases(postgres: EmbeddedPostgres) -> None:
     except ImportError:
         postgres.stop()
         raise UserError(
-            "The embedded PostgreSQL needs the server extra: pip install -e \".[server]\" "
+            'The embedded PostgreSQL needs the server extra: pip install -e ".[server]" '
             "(or pass --backend-store-uri postgresql://... of an existing database)."
         ) from None
     connection = psycopg2.connect(postgres.uri(SUPERUSER), passfile=str(postgres.passfile))

@@ -28,7 +28,9 @@ from sentiment_flow.errors import UserError
 
 log = logging.getLogger(__name__)
 
-SERVICE_USER = "pgserver"  # runs PostgreSQL when started as root (it refuses root); pgserver's name, so its data dirs stay usable
+SERVICE_USER = (
+    "pgserver"  # runs PostgreSQL when started as root (it refuses root); pgserver's name, so its data dirs stay usable
+)
 SUPERUSER = "postgres"  # the database role everything connects as
 SOCKET_NAME = ".s.PGSQL.5432"  # PostgreSQL's socket file; the port only names it, no TCP port is opened
 SOCKET_PATH_MAX = 107  # bytes in a unix socket path: sun_path is 108 with the terminating NUL
@@ -68,9 +70,7 @@ class EmbeddedPostgres:
             shutil.rmtree(self.socket_dir, ignore_errors=True)
 
 
-def start_postgres(
-    pgdata: Path, passfile: Path, announce: Callable[[str], None] = log.warning
-) -> EmbeddedPostgres:
+def start_postgres(pgdata: Path, passfile: Path, announce: Callable[[str], None] = log.warning) -> EmbeddedPostgres:
     """PostgreSQL started on `pgdata` (initialized on first use), reachable by this process's user only.
 
     As root it runs as SERVICE_USER, created with useradd if missing (`announce` is told first); raises
@@ -91,12 +91,18 @@ def start_postgres(
     if password is None:  # a new cluster, or one pgserver made with trust authentication
         password = secrets.token_hex(24)
         # Single-user mode opens no socket; the password goes in on stdin, never in argv or the environment.
-        _pg_run(["postgres", "--single", "-D", str(pgdata), "-F", "postgres"], user,
-                input=f"ALTER ROLE {SUPERUSER} PASSWORD '{password}';\n")
+        _pg_run(
+            ["postgres", "--single", "-D", str(pgdata), "-F", "postgres"],
+            user,
+            input=f"ALTER ROLE {SUPERUSER} PASSWORD '{password}';\n",
+        )
         _write_private(passfile, f"*:*:*:{SUPERUSER}:{password}\n")
     hba = pgdata / "pg_hba.conf"
-    _write_private(hba, "# Written by sentiment-flow server on every start: local socket, password only.\n"
-                        "local all all scram-sha-256\n")
+    _write_private(
+        hba,
+        "# Written by sentiment-flow server on every start: local socket, password only.\n"
+        "local all all scram-sha-256\n",
+    )
     if user is not None:
         os.chown(hba, user.pw_uid, user.pw_gid)
     socket_dir = pgdata
@@ -107,8 +113,22 @@ def start_postgres(
     options = ["-h", "", "-k", str(socket_dir), "-c", "unix_socket_permissions=0700"]
     try:
         # pg_ctl passes -o to /bin/sh: quoted. It starts the postmaster in its own session.
-        _pg_run(["pg_ctl", "-D", str(pgdata), "-l", str(pgdata / "log"), "-w", "-t", str(int(TIMEOUT)),
-                 "-o", shlex.join(options), "start"], user)
+        _pg_run(
+            [
+                "pg_ctl",
+                "-D",
+                str(pgdata),
+                "-l",
+                str(pgdata / "log"),
+                "-w",
+                "-t",
+                str(int(TIMEOUT)),
+                "-o",
+                shlex.join(options),
+                "start",
+            ],
+            user,
+        )
         pid = int((pgdata / "postmaster.pid").read_text().split()[0])
         started = start_time(pid)
         if started is None:  # exited right after starting: the log says why
@@ -128,7 +148,7 @@ def _pg_bin() -> Path:
     spec = importlib.util.find_spec("pgserver")
     if spec is None or not spec.submodule_search_locations:
         raise UserError(
-            "The embedded PostgreSQL needs the server extra: pip install -e \".[server]\" "
+            'The embedded PostgreSQL needs the server extra: pip install -e ".[server]" '
             "(or pass --backend-store-uri postgresql://... of an existing database)."
         )
     return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
@@ -141,16 +161,31 @@ def _pg_run(args: list[str], user: pwd.struct_passwd | None, input: str | None =
     """
     env = {key: value for key, value in os.environ.items() if key in ("LANG", "TZ") or key.startswith("LC_")}
     env.update(PATH=os.defpath, HOME=user.pw_dir if user else os.environ.get("HOME", "/"))
-    ids: dict[str, Any] = {} if user is None else {
-        "user": user.pw_uid, "group": user.pw_gid, "extra_groups": os.getgrouplist(user.pw_name, user.pw_gid),
-    }
+    ids: dict[str, Any] = (
+        {}
+        if user is None
+        else {
+            "user": user.pw_uid,
+            "group": user.pw_gid,
+            "extra_groups": os.getgrouplist(user.pw_name, user.pw_gid),
+        }
+    )
     with tempfile.TemporaryFile() as errors:
         # Output to files, not pipes: the postmaster pg_ctl starts would inherit a pipe and hold it open.
         try:
-            subprocess.run([str(_pg_bin() / args[0]), *args[1:]], input=input, text=True, env=env, cwd="/",
-                           stdout=errors if input is None else subprocess.DEVNULL, stderr=errors,
-                           stdin=None if input is not None else subprocess.DEVNULL, check=True,
-                           timeout=TIMEOUT, **ids)
+            subprocess.run(
+                [str(_pg_bin() / args[0]), *args[1:]],
+                input=input,
+                text=True,
+                env=env,
+                cwd="/",
+                stdout=errors if input is None else subprocess.DEVNULL,
+                stderr=errors,
+                stdin=None if input is not None else subprocess.DEVNULL,
+                check=True,
+                timeout=TIMEOUT,
+                **ids,
+            )
         except subprocess.CalledProcessError:
             errors.seek(0)
             lines = [line for line in errors.read().decode(errors="replace").splitlines() if line.strip()]
@@ -166,8 +201,17 @@ def _service_user() -> pwd.struct_passwd | None:
 
 def _useradd_command() -> list[str]:
     # A system user with no login shell and no home: it only owns DATA_DIR/postgres.
-    return ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
-            "--shell", "/usr/sbin/nologin", SERVICE_USER]
+    return [
+        "useradd",
+        "--system",
+        "--user-group",
+        "--no-create-home",
+        "--home-dir",
+        "/nonexistent",
+        "--shell",
+        "/usr/sbin/nologin",
+        SERVICE_USER,
+    ]
 
 
 def _ensure_service_user(announce: Callable[[str], None]) -> pwd.struct_passwd:
@@ -185,7 +229,11 @@ def _ensure_service_user(announce: Callable[[str], None]) -> pwd.struct_passwd:
 
 def _check_reachable(user: pwd.struct_passwd, *folders: Path) -> None:
     """Raise UserError unless `user` may enter each of `folders` (and so all their parents)."""
-    ids: dict[str, Any] = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": os.getgrouplist(user.pw_name, user.pw_gid)}
+    ids: dict[str, Any] = {
+        "user": user.pw_uid,
+        "group": user.pw_gid,
+        "extra_groups": os.getgrouplist(user.pw_name, user.pw_gid),
+    }
     for folder in folders:
         reachable = subprocess.run(["test", "-x", str(folder)], env={"PATH": os.defpath}, cwd="/", check=False, **ids)
         if reachable.returncode != 0:

@@ -39,8 +39,11 @@ class Reaper:
         env = {key: value for key, value in os.environ.items() if key != ADMIN_PASSWORD_VAR}
         package_root = str(Path(__file__).resolve().parents[2])
         process = subprocess.Popen(
-            [sys.executable, "-c", REAPER.format(path=package_root)], stdin=read_end, env=env,
-            stdout=subprocess.DEVNULL, start_new_session=True,
+            [sys.executable, "-c", REAPER.format(path=package_root)],
+            stdin=read_end,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
         )
         os.close(read_end)
         return cls(process, write_end)
@@ -81,10 +84,13 @@ def reap() -> None:
             return
         {"group": groups, "postmaster": postmasters, "remove": folders}[verb].append(argument)
     for pgid in map(int, groups):
-        _stop_until_gone(lambda sig, pgid=pgid: os.killpg(pgid, sig), lambda pgid=pgid: _group_alive(pgid),
-                         signal.SIGTERM)
+        _stop_until_gone(
+            lambda sig, pgid=pgid: os.killpg(pgid, sig), lambda pgid=pgid: _group_alive(pgid), signal.SIGTERM
+        )
     for pid, started in (entry.split() for entry in postmasters):
-        alive = lambda pid=int(pid), started=started: start_time(pid) == started  # the same start time: not a reused pid
+        alive = lambda pid=int(pid), started=started: (
+            start_time(pid) == started
+        )  # the same start time: not a reused pid
         if alive():
             # SIGINT is PostgreSQL's fast shutdown: clients disconnected, data kept.
             _stop_until_gone(lambda sig, pid=int(pid): os.kill(pid, sig), alive, signal.SIGINT)

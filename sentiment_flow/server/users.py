@@ -75,9 +75,7 @@ def team_experiments(extra: Iterable[str] = ()) -> list[str]:
     return list(dict.fromkeys([DEFAULT_EXPERIMENT, SCORING_EXPERIMENT, EVALUATIONS_EXPERIMENT, *extra]))
 
 
-def add_user(
-    username: str, role: str, password: Callable[[], str], experiments: Iterable[str] = ()
-) -> AddedUser:
+def add_user(username: str, role: str, password: Callable[[], str], experiments: Iterable[str] = ()) -> AddedUser:
     """Create `username` (with `password()`, asked only for a new user) on the tracking server and give it `role`.
 
     Run as the server's admin (MLFLOW_TRACKING_USERNAME/PASSWORD). Creates the team experiments that are
@@ -230,13 +228,15 @@ def _needed(request) -> Refusal:
     permission = {"GET": "READ", "HEAD": "READ", "DELETE": "MANAGE"}.get(method, "EDIT")
     segments = path.strip("/").split("/")
     experiment_id = None
-    if "mlflow-artifacts" in segments and "artifacts" in segments[segments.index("mlflow-artifacts"):]:
-        rest = segments[segments.index("mlflow-artifacts") + 2:]  # <experiment id>/<run id>/artifacts/...
+    if "mlflow-artifacts" in segments and "artifacts" in segments[segments.index("mlflow-artifacts") :]:
+        rest = segments[segments.index("mlflow-artifacts") + 2 :]  # <experiment id>/<run id>/artifacts/...
         experiment_id = rest[0] if rest and rest[0].isdigit() else None
     elif "experiment_id" in params:
         experiment_id = str(params["experiment_id"])
     elif params.get("run_id") or params.get("run_uuid"):
-        experiment_id = _lookup(lambda client: client.get_run(params.get("run_id") or params["run_uuid"]).info.experiment_id)
+        experiment_id = _lookup(
+            lambda client: client.get_run(params.get("run_id") or params["run_uuid"]).info.experiment_id
+        )
     elif "logged-models" in segments and segments.index("logged-models") + 1 < len(segments):
         model_id = segments[segments.index("logged-models") + 1]
         experiment_id = _lookup(lambda client: client.get_logged_model(model_id).experiment_id)

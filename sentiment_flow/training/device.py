@@ -11,7 +11,6 @@ from sentiment_flow.config import TrainConfig
 from sentiment_flow.errors import UserError
 
 
-
 def cpu_only() -> bool:
     """True where neither CUDA nor Apple's MPS is available."""
     import torch
@@ -113,7 +112,9 @@ def training_arguments(cfg: TrainConfig, output_dir: str, **overrides):
     return TrainingArguments(**{**settings, **overrides})
 
 
-def build_trainer(cfg: TrainConfig, model, tokenizer, encoded, output_dir: str, callbacks=(), collator=None, **overrides):
+def build_trainer(
+    cfg: TrainConfig, model, tokenizer, encoded, output_dir: str, callbacks=(), collator=None, **overrides
+):
     """A Trainer on encoded["train"] evaluated on encoded["valid"]; overrides replace TrainingArguments fields."""
     from transformers import DataCollatorWithPadding, Trainer
 

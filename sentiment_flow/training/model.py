@@ -97,7 +97,9 @@ def load_tokenizer_and_model(name: str):
             trust_remote_code=False,
         )
     except ImportError as exc:  # e.g. the Japanese tokenizer's fugashi
-        raise UserError(f"Model {name!r} needs a package that is not installed: {one_line(exc)}. For Japanese: pip install -e '.[ja]'.") from exc
+        raise UserError(
+            f"Model {name!r} needs a package that is not installed: {one_line(exc)}. For Japanese: pip install -e '.[ja]'."
+        ) from exc
     except (OSError, ValueError) as exc:
         raise UserError(
             f"Could not load model {name!r}: {one_line(exc)}. Without Hub access use -P model={OFFLINE_MODEL} "

@@ -8,8 +8,8 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from sentiment_flow import metrics as M
 from sentiment_flow import plots, runs, store
@@ -68,23 +68,34 @@ def train(cfg: TrainConfig) -> TrainResult | None:
         return None
 
     # One MLflow run and one W&B run record everything; the version is deleted again if they fail to close.
-    with runs.registration(cfg.registry_name) as registered, \
-            tracking.tracked_run(job.params, job.run_name, job.tags) as run, _shared_tempdir(state) as ckpt:
+    with (
+        runs.registration(cfg.registry_name) as registered,
+        tracking.tracked_run(job.params, job.run_name, job.tags) as run,
+        _shared_tempdir(state) as ckpt,
+    ):
         tracking.log_datasets(job.data.splits, job.data.split_sources)
         _log_eda(job.encoded, cfg.max_length)
-        trainer = build_trainer(cfg, job.model, job.tokenizer, job.encoded, ckpt, callbacks=[tracking.metrics_callback()])
+        trainer = build_trainer(
+            cfg, job.model, job.tokenizer, job.encoded, ckpt, callbacks=[tracking.metrics_callback()]
+        )
         trainer.train()
         test_metrics = _test(trainer, job)
         info = _log_model(cfg, trainer.model, job.tokenizer)
         # Registered last, with what an ML ops reviewer needs: a version exists only once everything above
         # succeeded. `promote` refuses a version whose run did not end FINISHED.
         registered.register(
-            info.model_uri, _version_tags(cfg, job, run, test_metrics), _description(cfg, job.data, test_metrics),
+            info.model_uri,
+            _version_tags(cfg, job, run, test_metrics),
+            _description(cfg, job.data, test_metrics),
             _model_description(cfg),
         )
     return TrainResult(
-        run_id=run.mlflow_run_id, model_uri=registered.model_uri, registered_model_name=cfg.registry_name,
-        version=str(registered.version), metrics=test_metrics, wandb_run_path=run.wandb_run_path,
+        run_id=run.mlflow_run_id,
+        model_uri=registered.model_uri,
+        registered_model_name=cfg.registry_name,
+        version=str(registered.version),
+        metrics=test_metrics,
+        wandb_run_path=run.wandb_run_path,
     )
 
 

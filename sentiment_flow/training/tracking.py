@@ -162,8 +162,12 @@ def log_dict(data: dict, path: str) -> None:
 
 
 def log_model(
-    model, tokenizer, registered_model_name: str | None, max_length: int | None = None,
-    extra_requirements: tuple[str, ...] = (), batch_size: int | None = None,
+    model,
+    tokenizer,
+    registered_model_name: str | None,
+    max_length: int | None = None,
+    extra_requirements: tuple[str, ...] = (),
+    batch_size: int | None = None,
 ):
     """Log a transformers-flavor text-classification model in the active run; register it when named."""
     import pandas as pd
@@ -189,7 +193,8 @@ def log_model(
         # several times slower (benchmarks/results/int8.md). The same batch_size as the run's param, because MLflow
         # logs a model_config as run params and a different value would be refused.
         model_config={
-            **SERVING_CONFIG, **({"batch_size": batch_size} if batch_size else {}),
+            **SERVING_CONFIG,
+            **({"batch_size": batch_size} if batch_size else {}),
             **({"max_length": max_length} if max_length else {}),
         },
         input_example=pd.DataFrame({INPUT_COLUMN: list(CANARY_TEXTS[:3])}),  # the short ones
@@ -205,5 +210,3 @@ def replace_license(info, text: str) -> None:
         path = Path(folder, "LICENSE.txt")
         path.write_text(text, encoding="utf-8")
         mlflow.MlflowClient().log_model_artifact(info.model_id, str(path))
-
-

@@ -26,11 +26,10 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from sentiment_flow.config import INT8_FALLBACK_MARGIN, INT8_SMOOTH_ALPHA, LABELS
+from sentiment_flow.config import INPUT_COLUMN, INT8_FALLBACK_MARGIN, INT8_SMOOTH_ALPHA, LABELS
 from sentiment_flow.data import load_data
 from sentiment_flow.int8.export import model_kwargs
 from sentiment_flow.scoring import load_scorer, predict_texts
-from sentiment_flow.config import INPUT_COLUMN
 
 from conftest import FILLER, SENTIMENT_WORDS
 

@@ -15,8 +15,8 @@ import mlflow
 import pandas as pd
 import pytest
 
-from sentiment_flow.int8 import optimize
 from sentiment_flow.config import INPUT_COLUMN
+from sentiment_flow.int8 import optimize
 from sentiment_flow.training import train
 
 from conftest import isolate, subprocess_env
@@ -66,11 +66,15 @@ def fresh_virtualenv(folder: Path, requirements: Path) -> Path:
     uv = shutil.which("uv", path=env["PATH"])
     python = folder / "bin" / "python"
     if uv:
-        steps = [[uv, "venv", "--quiet", "--python", sys.executable, str(folder)],
-                 [uv, "pip", "install", "--quiet", "--python", str(python), "-r", str(requirements)]]
+        steps = [
+            [uv, "venv", "--quiet", "--python", sys.executable, str(folder)],
+            [uv, "pip", "install", "--quiet", "--python", str(python), "-r", str(requirements)],
+        ]
     else:
-        steps = [[sys.executable, "-m", "venv", str(folder)],
-                 [str(python), "-m", "pip", "install", "--quiet", "-r", str(requirements)]]
+        steps = [
+            [sys.executable, "-m", "venv", str(folder)],
+            [str(python), "-m", "pip", "install", "--quiet", "-r", str(requirements)],
+        ]
     for step in steps:
         done = subprocess.run(step, env=env, capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, f"{step[:3]} failed:\n{done.stderr[-3000:]}"
@@ -92,8 +96,12 @@ def test_the_variant_loads_and_predicts_in_a_virtualenv_with_only_its_own_requir
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
     env.update(PYTHONNOUSERSITE="1", HF_HUB_OFFLINE="1", PATH=f"{python.parent}{os.pathsep}{os.environ['PATH']}")
     done = subprocess.run(
-        [str(python), "-c", LOAD_AND_PREDICT, str(int8_model_dir), json.dumps(TEXTS)], cwd=tmp_path, env=env,
-        capture_output=True, text=True, timeout=300,
+        [str(python), "-c", LOAD_AND_PREDICT, str(int8_model_dir), json.dumps(TEXTS)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     answer = json.loads(done.stdout.strip().splitlines()[-1])

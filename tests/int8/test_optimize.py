@@ -16,12 +16,11 @@ from click.testing import CliRunner
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from sentiment_flow import runs
-from sentiment_flow.training import tracking
 from sentiment_flow.cli import cli
-from sentiment_flow.config import INT8_REQUEST_BATCH_SIZE, LABELS
+from sentiment_flow.config import INPUT_COLUMN, INT8_REQUEST_BATCH_SIZE, LABELS
 from sentiment_flow.data import load_data
-from sentiment_flow.int8.build import gate_misses
-from sentiment_flow.config import INPUT_COLUMN
+from sentiment_flow.int8.gate import gate_misses
+from sentiment_flow.training import tracking
 
 from conftest import free_port, http_service, subprocess_env
 from test_train import trained, trained_module  # noqa: F401 - fixtures: one tiny training per test module
@@ -135,8 +134,15 @@ def test_a_pass_smaller_than_cores_times_batch_size_gives_each_core_a_batch(opti
     model = mlflow.pyfunc.load_model(f"models:/{optimized['source'].registered_model_name}-int8/1")
     variant = model.unwrap_python_model()
     batches, run = [], variant.session.run
-    monkeypatch.setattr(variant, "session", type("Recording", (), {
-        "run": lambda self, names, feeds: batches.append(len(feeds["input_ids"])) or run(names, feeds)})())
+    monkeypatch.setattr(
+        variant,
+        "session",
+        type(
+            "Recording",
+            (),
+            {"run": lambda self, names, feeds: batches.append(len(feeds["input_ids"])) or run(names, feeds)},
+        )(),
+    )
     variant.fp32_session = None
     variant.probabilities(["a text"] * 7, batch_size=32)
     assert sorted(batches) == [1, 3, 3]  # 7 rows on 3 cores: batches of 3, not one of 7
@@ -176,7 +182,12 @@ def test_a_variant_that_misses_the_gate_is_not_registered_and_its_run_fails(tiny
     data = load_data(str(tiny_data_dir), "english")
     with mlflow.start_run() as run:
         info = tracking.log_model(model, AutoTokenizer.from_pretrained(tiny_model_dir), None)
-        tags = {"lang": "english", "data_source": data.source, "data_hash": data.content_hash, "mlflow_run_id": run.info.run_id}
+        tags = {
+            "lang": "english",
+            "data_source": data.source,
+            "data_hash": data.content_hash,
+            "mlflow_run_id": run.info.run_id,
+        }
         with runs.registration("outlier") as registered:
             registered.register(info.model_uri, tags, "Outlier weight.", "Outlier weights.")
 
@@ -188,7 +199,9 @@ def test_a_variant_that_misses_the_gate_is_not_registered_and_its_run_fails(tiny
     assert "was not registered" in line and "short of the 99% required" in line
     client = mlflow.MlflowClient()
     assert not client.search_registered_models("name = 'outlier-int8'")
-    (refused,) = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.int8_gate LIKE 'refused%'")
+    (refused,) = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], "tags.int8_gate LIKE 'refused%'"
+    )
     assert refused.info.status == "FAILED"
     assert refused.data.metrics["label_agreement"] < 0.99
 
@@ -215,7 +228,8 @@ def test_smoothing_changes_no_fp32_answer_and_flattens_each_linears_input_range(
 
     hooks = [
         m.linear.register_forward_hook(lambda mod, inputs, out, n=n: peaks.__setitem__(n, channel_peaks(inputs[0])))
-        for n, m in smoothed.named_modules() if isinstance(m, SmoothedLinear)
+        for n, m in smoothed.named_modules()
+        if isinstance(m, SmoothedLinear)
     ]
     encoded = tokenizer(texts, truncation=True, max_length=64, padding=True, return_tensors="pt")
     with torch.inference_mode():
@@ -271,7 +285,19 @@ def test_mlflow_models_serve_of_the_int8_version_answers_like_the_scorer(optimiz
     source = optimized["source"]
     int8_uri = f"models:/{source.registered_model_name}-int8/1"
     port = free_port()
-    command = ["mlflow", "models", "serve", "-m", int8_uri, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+    command = [
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        int8_uri,
+        "--env-manager",
+        "local",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
     expected = mlflow.pyfunc.load_model(int8_uri).predict(pd.DataFrame({INPUT_COLUMN: TEXTS}))["label"].tolist()
     with http_service(command, f"http://127.0.0.1:{port}", "/ping", tmp_path / "serve.log") as url:
         for body in (

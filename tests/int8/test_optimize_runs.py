@@ -78,8 +78,15 @@ def test_a_second_optimize_of_one_version_is_refused_naming_the_variant_unless_a
     assert f"{source_uri} already has an int8 variant: models:/{VARIANT}/1" in message
     assert "--again" in message and "Traceback" not in message
     assert variant_versions(store) == ["1"]
-    assert len(store.search_runs([store.get_run(store.get_model_version(VARIANT, "1").run_id).info.experiment_id],
-                                 f"attributes.run_name = '{VARIANT}-v1'")) == 1  # no second run was started
+    assert (
+        len(
+            store.search_runs(
+                [store.get_run(store.get_model_version(VARIANT, "1").run_id).info.experiment_id],
+                f"attributes.run_name = '{VARIANT}-v1'",
+            )
+        )
+        == 1
+    )  # no second run was started
 
     again = CliRunner().invoke(cli, ["optimize", source_uri, "--again"])
     assert again.exit_code == 0, again.output
@@ -93,8 +100,11 @@ def test_sigterm_while_optimizing_ends_its_run_killed_and_registers_nothing(stor
     log = tmp_path / "optimize.log"
     with log.open("w") as out:
         optimizing = subprocess.Popen(
-            [sys.executable, "-c", STOPPED_WHILE_OPTIMIZING, "optimize", f"models:/{SOURCE}/1"], cwd=tmp_path,
-            env=subprocess_env(READY=str(ready), TMPDIR=str(temp)), stdout=out, stderr=subprocess.STDOUT,
+            [sys.executable, "-c", STOPPED_WHILE_OPTIMIZING, "optimize", f"models:/{SOURCE}/1"],
+            cwd=tmp_path,
+            env=subprocess_env(READY=str(ready), TMPDIR=str(temp)),
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + 300

@@ -74,8 +74,10 @@ def test_every_rollback_stays_in_the_audit_trail_and_re_promoting_one_needs_desp
     assert report.promoted and aliases() == {"champion": versions[4]}
     rollbacks = records(event="rollback", outcome="done")
     assert [r.reason for r in rollbacks] == [f"bad outputs in prod #{i}" for i in (3, 2, 1, 0)]
-    assert [(r.from_version, r.to_version) for r in rollbacks] == [(versions[4 - j], versions[3 - j]) for j in (3, 2, 1, 0)]
-    refused, = records(event="promote", outcome="refused")
+    assert [(r.from_version, r.to_version) for r in rollbacks] == [
+        (versions[4 - j], versions[3 - j]) for j in (3, 2, 1, 0)
+    ]
+    (refused,) = records(event="promote", outcome="refused")
     assert refused.to_version == versions[4] and "#0" in refused.note
     latest = registry.status(NAME).audit[0]
     assert (latest.outcome, latest.to_version, latest.reason) == ("done", versions[4], "root cause fixed")
@@ -92,7 +94,12 @@ def test_refusals_and_forced_promotions_are_recorded_with_their_gate_summary(add
 
     assert refused.exit_code == 1 and forced.promoted
     newest, refusal, first = registry.status(NAME).audit
-    assert (newest.outcome, newest.forced, newest.reason, newest.from_version) == ("done", True, "hotfix for ticket 123", v1)
+    assert (newest.outcome, newest.forced, newest.reason, newest.from_version) == (
+        "done",
+        True,
+        "hotfix for ticket 123",
+        v1,
+    )
     assert "no_regression=forced" in newest.gates and "smoke_test=pass" in newest.gates
     assert (refusal.outcome, refusal.to_version, refusal.note) == ("refused", v2, "refused by no_regression")
     assert "no_regression=fail" in refusal.gates
@@ -143,19 +150,30 @@ def test_a_refusal_whose_record_cannot_be_written_is_still_a_refusal(add_version
 
 
 def test_an_audit_record_with_twenty_gates_and_the_longest_reason_fits_a_registered_model_tag():
-    gates = tuple(Gate(f"gate_number_{i:02d}_with_a_long_name", "0.1", "0.2", ">= 0.3", "forced", "x" * 300)
-                  for i in range(20))
+    gates = tuple(
+        Gate(f"gate_number_{i:02d}_with_a_long_name", "0.1", "0.2", ">= 0.3", "forced", "x" * 300) for i in range(20)
+    )
     summary = " ".join(f"{g.gate}={g.outcome}" for g in gates)
     reason = "\U0001f600" * audit.REASON_LIMIT  # PostgreSQL's VARCHAR counts characters, not bytes
     record = audit.new_record(
-        audit.PROMOTE, audit.REFUSED, "champion", "12", "13", reason=reason, forced=True,
-        despite_rollback=f"2026-12-06T12:00:00.000000Z by someone ({reason})", gates=summary, note="n" * 5000,
+        audit.PROMOTE,
+        audit.REFUSED,
+        "champion",
+        "12",
+        "13",
+        reason=reason,
+        forced=True,
+        despite_rollback=f"2026-12-06T12:00:00.000000Z by someone ({reason})",
+        gates=summary,
+        note="n" * 5000,
     )
 
     text = audit.encode(record)
 
     assert len(text) <= audit.AUDIT_VALUE_LIMIT
-    assert json.loads(text)["reason"] == reason and "gate_number_19_with_a_long_name=forced" in json.loads(text)["gates"]
+    assert (
+        json.loads(text)["reason"] == reason and "gate_number_19_with_a_long_name=forced" in json.loads(text)["gates"]
+    )
 
 
 def test_a_reason_too_long_for_the_audit_record_is_refused_before_anything_is_written(add_version):
@@ -187,10 +205,13 @@ def test_cli_refuses_a_rolled_back_version_in_one_line_and_status_shows_the_audi
     assert "(bad outputs in prod). To promote it again anyway add --despite-rollback" in error
     assert acknowledged.exit_code == 0, acknowledged.output
     lines = status.output.splitlines()
-    trail = lines[lines.index("Audit trail (newest first):") + 1:]
+    trail = lines[lines.index("Audit trail (newest first):") + 1 :]
     assert [line.split("  ")[-1].split(":")[0] for line in trail] == [
-        f"promote champion v{v1} -> v{v2}", f"promote champion v{v1} -> v{v2}", f"rollback champion v{v2} -> v{v1}",
-        f"promote champion v{v1} -> v{v2}", f"promote champion v- -> v{v1}",
+        f"promote champion v{v1} -> v{v2}",
+        f"promote champion v{v1} -> v{v2}",
+        f"rollback champion v{v2} -> v{v1}",
+        f"promote champion v{v1} -> v{v2}",
+        f"promote champion v- -> v{v1}",
     ]
     assert "despite the rollback of" in trail[0] and "refused" in trail[1] and "bad outputs in prod" in trail[2]
 
@@ -250,24 +271,30 @@ def test_a_rollback_racing_a_promotion_leaves_one_holder_and_both_audit_records(
 
     racers = {
         command: subprocess.Popen(
-            [sys.executable, "-c", RACER, str(barrier), mode, NAME, command, *extra], env=subprocess_env(),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [sys.executable, "-c", RACER, str(barrier), mode, NAME, command, *extra],
+            env=subprocess_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         for command, extra in (("promote", [v3]), ("rollback", []))
     }
     codes = {command: (racer.wait(timeout=240), racer.stdout.read()) for command, racer in racers.items()}
 
     holder = aliases()["champion"]
-    promoted, = records(event="promote", reason="racing")
-    rolled, = records(event="rollback")
+    (promoted,) = records(event="promote", reason="racing")
+    (rolled,) = records(event="rollback")
     assert rolled.reason == "bad outputs in prod"
     # The rollback went back from whatever held the alias when it read it; the winner's target holds it.
     winner = "promote" if holder == v3 else "rollback"
     assert holder == (v3 if winner == "promote" else rolled.to_version), codes
     assert {command: code for command, (code, _) in codes.items()} == {
-        "promote": 0 if winner == "promote" else 1, "rollback": 0 if winner == "rollback" else 1
+        "promote": 0 if winner == "promote" else 1,
+        "rollback": 0 if winner == "rollback" else 1,
     }, codes
-    assert (promoted.outcome, rolled.outcome) == (("done", "superseded") if winner == "promote" else ("superseded", "done"))
+    assert (promoted.outcome, rolled.outcome) == (
+        ("done", "superseded") if winner == "promote" else ("superseded", "done")
+    )
     assert history_tag()[0] == holder == registry.status(NAME).histories["champion"][0].version
     assert not pending_tags()
     if mode == "between":  # the rollback read the promotion's holder: it undid it, and the promotion says so
@@ -292,8 +319,9 @@ time.sleep(600)
 def test_an_announcement_left_by_a_killed_promotion_is_stale_at_once(add_version, monkeypatch):
     v1, v2, v3 = add_version(0.7), add_version(0.8), add_version(0.9)
     registry.promote(NAME, v1, "champion")
-    killed = subprocess.Popen([sys.executable, "-c", ANNOUNCER, NAME, v3], env=subprocess_env(),
-                              stdout=subprocess.PIPE, text=True)
+    killed = subprocess.Popen(
+        [sys.executable, "-c", ANNOUNCER, NAME, v3], env=subprocess_env(), stdout=subprocess.PIPE, text=True
+    )
     try:
         assert killed.stdout.readline().strip() == "announced"
     finally:

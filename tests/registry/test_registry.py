@@ -47,7 +47,12 @@ def add_version(template, isolated):
             mlflow.log_metrics(metrics)
         if name not in {model.name for model in client.search_registered_models()}:
             client.create_registered_model(name)
-        tags = {"lang": "english", "base_model": "tiny-distilbert", "data_hash": data_hash, "mlflow_run_id": run.info.run_id}
+        tags = {
+            "lang": "english",
+            "base_model": "tiny-distilbert",
+            "data_hash": data_hash,
+            "mlflow_run_id": run.info.run_id,
+        }
         tags.update({k: f"{v:.4f}" for k, v in {**metrics, **(tag_metrics or {})}.items()})
         return str(client.create_model_version(name, source or template.model_uri, run.info.run_id, tags=tags).version)
 
@@ -114,8 +119,16 @@ def test_first_promotion_without_a_champion_passes_every_gate_and_records_the_au
 
     assert report.promoted and report.exit_code == 0
     assert outcomes(report) == dict.fromkeys(
-        ("ready", "test_metrics", "min_f1_macro", "no_regression", "per_class_f1", "significance", "signature",
-         "smoke_test"),
+        (
+            "ready",
+            "test_metrics",
+            "min_f1_macro",
+            "no_regression",
+            "per_class_f1",
+            "significance",
+            "signature",
+            "smoke_test",
+        ),
         "pass",
     )
     assert "no champion yet" in {g.gate: g.note for g in report.gates}["no_regression"]
@@ -318,10 +331,13 @@ def test_unknown_model_version_or_alias_is_a_usage_error_naming_the_fix(add_vers
         assert f"Models there: {NAME}." in str(error.value)
 
 
-@pytest.mark.parametrize("name, message", [
-    ("a/b", "Invalid model name 'a/b'. Names cannot contain '/' or ':': pass a registered model name"),
-    ("", "Missing value for required parameter 'name'"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("a/b", "Invalid model name 'a/b'. Names cannot contain '/' or ':': pass a registered model name"),
+        ("", "Missing value for required parameter 'name'"),
+    ],
+)
 def test_names_mlflow_rejects_are_one_line_usage_errors(add_version, name, message):
     add_version()
     result = CliRunner().invoke(cli, ["status", name])
@@ -382,11 +398,13 @@ def test_force_with_a_reason_overrides_the_metric_gates_and_records_it(add_versi
 
     assert report.promoted
     assert {g.gate: g.outcome for g in report.gates if g.outcome != "pass"} == {
-        "min_f1_macro": "forced", "no_regression": "forced"
+        "min_f1_macro": "forced",
+        "no_regression": "forced",
     }
     tags = version_tags(v2)
     assert (tags["promotion.champion.forced"], tags["promotion.champion.reason"]) == (
-        "true", "incident 42: v1 mislabels refunds"
+        "true",
+        "incident 42: v1 mislabels refunds",
     )
     assert [row["outcome"] for row in json.loads(tags["promotion.champion.gates"])].count("forced") == 2
 
@@ -436,7 +454,9 @@ def test_a_version_promoted_again_after_a_rollback_needs_despite_rollback_and_ke
     registry.promote(NAME, v2, "champion")
     registry.rollback(NAME, reason="bad outputs in prod")
 
-    with pytest.raises(registry.Refused, match="was rolled back from .* \\(bad outputs in prod\\).* --despite-rollback"):
+    with pytest.raises(
+        registry.Refused, match="was rolled back from .* \\(bad outputs in prod\\).* --despite-rollback"
+    ):
         registry.promote(NAME, v2, "champion", reason="fixed upstream")
     assert aliases() == {"champion": v1}
     registry.promote(NAME, v2, "champion", reason="fixed upstream", despite_rollback=True)
@@ -446,7 +466,10 @@ def test_a_version_promoted_again_after_a_rollback_needs_despite_rollback_and_ke
     assert registry.status(NAME).histories["champion"][0].reason == "fixed upstream"
     events = [(r.event, r.outcome, r.to_version) for r in registry.status(NAME).audit]
     assert events == [
-        ("promote", "done", v2), ("promote", "refused", v2), ("rollback", "done", v1), ("promote", "done", v2),
+        ("promote", "done", v2),
+        ("promote", "refused", v2),
+        ("rollback", "done", v1),
+        ("promote", "done", v2),
         ("promote", "done", v1),
     ]
     assert "bad outputs in prod" in registry.status(NAME).audit[0].despite_rollback
@@ -515,7 +538,9 @@ def test_copy_to_another_name_keeps_lineage_and_drops_the_source_promotion_recor
     assert tags["source_model"] == NAME and tags["source_version"] == v2
     assert tags["source_run_id"] == source.run_id and tags["source_uri"] == f"models:/{NAME}@champion"
     assert {key: tags[key] for key in ("lang", "data_hash", "test_f1_macro")} == {
-        "lang": "english", "data_hash": DATA_HASH, "test_f1_macro": "0.8000"
+        "lang": "english",
+        "data_hash": DATA_HASH,
+        "test_f1_macro": "0.8000",
     }
     assert not [key for key in tags if key.startswith("promotion.")]  # they name versions of the source model
     # The copy is promoted under its own name with its own (empty) history.
@@ -602,7 +627,9 @@ def test_cli_rollback_and_copy_report_what_they_did(add_version, monkeypatch):
 def test_every_registry_script_answers_help(script):
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "registry_scripts" / f"{script}.py"), "--help"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
     assert result.returncode == 0, result.stderr
@@ -614,7 +641,14 @@ def test_mlproject_registry_entry_points_pass_their_parameters_to_the_cli():
     promote, rollback = entry_points["promote"], entry_points["rollback"]
 
     assert set(promote["parameters"]) == {
-        "model_name", "version", "alias", "dry_run", "force", "reason", "eval_data", "require_significant",
+        "model_name",
+        "version",
+        "alias",
+        "dry_run",
+        "force",
+        "reason",
+        "eval_data",
+        "require_significant",
         "despite_rollback",
     }
     assert set(rollback["parameters"]) == {"model_name", "alias"}
@@ -675,15 +709,22 @@ sys.exit(registry.promote(sys.argv[3], version, "champion").exit_code)
 
 
 @pytest.mark.slow
-def test_two_processes_promoting_at_once_leave_one_champion_one_failure_and_a_history_that_matches(add_version, tmp_path):
+def test_two_processes_promoting_at_once_leave_one_champion_one_failure_and_a_history_that_matches(
+    add_version, tmp_path
+):
     v1, va, vb = add_version(0.7), add_version(0.8), add_version(0.8)
     registry.promote(NAME, v1, "champion")
     barrier = tmp_path / "barrier"
     barrier.mkdir()
 
     racers = [
-        subprocess.Popen([sys.executable, "-c", RACER, str(barrier), version, NAME], env=subprocess_env(),
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, str(barrier), version, NAME],
+            env=subprocess_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for version in (va, vb)
     ]
     results = [(racer.wait(timeout=240), racer.stdout.read()) for racer in racers]
@@ -736,9 +777,18 @@ def mlflow_server(tmp_path, monkeypatch):
     """A real `mlflow server` on a free loopback port, with its own sqlite store and artifact folder."""
     port = free_port()
     command = [
-        "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-        "--artifacts-destination", str(tmp_path / "artifacts"),
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path}/server.db",
+        "--artifacts-destination",
+        str(tmp_path / "artifacts"),
     ]
     with http_service(command, f"http://127.0.0.1:{port}", "/health", tmp_path / "server.log") as url:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
@@ -754,7 +804,9 @@ def test_promotion_rollback_and_copy_work_against_an_mlflow_server_over_http(mlf
     client = MlflowClient()
     source = client.get_model_version(NAME, v1).source  # models:/m-<logged model id>; the server checks the pair
     tags = {"mlflow_run_id": run.info.run_id}  # as training writes it: the ready gate requires it
-    v2 = str(client.create_model_version(NAME, source, run.info.run_id, tags=tags, model_id=source.split("/")[-1]).version)
+    v2 = str(
+        client.create_model_version(NAME, source, run.info.run_id, tags=tags, model_id=source.split("/")[-1]).version
+    )
 
     assert registry.promote(NAME, v1, "champion").promoted
     report = registry.promote(NAME, v2, "champion")
@@ -776,7 +828,9 @@ def test_promotion_rollback_and_copy_work_against_an_mlflow_server_over_http(mlf
 def test_under_mlflow_run_messages_name_mlproject_parameters_instead_of_cli_options(monkeypatch):
     from sentiment_flow.cli import in_user_syntax
 
-    text = "add --force --reason TEXT; pass --eval-data PATH, or lower --min-f1-macro 0.4 (see `sentiment-flow status`)."
+    text = (
+        "add --force --reason TEXT; pass --eval-data PATH, or lower --min-f1-macro 0.4 (see `sentiment-flow status`)."
+    )
     assert in_user_syntax(text) == text
     monkeypatch.setenv("MLFLOW_RUN_ID", "abc")
     assert in_user_syntax(text) == (

@@ -93,7 +93,9 @@ def test_a_better_candidate_passes_on_the_champions_test_data_with_a_significant
     champion, candidate = add("neutral-skewed"), add("positive")
     registry.promote(add.name, champion, "champion")
 
-    report = registry.promote(add.name, candidate, "champion", config=PromotionConfig(require_significant=True, **LOOSE))
+    report = registry.promote(
+        add.name, candidate, "champion", config=PromotionConfig(require_significant=True, **LOOSE)
+    )
 
     assert report.promoted, report.gates
     skewed = dataset(read_split(models["skewed"]), str(models["skewed"]), "test")
@@ -138,7 +140,10 @@ def test_a_small_gain_within_noise_passes_but_not_with_require_significant(add, 
 
     noisy = registry.promote(add.name, candidate, "champion", dry_run=True, config=config)
     strict = registry.promote(
-        add.name, candidate, "champion", dry_run=True,
+        add.name,
+        candidate,
+        "champion",
+        dry_run=True,
         config=PromotionConfig(eval_data=str(tmp_path / "eval.csv"), require_significant=True, **LOOSE),
     )
 
@@ -190,8 +195,9 @@ def test_missing_eval_data_is_a_usage_error_naming_the_file(add, tmp_path):
 
     with pytest.raises(UserError, match="is not a file; pass a CSV with columns text,label"):
         registry.promote(add.name, v1, "champion", config=PromotionConfig(eval_data=str(tmp_path / "nope.csv")))
-    result = CliRunner().invoke(cli, ["promote", add.name, "--version", v1, "--alias", "champion",
-                                      "--eval-data", str(tmp_path / "nope.csv")])
+    result = CliRunner().invoke(
+        cli, ["promote", add.name, "--version", v1, "--alias", "champion", "--eval-data", str(tmp_path / "nope.csv")]
+    )
     assert result.exit_code == 2 and "nope.csv" in result.output
 
 
@@ -203,7 +209,12 @@ def test_require_significant_without_same_data_is_refused_even_with_force(add):
     candidate = add("positive")
 
     report = registry.promote(
-        add.name, candidate, "champion", dry_run=True, force=True, reason="try",
+        add.name,
+        candidate,
+        "champion",
+        dry_run=True,
+        force=True,
+        reason="try",
         config=PromotionConfig(require_significant=True),
     )
 

@@ -22,10 +22,10 @@ import yaml
 from click.testing import CliRunner
 from sklearn.metrics import accuracy_score, f1_score
 
-from sentiment_flow.scoring import files as scoring  # the local engine, and the scorer names it uses
 from sentiment_flow.cli import cli
 from sentiment_flow.config import LABELS, ScoreConfig
 from sentiment_flow.errors import UserError
+from sentiment_flow.scoring import files as scoring  # the local engine, and the scorer names it uses
 
 from conftest import REPO_ROOT, free_port, http_service, subprocess_env, synthetic_split
 
@@ -99,7 +99,9 @@ def test_empty_texts_are_scored_as_mlflow_serves_them_and_counted(model_dir, tmp
     summary = scoring.score_csv(model_dir, tmp_path / "in.csv", tmp_path / "out.csv", progress=False)
     out = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
     assert list(out["n"]) == [0, 1, 2, 3, 4]
-    served = mlflow.pyfunc.load_model(model_dir).predict(pd.DataFrame({"text": [""]}))  # what `mlflow models serve` answers for ""
+    served = mlflow.pyfunc.load_model(model_dir).predict(
+        pd.DataFrame({"text": [""]})
+    )  # what `mlflow models serve` answers for ""
     for row in (1, 3):  # None is written to CSV as an empty field
         assert out.loc[row, "label"] == served["label"][0]
         assert out.loc[row, "score"] == pytest.approx(served["score"][0], rel=1e-4)
@@ -143,7 +145,9 @@ def test_compressed_input_is_read_by_its_file_name(model_dir, tmp_path, suffix):
     assert summary.rows == 30
 
 
-@pytest.mark.parametrize(("source", "target"), [("in.parquet", "out.parquet"), ("in.csv", "out.parquet"), ("in.parquet", "out.csv")])
+@pytest.mark.parametrize(
+    ("source", "target"), [("in.parquet", "out.parquet"), ("in.csv", "out.parquet"), ("in.parquet", "out.csv")]
+)
 def test_parquet_is_read_and_written_by_its_name_in_chunks_keeping_rows_and_types(model_dir, tmp_path, source, target):
     given = write_input(tmp_path / "in.csv", n=30)
     given["n"] = range(30)  # a typed column: Parquet keeps it an integer
@@ -153,7 +157,11 @@ def test_parquet_is_read_and_written_by_its_name_in_chunks_keeping_rows_and_type
     else:
         given.to_csv(tmp_path / source, index=False)
     summary = scoring.score_csv(model_dir, source, target, ScoreConfig(chunk_size=7), progress=False)
-    read = pd.read_parquet if target.endswith(".parquet") else functools.partial(pd.read_csv, keep_default_na=False, dtype={"id": str})
+    read = (
+        pd.read_parquet
+        if target.endswith(".parquet")
+        else functools.partial(pd.read_csv, keep_default_na=False, dtype={"id": str})
+    )
     out = read(tmp_path / target)
     assert list(out.columns) == [*given.columns, "label", "score", "model_version"]
     expected = given if source.endswith(".parquet") else given.astype({"n": str})  # a CSV column is text
@@ -238,12 +246,22 @@ def test_an_alias_is_resolved_once_and_written_as_name_and_version(champion, tmp
         (None, {}, "Input file 'in.csv' does not exist."),
         ("", {}, "'in.csv' is empty: it needs a header row with a 'text' column."),
         ("text,gold\n", {}, "'in.csv' has a header but no rows to score."),
-        ("review,stars\nnice,5\n", {}, "'in.csv' has no text column 'text'; its columns are review, stars. "
-         "Name the right one with --text-column."),
-        ("text\nnice\n", {"label_column": "gold"}, "has no gold label column 'gold'; its columns are text. "
-         "Name the right one with --label-column."),
-        ("text,label\nnice,positive\n", {}, "'in.csv' already has column(s) label, which scoring would write. "
-         "Pass --output-prefix (e.g. --output-prefix pred_) to name the new columns pred_label, pred_score"),
+        (
+            "review,stars\nnice,5\n",
+            {},
+            "'in.csv' has no text column 'text'; its columns are review, stars. Name the right one with --text-column.",
+        ),
+        (
+            "text\nnice\n",
+            {"label_column": "gold"},
+            "has no gold label column 'gold'; its columns are text. Name the right one with --label-column.",
+        ),
+        (
+            "text,label\nnice,positive\n",
+            {},
+            "'in.csv' already has column(s) label, which scoring would write. "
+            "Pass --output-prefix (e.g. --output-prefix pred_) to name the new columns pred_label, pred_score",
+        ),
         (b"text\ncaf\xe9\n", {}, "'in.csv' is not valid utf-8 ("),
         ("text\nnice\n", {"encoding": "klingon"}, "Unknown encoding 'klingon'"),
         ("text,n\nnice, really,1\n", {}, "'in.csv' line 2 has 3 fields but the header has 2: quote fields"),
@@ -335,7 +353,9 @@ def test_two_zipped_files_are_refused_in_one_line(tmp_path):
         (None, "Error: Could not read 'in.csv.gz' as gzip: Compressed file ended before the end-of-stream marker"),
     ],
 )
-def test_a_bad_input_deep_in_the_file_stops_in_one_line_and_keeps_the_old_output(model_dir, ready_store, tmp_path, tail, message):
+def test_a_bad_input_deep_in_the_file_stops_in_one_line_and_keeps_the_old_output(
+    model_dir, ready_store, tmp_path, tail, message
+):
     """Found while scoring, after the model loaded and the first chunks were written to the partial file."""
     body = "text,n\n" + "".join(f"great food {i},{i}\n" for i in range(300))
     if tail is None:  # a download cut short: the first rows decompress, then the stream ends
@@ -396,7 +416,9 @@ def test_a_model_with_other_labels_is_refused(template, tmp_path):
     config = json.loads(config_path.read_text())
     config["id2label"], config["label2id"] = {"0": "A", "1": "B", "2": "C"}, {"A": 0, "B": 1, "C": 2}
     config_path.write_text(json.dumps(config))
-    with pytest.raises(UserError, match=r"predicts labels \['A', 'B', 'C'\], not \['positive', 'neutral', 'negative'\]"):
+    with pytest.raises(
+        UserError, match=r"predicts labels \['A', 'B', 'C'\], not \['positive', 'neutral', 'negative'\]"
+    ):
         scoring.load_scorer(str(broken))
 
 
@@ -470,7 +492,9 @@ def full_disk(tmp_path):
 
 
 @pytest.mark.parametrize("earlier_output", [True, False])
-def test_a_full_disk_is_one_line_keeps_the_earlier_output_and_removes_the_partial(model_dir, tmp_path, full_disk, earlier_output):
+def test_a_full_disk_is_one_line_keeps_the_earlier_output_and_removes_the_partial(
+    model_dir, tmp_path, full_disk, earlier_output
+):
     pd.concat([write_input(tmp_path / "in.csv", n=50)] * 6).to_csv(tmp_path / "in.csv", index=False)  # ~30 KiB out
     if earlier_output:
         (full_disk / "out.csv").write_text("the previous complete scores\n")
@@ -488,7 +512,9 @@ def test_a_full_disk_is_one_line_keeps_the_earlier_output_and_removes_the_partia
 def test_cli_score_prints_a_summary_and_exits_2_on_bad_input(model_dir, ready_store, tmp_path):
     write_input(tmp_path / "in.csv", n=10)
     runner = CliRunner()
-    result = runner.invoke(cli, ["score", model_dir, "in.csv", "out.csv", "--label-column", "gold", "--output-prefix", "p_"])
+    result = runner.invoke(
+        cli, ["score", model_dir, "in.csv", "out.csv", "--label-column", "gold", "--output-prefix", "p_"]
+    )
     assert result.exit_code == 0, result.output
     assert "10 in" in result.output and "macro-F1" in result.output
     assert "p_label" in pd.read_csv(tmp_path / "out.csv").columns
@@ -530,7 +556,9 @@ def test_mlproject_score_passes_every_cli_option_with_the_cli_and_config_default
 
 
 @pytest.mark.parametrize(("input_name", "status"), [("in.csv", "FINISHED"), ("missing.csv", "FAILED")])
-def test_cli_score_under_mlflow_run_ends_that_run_itself(template, model_dir, tmp_path, monkeypatch, input_name, status):
+def test_cli_score_under_mlflow_run_ends_that_run_itself(
+    template, model_dir, tmp_path, monkeypatch, input_name, status
+):
     """`mlflow run` passes its run in MLFLOW_RUN_ID; the score command ends it, whatever becomes of `mlflow run`."""
     shutil.copyfile(template.db, tmp_path / "mlflow.db")  # a ready store: creating one costs seconds
     write_input(tmp_path / "in.csv", n=3)
@@ -574,7 +602,17 @@ def test_two_scoring_processes_on_one_output_one_wins_whole_and_the_other_exits_
     procs = {}
     for name in inputs:
         with open(tmp_path / f"{name}.log", "w") as log:
-            command = [sys.executable, "-m", "sentiment_flow", "score", model_dir, f"{name}.csv", "out.csv", "--chunk-size", "50"]
+            command = [
+                sys.executable,
+                "-m",
+                "sentiment_flow",
+                "score",
+                model_dir,
+                f"{name}.csv",
+                "out.csv",
+                "--chunk-size",
+                "50",
+            ]
             procs[name] = subprocess.Popen(command, cwd=tmp_path, env=subprocess_env(), stdout=log, stderr=log)
     both_scoring, deadline = False, time.monotonic() + 300
     while any(proc.poll() is None for proc in procs.values()) and time.monotonic() < deadline:
@@ -589,8 +627,10 @@ def test_two_scoring_processes_on_one_output_one_wins_whole_and_the_other_exits_
     (loser,) = set(inputs) - {winner}
     assert codes[loser] == 2
     errors = [line for line in (tmp_path / f"{loser}.log").read_text().splitlines() if line.startswith("Error:")]
-    assert errors == ["Error: Output 'out.csv' appeared while scoring (another job?) and was left as it is; score "
-                      "again with --overwrite to replace it, or to another OUTPUT."]
+    assert errors == [
+        "Error: Output 'out.csv' appeared while scoring (another job?) and was left as it is; score "
+        "again with --overwrite to replace it, or to another OUTPUT."
+    ]
     out = pd.read_csv(tmp_path / "out.csv", dtype=str, keep_default_na=False)
     pd.testing.assert_frame_equal(out[inputs[winner].columns], inputs[winner])
     assert not [p for p in tmp_path.iterdir() if p.suffix == ".partial"]
@@ -599,7 +639,18 @@ def test_two_scoring_processes_on_one_output_one_wins_whole_and_the_other_exits_
 def mlflow_run_score(cwd, **params: str) -> list[str]:
     """`mlflow run` of the score entry point, started in `cwd` as a user would."""
     args = [arg for key, value in params.items() for arg in ("-P", f"{key}={value}")]
-    return ["mlflow", "run", str(REPO_ROOT), "-e", "score", *args, "--env-manager", "local", "--experiment-name", "score"]
+    return [
+        "mlflow",
+        "run",
+        str(REPO_ROOT),
+        "-e",
+        "score",
+        *args,
+        "--env-manager",
+        "local",
+        "--experiment-name",
+        "score",
+    ]
 
 
 def score_runs() -> list:
@@ -607,11 +658,19 @@ def score_runs() -> list:
 
 
 @pytest.mark.slow
-def test_mlproject_score_entry_point_takes_every_option_and_writes_relative_paths_where_it_was_started(champion, isolated):
+def test_mlproject_score_entry_point_takes_every_option_and_writes_relative_paths_where_it_was_started(
+    champion, isolated
+):
     given = write_input(isolated / "in.csv", n=10)
     command = mlflow_run_score(
-        isolated, model_uri=champion, input="in.csv", output="out.csv", batch_size="4", label_column="gold",
-        output_prefix="p_", probabilities="true",
+        isolated,
+        model_uri=champion,
+        input="in.csv",
+        output="out.csv",
+        batch_size="4",
+        label_column="gold",
+        output_prefix="p_",
+        probabilities="true",
     )
     proc = subprocess.run(command, cwd=isolated, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
@@ -653,7 +712,12 @@ def test_a_signal_to_mlflow_run_score_ends_its_run_and_leaves_no_output(model_di
     pd.concat([write_input(isolated / "in.csv", n=100)] * 1000).to_csv(isolated / "in.csv", index=False)
     command = mlflow_run_score(isolated, model_uri=model_dir, input="in.csv", output="out.csv", chunk_size="50")
     proc = subprocess.Popen(
-        command, cwd=isolated, env=subprocess_env(), stderr=subprocess.PIPE, text=True, start_new_session=True,
+        command,
+        cwd=isolated,
+        env=subprocess_env(),
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
         # As from a terminal: a suite started in the background by a non-interactive shell (`... &`) ignores
         # SIGINT, every child inherits that, and the job then ran to its end FINISHED.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
@@ -682,7 +746,19 @@ def test_mlflow_models_serve_answers_like_the_batch_scorer_and_rejects_bad_paylo
     batch = pd.read_csv(scoring.score_csv(champion, "in.csv", "out.csv", progress=False).output)["label"].tolist()
 
     port = free_port()
-    command = ["mlflow", "models", "serve", "-m", champion, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+    command = [
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        champion,
+        "--env-manager",
+        "local",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
     with http_service(command, f"http://127.0.0.1:{port}", "/ping", tmp_path / "serve.log") as url:
 
         def invoke(body: bytes) -> tuple[int, dict]:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from sentiment_flow.scoring import files as scoring
-from sentiment_flow.scoring import inputs
 from sentiment_flow.config import ScoreConfig
 from sentiment_flow.errors import UserError
+from sentiment_flow.scoring import files as scoring
+from sentiment_flow.scoring import inputs
 
 from test_spark import JAVA, spark  # noqa: F401 - that module's SparkSession fixture, reused here
 

@@ -13,9 +13,9 @@ import pytest
 from click.testing import CliRunner
 from sklearn.metrics import accuracy_score, f1_score
 
-from sentiment_flow.monitoring import drift as scoring_runs
 from sentiment_flow.cli import cli
 from sentiment_flow.config import LABELS, SCORING_EXPERIMENT, ScoreConfig, TrainConfig
+from sentiment_flow.monitoring import drift as scoring_runs
 from sentiment_flow.scoring.files import score_csv
 from sentiment_flow.training import train
 
@@ -31,7 +31,9 @@ def trained_store(tiny_model_dir, tiny_data_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("scoring-runs")
     with pytest.MonkeyPatch.context() as mp:
         uri = isolate(mp, root)
-        config = TrainConfig(model=str(tiny_model_dir), data=str(tiny_data_dir), epochs=1, learning_rate="5e-3", max_length=32)
+        config = TrainConfig(
+            model=str(tiny_model_dir), data=str(tiny_data_dir), epochs=1, learning_rate="5e-3", max_length=32
+        )
         result = train(config)
     return {"uri": uri, "model_uri": result.model_uri, "run_id": result.run_id, "data": tiny_data_dir}
 
@@ -69,7 +71,9 @@ def test_the_baseline_counts_the_test_split_as_scoring_counts_the_same_file(stor
     baseline = mlflow.artifacts.load_dict(f"runs:/{store['run_id']}/{scoring_runs.BASELINE_ARTIFACT}")
     test_csv = store["data"] / "english" / "test.csv"
     summary = score_csv(store["model_uri"], test_csv, tmp_path / "out.csv", SCORED_SPLIT, progress=False)
-    assert np.trim_zeros(summary.token_length_counts, "b").tolist() == np.trim_zeros(baseline["token_length_counts"], "b")
+    assert np.trim_zeros(summary.token_length_counts, "b").tolist() == np.trim_zeros(
+        baseline["token_length_counts"], "b"
+    )
 
 
 def test_a_scoring_job_is_one_run_with_model_input_results_and_drift(store, tmp_path):
@@ -82,7 +86,10 @@ def test_a_scoring_job_is_one_run_with_model_input_results_and_drift(store, tmp_
     name, version = store["model_uri"].removeprefix("models:/").split("/")
     params = run.data.params
     assert {k: params[k] for k in ("engine", "model_name", "model_version", "model_run_id")} == {
-        "engine": "local", "model_name": name, "model_version": version, "model_run_id": store["run_id"],
+        "engine": "local",
+        "model_name": name,
+        "model_version": version,
+        "model_run_id": store["run_id"],
     }
     sha256 = hashlib.sha256((tmp_path / "in.csv").read_bytes()).hexdigest()
     assert params["input_path"] == str(tmp_path / "in.csv") and params["input_hash"] == sha256
@@ -97,7 +104,9 @@ def test_a_scoring_job_is_one_run_with_model_input_results_and_drift(store, tmp_
     shares = predicted.value_counts(normalize=True).reindex(LABELS, fill_value=0)
     assert {label: metrics[f"predicted_share_{label}"] for label in LABELS} == pytest.approx(shares.to_dict())
     assert metrics["accuracy"] == pytest.approx(accuracy_score(given["gold"], predicted))
-    assert metrics["f1_macro"] == pytest.approx(f1_score(given["gold"], predicted, average="macro", labels=list(LABELS)))
+    assert metrics["f1_macro"] == pytest.approx(
+        f1_score(given["gold"], predicted, average="macro", labels=list(LABELS))
+    )
 
     baseline = mlflow.artifacts.load_dict(f"runs:/{store['run_id']}/{scoring_runs.BASELINE_ARTIFACT}")
     counts = predicted.value_counts().reindex(LABELS, fill_value=0).tolist()
@@ -154,14 +163,17 @@ def test_token_lengths_are_binned_with_longer_texts_in_the_open_last_bin():
 def test_a_version_without_a_baseline_is_scored_with_drift_skipped_not_failed(register_tiny_model, tmp_path):
     version = register_tiny_model()  # logged like a version trained before baselines existed
     labelled_input(tmp_path / "in.csv", n=ENOUGH)
-    result = CliRunner().invoke(cli, ["score", f"models:/sentiment-english/{version}", "in.csv", "out.parquet",
-                                      "--experiment-name", "nightly"])
+    result = CliRunner().invoke(
+        cli, ["score", f"models:/sentiment-english/{version}", "in.csv", "out.parquet", "--experiment-name", "nightly"]
+    )
     assert result.exit_code == 0, result.output
     (run,) = scoring_runs_in("nightly")
     assert run.info.status == "FINISHED" and run.data.tags["drift"].startswith("skipped: training run ")
     assert "drift_label_psi" not in run.data.metrics and run.data.metrics["rows"] == ENOUGH
     assert scoring_runs_in() == []  # nothing in the default experiment, nor in Default
-    assert all("rows" not in r.data.metrics for r in mlflow.MlflowClient().search_runs(["0"]))  # Default: the model's run
+    assert all(
+        "rows" not in r.data.metrics for r in mlflow.MlflowClient().search_runs(["0"])
+    )  # Default: the model's run
 
 
 def test_a_job_refused_on_bad_input_ends_its_run_failed(store, tmp_path):
@@ -207,9 +219,27 @@ def test_under_mlflow_run_another_experiment_name_is_refused_not_ignored(store, 
 
 def mlflow_run_score(cwd, model_uri: str, *args: str) -> subprocess.CompletedProcess:
     """`mlflow run . -e score` of `model_uri` on cwd/in.csv, started in `cwd` as a user would."""
-    command = ["mlflow", "run", str(REPO_ROOT), "-e", "score", "--env-manager", "local", "-P", f"model_uri={model_uri}",
-               "-P", "input=in.csv", "-P", "output=out.csv", "-P", "overwrite=true", *args]
-    return subprocess.run(command, cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=300, check=False)
+    command = [
+        "mlflow",
+        "run",
+        str(REPO_ROOT),
+        "-e",
+        "score",
+        "--env-manager",
+        "local",
+        "-P",
+        f"model_uri={model_uri}",
+        "-P",
+        "input=in.csv",
+        "-P",
+        "output=out.csv",
+        "-P",
+        "overwrite=true",
+        *args,
+    ]
+    return subprocess.run(
+        command, cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=300, check=False
+    )
 
 
 @pytest.mark.slow
@@ -246,8 +276,8 @@ def test_jobs_starting_at_once_on_a_new_sqlite_store_all_open_it(tmp_path):
 def test_the_english_test_split_scored_against_its_training_baseline_reads_stable(tmp_path):
     """Real data and MiniLM: the baseline built by the function training calls, the test file scored by
     `score_csv` (the head is untrained: drift in token lengths does not depend on it)."""
-    from sentiment_flow.training import tracking
     from sentiment_flow.data import load_data, tokenize
+    from sentiment_flow.training import tracking
     from sentiment_flow.training.model import load_tokenizer_and_model
 
     tokenizer, model = load_tokenizer_and_model("minilm")

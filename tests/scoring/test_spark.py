@@ -19,11 +19,11 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from sentiment_flow.scoring import spark as spark_scoring
-from sentiment_flow.scoring import spark_session
 from sentiment_flow.cli import cli
 from sentiment_flow.config import ScoreConfig
 from sentiment_flow.errors import UserError
+from sentiment_flow.scoring import spark as spark_scoring
+from sentiment_flow.scoring import spark_session
 
 from conftest import SHARED_DATA, requires_shared_data, subprocess_env
 
@@ -47,8 +47,11 @@ def spark():
         mp.setenv("PYSPARK_PYTHON", sys.executable)
         mp.setenv("PYTHONWARNINGS", f"ignore:{spark_session.PANDAS_WARNING}:FutureWarning")
         session = (
-            SparkSession.builder.master("local[2]").appName("sentiment-flow tests")
-            .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false").getOrCreate()
+            SparkSession.builder.master("local[2]")
+            .appName("sentiment-flow tests")
+            .config("spark.ui.enabled", "false")
+            .config("spark.ui.showConsoleProgress", "false")
+            .getOrCreate()
         )
         session.sparkContext.setLogLevel("ERROR")
         try:
@@ -69,8 +72,13 @@ def leftovers(folder) -> list[str]:
 
 @pytest.mark.slow
 @requires_shared_data()
-def test_spark_local2_gives_the_local_scorers_labels_and_scores_on_real_english_rows(spark, model_dir, ready_store, tmp_path):
-    splits = [pd.read_csv(SHARED_DATA / "english" / f"{split}.csv", keep_default_na=False, dtype=str) for split in ("train", "valid", "test")]
+def test_spark_local2_gives_the_local_scorers_labels_and_scores_on_real_english_rows(
+    spark, model_dir, ready_store, tmp_path
+):
+    splits = [
+        pd.read_csv(SHARED_DATA / "english" / f"{split}.csv", keep_default_na=False, dtype=str)
+        for split in ("train", "valid", "test")
+    ]
     rows = pd.concat(splits, ignore_index=True).head(3000)
     rows = pd.concat([rows, pd.DataFrame({"text": TRICKY, "label": "neutral", "source": "tricky"})], ignore_index=True)
     rows.insert(0, "id", [f"{i:05d}" for i in range(len(rows))])
@@ -79,10 +87,14 @@ def test_spark_local2_gives_the_local_scorers_labels_and_scores_on_real_english_
 
     local = CliRunner().invoke(cli, ["score", model_dir, "in.csv", "local.csv", *scoring_options])
     assert local.exit_code == 0, local.output
-    result = CliRunner().invoke(cli, ["score", model_dir, "in.csv", "out.parquet", "--engine", "spark", *scoring_options])
+    result = CliRunner().invoke(
+        cli, ["score", model_dir, "in.csv", "out.parquet", "--engine", "spark", *scoring_options]
+    )
     assert result.exit_code == 0, result.output
 
-    expected = pd.read_csv(tmp_path / "local.csv", dtype={"id": str}, keep_default_na=False).set_index("id").sort_index()
+    expected = (
+        pd.read_csv(tmp_path / "local.csv", dtype={"id": str}, keep_default_na=False).set_index("id").sort_index()
+    )
     got = pd.read_parquet(tmp_path / "out.parquet").set_index("id").sort_index()
     assert list(got.columns) == list(expected.columns)
     pd.testing.assert_frame_equal(got[rows.columns[1:]], rows.set_index("id")[rows.columns[1:]])  # content intact
@@ -112,7 +124,14 @@ def test_a_folder_of_parquet_parts_is_scored_into_csv_part_files_that_keep_every
     summary = spark_scoring.score_spark(model_dir, "in", "out[1].csv", ScoreConfig(chunk_size=4), probabilities=True)
 
     out = read_spark_csv(tmp_path / "out[1].csv").astype({"n": int}).sort_values("n", ignore_index=True)
-    assert list(out.columns) == ["text", "n", "label", "score", "model_version", *(f"prob_{x}" for x in ("positive", "neutral", "negative"))]
+    assert list(out.columns) == [
+        "text",
+        "n",
+        "label",
+        "score",
+        "model_version",
+        *(f"prob_{x}" for x in ("positive", "neutral", "negative")),
+    ]
     assert list(out["text"]) == list(given["text"])
     assert summary.rows == 20 and summary.blank == 4 and sum(summary.label_counts.values()) == 20
     assert leftovers(tmp_path) == ["out[1].csv"]
@@ -122,18 +141,28 @@ def test_a_folder_of_parquet_parts_is_scored_into_csv_part_files_that_keep_every
 @pytest.mark.parametrize(
     ("setup", "model", "message"),
     [
-        ("text,n\nnice,1\n", None, "'in.csv' has no text column 'review'; its columns are text, n. Name the right one with --text-column."),
+        (
+            "text,n\nnice,1\n",
+            None,
+            "'in.csv' has no text column 'review'; its columns are text, n. Name the right one with --text-column.",
+        ),
         (None, None, "Could not read '{tmp_path}/in.csv': [PATH_NOT_FOUND] Path does not exist: "),
         ("review\nnice\n", "./no-such-model", "Could not load model './no-such-model'"),
         ("review\nnice\n", "existing output", "Output 'out.parquet' exists; pass --overwrite to replace it."),
         # A local CSV is read first as the local engine reads it: Spark found this row only mid-job, model loaded.
-        ("review,n\nok,1\nnice,2,3\n", None, (
-            "'in.csv' line 3 has 3 fields but the header has 2: quote fields that contain the delimiter (\"a, b\") "
-            "or fix that line."
-        )),
+        (
+            "review,n\nok,1\nnice,2,3\n",
+            None,
+            (
+                "'in.csv' line 3 has 3 fields but the header has 2: quote fields that contain the delimiter (\"a, b\") "
+                "or fix that line."
+            ),
+        ),
     ],
 )
-def test_bad_input_on_the_spark_path_is_one_line_and_leaves_no_output(spark, model_dir, tmp_path, setup, model, message):
+def test_bad_input_on_the_spark_path_is_one_line_and_leaves_no_output(
+    spark, model_dir, tmp_path, setup, model, message
+):
     if setup is not None:
         (tmp_path / "in.csv").write_text(setup)
     if model == "existing output":
@@ -141,7 +170,9 @@ def test_bad_input_on_the_spark_path_is_one_line_and_leaves_no_output(spark, mod
         (tmp_path / "out.parquet" / "precious").write_text("kept")
     with pytest.raises(UserError) as error:
         spark_scoring.score_spark(
-            model_dir if model in (None, "existing output") else model, "in.csv", "out.parquet",
+            model_dir if model in (None, "existing output") else model,
+            "in.csv",
+            "out.parquet",
             ScoreConfig(text_column="review"),
         )
     assert str(error.value).startswith(message.format(tmp_path=tmp_path)) and "\n" not in str(error.value)
@@ -176,9 +207,24 @@ def test_sigterm_mid_job_stops_spark_ends_the_run_killed_and_leaves_no_output(mo
     temp = tmp_path / "tmp"  # this job's TMPDIR; the JVM's own temp folder (java.io.tmpdir) is /tmp
     temp.mkdir()
     before = spark_temp_dirs()
-    command = [sys.executable, "-m", "sentiment_flow", "score", model_dir, "in.csv", "out.parquet", "--engine",
-               "spark", "--spark-master", "local[1]", "--chunk-size", "100"]
-    proc = subprocess.Popen(command, cwd=tmp_path, env=subprocess_env(TMPDIR=str(temp)), stderr=subprocess.PIPE, text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "sentiment_flow",
+        "score",
+        model_dir,
+        "in.csv",
+        "out.parquet",
+        "--engine",
+        "spark",
+        "--spark-master",
+        "local[1]",
+        "--chunk-size",
+        "100",
+    ]
+    proc = subprocess.Popen(
+        command, cwd=tmp_path, env=subprocess_env(TMPDIR=str(temp)), stderr=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.monotonic() + 240
         while not any(p.name.startswith(".out.parquet") for p in tmp_path.iterdir()):  # the job is writing

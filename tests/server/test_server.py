@@ -28,9 +28,9 @@ from click.testing import CliRunner
 from mlflow import MlflowClient
 
 from sentiment_flow import registry
+from sentiment_flow.cli import cli
 from sentiment_flow.server import app as server
 from sentiment_flow.server import postgres as embedded_postgres
-from sentiment_flow.cli import cli
 
 from conftest import REPO_ROOT, free_port, http_service, subprocess_env
 
@@ -119,8 +119,13 @@ def test_auth_without_the_admin_password_in_the_environment_is_refused(tmp_path,
 
 def test_a_backend_store_that_is_not_postgresql_is_refused_without_its_password(tmp_path):
     code, output = run_cli(
-        "server", "--data-dir", str(tmp_path), "--port", str(free_port()),
-        "--backend-store-uri", "mysql://ops:hunter2secret@db/mlflow",
+        "server",
+        "--data-dir",
+        str(tmp_path),
+        "--port",
+        str(free_port()),
+        "--backend-store-uri",
+        "mysql://ops:hunter2secret@db/mlflow",
     )
     assert code == 2 and "postgresql://" in output and "hunter2secret" not in output, output
 
@@ -147,15 +152,24 @@ def test_requests_without_valid_credentials_are_refused_in_one_line_naming_the_v
 
 def mlflow_run(team: Team, cwd: Path, tiny_model_dir: Path, tiny_data_dir: Path, name: str = NAME) -> subprocess.Popen:
     params = {
-        "model": tiny_model_dir, "data": tiny_data_dir, "epochs": 1, "max_train_samples": 96, "batch_size": 16,
-        "max_length": 32, "learning_rate": "5e-3", "registered_model_name": name,
+        "model": tiny_model_dir,
+        "data": tiny_data_dir,
+        "epochs": 1,
+        "max_train_samples": 96,
+        "batch_size": 16,
+        "max_length": 32,
+        "learning_rate": "5e-3",
+        "registered_model_name": name,
     }
     args = [arg for key, value in params.items() for arg in ("-P", f"{key}={value}")]
     cwd.mkdir()
     log = open(cwd / "mlflow-run.log", "w")
     return subprocess.Popen(
         ["mlflow", "run", str(REPO_ROOT), *args, "--env-manager", "local"],
-        cwd=cwd, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT,
+        cwd=cwd,
+        env=subprocess_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -199,8 +213,17 @@ def test_train_promote_copy_rollback_score_and_serve_all_work_through_the_server
 
     port = free_port()
     command = [
-        "mlflow", "models", "serve", "-m", f"models:/{NAME}@champion", "--env-manager", "local",
-        "-h", "127.0.0.1", "-p", str(port),
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        f"models:/{NAME}@champion",
+        "--env-manager",
+        "local",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
     ]
     with http_service(command, f"http://127.0.0.1:{port}", "/ping", team.root / "serve.log") as url:
         request = urllib.request.Request(
@@ -289,7 +312,10 @@ def test_eight_promotions_at_once_leave_one_holder_and_every_other_process_fails
     out = tmp_path / "race.json"
     driver = subprocess.run(
         [sys.executable, "-c", RACE_DRIVER, RACE, json.dumps(rounds), str(out)],
-        env=subprocess_env(), capture_output=True, text=True, timeout=2400,  # a round took ~6 min on a loaded host
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=2400,  # a round took ~6 min on a loaded host
     )
     assert driver.returncode == 0, driver.stdout[-2000:] + driver.stderr[-4000:]
 
@@ -313,8 +339,11 @@ def test_the_password_is_in_no_database_row_artifact_or_log(team, as_admin):
     """Runs after the workflow and race tests: whatever they wrote is searched."""
     postgres = team.server.postgres
     dump = subprocess.run(
-        [str(embedded_postgres._pg_bin() / "pg_dumpall"), "-d", postgres.uri(embedded_postgres.SUPERUSER)], capture_output=True, timeout=300,
-        check=True, env={**os.environ, "PGPASSFILE": str(postgres.passfile)},
+        [str(embedded_postgres._pg_bin() / "pg_dumpall"), "-d", postgres.uri(embedded_postgres.SUPERUSER)],
+        capture_output=True,
+        timeout=300,
+        check=True,
+        env={**os.environ, "PGPASSFILE": str(postgres.passfile)},
     ).stdout
     assert b"alembic_version_auth" in dump and b"registered_model" in dump  # the dump has both databases
     assert PASSWORD.encode() not in dump
@@ -364,8 +393,19 @@ def test_sentiment_flow_server_restarts_on_the_same_data_dir_with_everything_and
 
     team.server.stop()
     assert not (team.data_dir / "postgres" / "postmaster.pid").exists()  # PostgreSQL shut down cleanly
-    command = [sys.executable, "-m", "sentiment_flow", "server", "--data-dir", str(team.data_dir),
-               "--port", str(team.port), "--workers", "1", "--auth"]
+    command = [
+        sys.executable,
+        "-m",
+        "sentiment_flow",
+        "server",
+        "--data-dir",
+        str(team.data_dir),
+        "--port",
+        str(team.port),
+        "--workers",
+        "1",
+        "--auth",
+    ]
     env = subprocess_env(**{server.ADMIN_PASSWORD_VAR: PASSWORD})
     with open(team.root / "cli-server.log", "w") as log:
         cli_server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)

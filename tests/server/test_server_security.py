@@ -25,15 +25,18 @@ import mlflow
 import psutil
 import pytest
 from click.testing import CliRunner
-from conftest import free_port, subprocess_env
 
+from sentiment_flow.cli import cli
 from sentiment_flow.server import app as server
 from sentiment_flow.server import postgres as embedded_postgres
-from sentiment_flow.cli import cli
+
+from conftest import free_port, subprocess_env
 
 pytest.importorskip("pgserver", reason='the [server] extra is not installed: pip install -e ".[server]"')
 
-AS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: it creates a second, unprivileged user to attack with")
+AS_ROOT = pytest.mark.skipif(
+    os.geteuid() != 0, reason="needs root: it creates a second, unprivileged user to attack with"
+)
 INTRUDER = "sf-intruder"  # the unprivileged local user the tests attack with
 SENTINEL = f"sentinel-{uuid.uuid4().hex}"  # the admin password in the environment PostgreSQL must not inherit
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"  # runuser lives in sbin
@@ -70,12 +73,23 @@ def modes_up_to_root(path: Path) -> dict[Path, int]:
 
 def psql(postgres: embedded_postgres.EmbeddedPostgres, env: dict[str, str], as_user: str | None = None):
     """`psql -c 'select 1'` on the server's socket as `as_user` (None: ourselves), never prompting."""
-    command = [str(embedded_postgres._pg_bin() / "psql"), "-h", str(postgres.socket_dir), "-U", embedded_postgres.SUPERUSER,
-               "-d", "postgres", "-w", "-c", "select 1"]
+    command = [
+        str(embedded_postgres._pg_bin() / "psql"),
+        "-h",
+        str(postgres.socket_dir),
+        "-U",
+        embedded_postgres.SUPERUSER,
+        "-d",
+        "postgres",
+        "-w",
+        "-c",
+        "select 1",
+    ]
     if as_user:
         command = ["runuser", "-u", as_user, "--", *command]
-    return subprocess.run(command, check=False, env={"PATH": SYSTEM_PATH, **env}, cwd="/", capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        command, check=False, env={"PATH": SYSTEM_PATH, **env}, cwd="/", capture_output=True, text=True, timeout=60
+    )
 
 
 @AS_ROOT
@@ -172,10 +186,12 @@ class Unavailable(BaseHTTPRequestHandler):
     status = 503
 
     def do_GET(self):
-        body = json.dumps({
-            "error_code": "TEMPORARILY_UNAVAILABLE",
-            "message": '(psycopg2.OperationalError) connection to server on socket "/tmp/x/.s.PGSQL.5432" failed',
-        }).encode()
+        body = json.dumps(
+            {
+                "error_code": "TEMPORARILY_UNAVAILABLE",
+                "message": '(psycopg2.OperationalError) connection to server on socket "/tmp/x/.s.PGSQL.5432" failed',
+            }
+        ).encode()
         self.send_response(self.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -211,8 +227,18 @@ def test_a_client_says_the_tracking_servers_database_is_down_without_its_error_t
 
 def start_cli_server(data_dir: Path, port: int, log_path: Path) -> subprocess.Popen:
     """`sentiment-flow server` on `data_dir`, once it printed the URI to export (it answers then)."""
-    command = [sys.executable, "-m", "sentiment_flow", "server", "--data-dir", str(data_dir), "--port", str(port),
-               "--workers", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "sentiment_flow",
+        "server",
+        "--data-dir",
+        str(data_dir),
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 240

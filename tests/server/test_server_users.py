@@ -16,8 +16,8 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.server import get_app_client
 
-from sentiment_flow.server import users as server_users
 from sentiment_flow.config import SCORING_EXPERIMENT
+from sentiment_flow.server import users as server_users
 
 from conftest import REPO_ROOT
 from test_server import ADMIN, PASSWORD, log_in, mlflow_run, run_cli, team  # noqa: F401 - team: the fixture
@@ -54,9 +54,23 @@ def one_line_error(output: str) -> str:
 
 def train_args(tiny_model_dir, tiny_data_dir, name: str) -> list[str]:
     return [
-        "train", "--model", str(tiny_model_dir), "--data", str(tiny_data_dir), "--epochs", "1",
-        "--max-train-samples", "32", "--batch-size", "16", "--max-length", "32", "--learning-rate", "5e-3",
-        "--registered-model-name", name,
+        "train",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(tiny_data_dir),
+        "--epochs",
+        "1",
+        "--max-train-samples",
+        "32",
+        "--batch-size",
+        "16",
+        "--max-length",
+        "32",
+        "--learning-rate",
+        "5e-3",
+        "--registered-model-name",
+        name,
     ]
 
 
@@ -76,7 +90,8 @@ def test_a_refused_version_delete_names_manage_on_the_model_and_no_role_that_has
         response = requests.Response()
         response.status_code = 403
         response.request = requests.Request(
-            "DELETE", "http://mlflow.internal:5000/api/2.0/mlflow/model-versions/delete",
+            "DELETE",
+            "http://mlflow.internal:5000/api/2.0/mlflow/model-versions/delete",
             json={"name": "sentiment-english", "version": "3"},
         ).prepare()
         raise MlflowException("Permission denied", error_code="PERMISSION_DENIED")
@@ -91,7 +106,11 @@ def test_a_refused_version_delete_names_manage_on_the_model_and_no_role_that_has
 
 @pytest.mark.slow
 def test_a_viewer_cannot_train_and_is_told_the_permission_and_the_experiment(
-    team, login, monkeypatch, tiny_model_dir, tiny_data_dir  # noqa: F811
+    team,  # noqa: F811 - the fixture, imported from test_server
+    login,
+    monkeypatch,
+    tiny_model_dir,
+    tiny_data_dir,
 ):
     login(ADMIN, PASSWORD)
     code, output = add_user(monkeypatch, VIEWER, "--role", "viewer", password="short")
@@ -121,7 +140,12 @@ def test_a_viewer_cannot_train_and_is_told_the_permission_and_the_experiment(
 
 @pytest.mark.slow
 def test_an_ops_user_runs_the_readme_commands_on_a_model_the_admin_created(
-    team, login, monkeypatch, tiny_model_dir, tiny_data_dir, tmp_path  # noqa: F811
+    team,  # noqa: F811 - the fixture, imported from test_server
+    login,
+    monkeypatch,
+    tiny_model_dir,
+    tiny_data_dir,
+    tmp_path,
 ):
     login(ADMIN, PASSWORD)
     MlflowClient().create_registered_model(MODEL)  # the admin's: MLflow gives only its creator MANAGE on it
@@ -140,7 +164,9 @@ def test_an_ops_user_runs_the_readme_commands_on_a_model_the_admin_created(
     code, output = run_cli("score", f"models:/{MODEL}/{version}", str(tmp_path / "in.csv"), str(tmp_path / "out.csv"))
     assert code == 0, output
     assert client.search_runs([client.get_experiment_by_name(SCORING_EXPERIMENT).experiment_id])
-    code, output = run_cli("promote", MODEL, "--version", version, "--alias", "champion", "--dry-run", "--min-f1-macro", "0")
+    code, output = run_cli(
+        "promote", MODEL, "--version", version, "--alias", "champion", "--dry-run", "--min-f1-macro", "0"
+    )
     assert code == 0, output
     code, output = run_cli("promote", MODEL, "--version", version, "--alias", "champion", "--min-f1-macro", "0")
     assert code == 0 and client.get_registered_model(MODEL).aliases == {"champion": version}, output
@@ -158,13 +184,18 @@ def test_an_ops_user_runs_the_readme_commands_on_a_model_the_admin_created(
     assert "challenger" not in client.get_registered_model(MODEL).aliases
     code, output = run_cli("score", f"models:/{MODEL}/{version}", str(tmp_path / "in.csv"), str(tmp_path / "v.csv"))
     assert code == 2 and re.search(
-        rf"user '{VIEWER}' lacks EDIT permission on experiment '{SCORING_EXPERIMENT}' \(id \d+\)", one_line_error(output)
+        rf"user '{VIEWER}' lacks EDIT permission on experiment '{SCORING_EXPERIMENT}' \(id \d+\)",
+        one_line_error(output),
     ), output
 
 
 @pytest.mark.slow
 def test_an_existing_user_keeps_its_password_and_gains_the_role_and_the_readme_snippet_shows_it(
-    team, login, monkeypatch, tiny_model_dir, tiny_data_dir  # noqa: F811
+    team,  # noqa: F811 - the fixture, imported from test_server
+    login,
+    monkeypatch,
+    tiny_model_dir,
+    tiny_data_dir,
 ):
     login(ADMIN, PASSWORD)
     code, output = add_user(monkeypatch, VIEWER, "--role", "ops", "--experiment", "team-users", password=None)

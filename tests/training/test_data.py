@@ -64,8 +64,11 @@ def test_rows_with_empty_text_are_dropped(tmp_path):
 
 def test_a_training_split_missing_a_class_is_refused_with_the_counts(tmp_path):
     frame = pd.DataFrame({"text": ["good", "fine", "great"], "label": ["positive", "neutral", "positive"]})
-    with pytest.raises(UserError, match=r"\[train\]: no negative rows \(counts: positive 2, neutral 1, negative 0\); "
-                                        r"a 3-class model cannot learn a class it never sees"):
+    with pytest.raises(
+        UserError,
+        match=r"\[train\]: no negative rows \(counts: positive 2, neutral 1, negative 0\); "
+        r"a 3-class model cannot learn a class it never sees",
+    ):
         load_data(str(write_splits(tmp_path / "d", train=frame)), "english")
 
 
@@ -101,8 +104,10 @@ def test_a_header_with_label_twice_is_refused_naming_the_file_and_the_column(tmp
     # pandas would read the second as `label.1`, and training would use the first without a word.
     folder = write_splits(tmp_path / "d")
     (folder / "valid.csv").write_text("text,label,label\ngreat,positive,negative\nawful,negative,positive\n")
-    message = (f"'{folder / 'valid.csv'}': the header has 2 columns named 'label' (text,label,label); keep one, "
-               "or rename the others.")
+    message = (
+        f"'{folder / 'valid.csv'}': the header has 2 columns named 'label' (text,label,label); keep one, "
+        "or rename the others."
+    )
     with pytest.raises(UserError) as error:
         load_data(str(folder), "english")
     assert str(error.value) == message
@@ -159,9 +164,12 @@ def test_hub_dataset_is_read_from_the_parquet_branch_with_classlabel_names(monke
     import datasets
 
     features = datasets.Features(
-        {"text": datasets.Value("string"), "source": datasets.Value("string"),
-         # Another order than ours: ids must be translated through the names, never taken as they are.
-         "label": datasets.ClassLabel(names=["negative", "neutral", "positive"])}
+        {
+            "text": datasets.Value("string"),
+            "source": datasets.Value("string"),
+            # Another order than ours: ids must be translated through the names, never taken as they are.
+            "label": datasets.ClassLabel(names=["negative", "neutral", "positive"]),
+        }
     )
     rows = {"text": ["good", "meh", "bad"], "source": ["s"] * 3, "label": [0, 1, 2]}
     hub = datasets.DatasetDict(

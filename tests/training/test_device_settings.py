@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sentiment_flow.training import device as train
 from sentiment_flow.config import TrainConfig
 from sentiment_flow.errors import UserError
+from sentiment_flow.training import device as train
 
 
 @pytest.fixture
@@ -40,8 +40,13 @@ def test_cpu_policy_is_fp32_no_compile_dynamic_padding_with_the_recipes_fused_ad
     settings = train.device_settings("cpu", max_length=128)
     assert settings.pad_to_multiple_of is None
     assert settings.training_args == {
-        "bf16": False, "fp16": False, "tf32": None, "torch_compile": False, "optim": "adamw_torch_fused",
-        "dataloader_num_workers": 0, "dataloader_pin_memory": False,
+        "bf16": False,
+        "fp16": False,
+        "tf32": None,
+        "torch_compile": False,
+        "optim": "adamw_torch_fused",
+        "dataloader_num_workers": 0,
+        "dataloader_pin_memory": False,
     }
 
 
@@ -113,8 +118,17 @@ def test_cpu_training_runs_with_dynamic_padding_fp32_and_no_compile(monkeypatch,
     monkeypatch.delenv(train.COMPILE_ENV, raising=False)
     cfg, tokenizer, model, encoded = tiny
     trainer = train.build_trainer(
-        cfg, model, tokenizer, encoded, str(tmp_path), max_steps=2, eval_strategy="no", save_strategy="no",
-        load_best_model_at_end=False, report_to="none", disable_tqdm=True,
+        cfg,
+        model,
+        tokenizer,
+        encoded,
+        str(tmp_path),
+        max_steps=2,
+        eval_strategy="no",
+        save_strategy="no",
+        load_best_model_at_end=False,
+        report_to="none",
+        disable_tqdm=True,
     )
     trainer.train()
     assert trainer.state.global_step == 2
@@ -136,8 +150,18 @@ def test_compiled_training_saves_the_plain_model(monkeypatch, tiny, tmp_path):
     monkeypatch.setenv(train.COMPILE_ENV, "1")
     cfg, tokenizer, model, encoded = tiny
     trainer = train.build_trainer(
-        cfg, model, tokenizer, encoded, str(tmp_path), max_steps=3, eval_strategy="no", save_strategy="no",
-        load_best_model_at_end=False, report_to="none", disable_tqdm=True, torch_compile_backend="eager",
+        cfg,
+        model,
+        tokenizer,
+        encoded,
+        str(tmp_path),
+        max_steps=3,
+        eval_strategy="no",
+        save_strategy="no",
+        load_best_model_at_end=False,
+        report_to="none",
+        disable_tqdm=True,
+        torch_compile_backend="eager",
     )
     trainer.train()
     assert isinstance(trainer.model_wrapped, torch._dynamo.eval_frame.OptimizedModule)

@@ -1,8 +1,8 @@
 """torchrun data-parallel training: every process trains, only the main one tracks and registers."""
 
 import math
-import re
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,10 +17,29 @@ def test_torchrun_with_two_processes_records_one_run_one_version_one_wandb_run(t
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [f"{bin_dir}/torchrun", "--nproc-per-node", "2", "-m", "sentiment_flow", "train",
-         "--model", str(tiny_model_dir), "--data", str(tiny_data_dir), "--learning-rate", "5e-3",
-         "--max-length", "32", "--batch-size", "16"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        [
+            f"{bin_dir}/torchrun",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "sentiment_flow",
+            "train",
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            str(tiny_data_dir),
+            "--learning-rate",
+            "5e-3",
+            "--max-length",
+            "32",
+            "--batch-size",
+            "16",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
 

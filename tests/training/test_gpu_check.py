@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+
 from conftest import REPO_ROOT, subprocess_env
 
 SCRIPT = REPO_ROOT / "benchmarks" / "gpu_check.py"
@@ -17,7 +18,17 @@ SCRIPT = REPO_ROOT / "benchmarks" / "gpu_check.py"
 def test_gpu_check_smoke_measures_trains_reloads_on_cpu_and_renders(tmp_path, tiny_data_dir, tiny_model_dir):
     out, results = tmp_path / "out", tmp_path / "results"
     env = subprocess_env(PYTHONPATH=str(REPO_ROOT))
-    command = [sys.executable, str(SCRIPT), "--smoke", "--data", str(tiny_data_dir), "--model", str(tiny_model_dir), "--out", str(out)]
+    command = [
+        sys.executable,
+        str(SCRIPT),
+        "--smoke",
+        "--data",
+        str(tiny_data_dir),
+        "--model",
+        str(tiny_model_dir),
+        "--out",
+        str(out),
+    ]
     subprocess.run(command, env=env, check=True, capture_output=True)
     payload = json.loads((out / "gpu.json").read_text())
 
@@ -86,10 +97,16 @@ def test_policy_arms_refuse_a_policy_field_no_arm_measures(gpu_check):
         gpu_check.policy_arms(grown)
 
 
-@pytest.mark.parametrize("name, peak, key", [
-    ("NVIDIA H100 80GB HBM3", 989e12, "H100"), ("NVIDIA H200", 989e12, "H200"),
-    ("NVIDIA H200 NVL", 835e12, "H200 NVL"), ("NVIDIA H100 PCIe", 756e12, "H100 PCIe"), ("Tesla T4", None, "unknown"),
-])
+@pytest.mark.parametrize(
+    "name, peak, key",
+    [
+        ("NVIDIA H100 80GB HBM3", 989e12, "H100"),
+        ("NVIDIA H200", 989e12, "H200"),
+        ("NVIDIA H200 NVL", 835e12, "H200 NVL"),
+        ("NVIDIA H100 PCIe", 756e12, "H100 PCIe"),
+        ("Tesla T4", None, "unknown"),
+    ],
+)
 def test_bf16_peak_names_the_datasheet_entry_it_used(gpu_check, name, peak, key):
     assert gpu_check.bf16_peak(name) == (peak, key)
 
@@ -106,17 +123,33 @@ def test_policy_smoke_measures_every_change_checks_on_cpu_and_renders(tmp_path, 
     out, results = tmp_path / "out", tmp_path / "results"
     env = subprocess_env(PYTHONPATH=str(REPO_ROOT))
     env.pop("SENTIMENT_FLOW_TORCH_COMPILE", None)
-    command = [sys.executable, str(SCRIPT), "--policy", "--smoke", "--data", str(tiny_data_dir), "--model", str(tiny_model_dir), "--out", str(out)]
+    command = [
+        sys.executable,
+        str(SCRIPT),
+        "--policy",
+        "--smoke",
+        "--data",
+        str(tiny_data_dir),
+        "--model",
+        str(tiny_model_dir),
+        "--out",
+        str(out),
+    ]
     subprocess.run(command, env=env, check=True, capture_output=True)
     policy = json.loads((out / "gpu_policy.json").read_text())["policy"]
 
     arms = policy["ablation"]
-    assert [(a["arm"], a["batch_size"]) for a in arms[:2]] == [("baseline: fp32, dynamic padding", 4), ("baseline: fp32, dynamic padding", 8)]
+    assert [(a["arm"], a["batch_size"]) for a in arms[:2]] == [
+        ("baseline: fp32, dynamic padding", 4),
+        ("baseline: fp32, dynamic padding", 8),
+    ]
     assert len(arms) == 2 * 7 and not any("skipped" in a for a in arms)
     for arm in arms:
         settings = arm["settings"]
         k = arm["window_samples_per_second"].index(arm["samples_per_second"])  # the median window's own numbers
-        assert arm["samples_per_second"] * arm["window_seconds"][k] == pytest.approx(arm["window_steps"] * arm["batch_size"])
+        assert arm["samples_per_second"] * arm["window_seconds"][k] == pytest.approx(
+            arm["window_steps"] * arm["batch_size"]
+        )
         assert 0 < arm["real_tokens_per_second"] <= arm["tokens_per_second"]
         width = arm["tokens_per_second"] / arm["samples_per_second"]  # the synthetic rows are all under 16 tokens
         assert width == pytest.approx(settings["pad_to_multiple_of"]) if settings["pad_to_multiple_of"] else width < 16
@@ -128,8 +161,16 @@ def test_policy_smoke_measures_every_change_checks_on_cpu_and_renders(tmp_path, 
     assert check["cpu_cuda_visible"] is False and check["cpu_agreement"] == 1.0
     assert check["torch_compile"] is False and check["pad_to_multiple_of"] is None  # on this CPU: the CPU policy
 
-    render = [sys.executable, str(SCRIPT), "--render", str(REPO_ROOT / "benchmarks/results/gpu.json"),
-              "--render", str(out / "gpu_policy.json"), "--results", str(results)]
+    render = [
+        sys.executable,
+        str(SCRIPT),
+        "--render",
+        str(REPO_ROOT / "benchmarks/results/gpu.json"),
+        "--render",
+        str(out / "gpu_policy.json"),
+        "--results",
+        str(results),
+    ]
     subprocess.run(render, env=env, check=True, capture_output=True)
     markdown = (results / "gpu.md").read_text()
     assert "## Per-device policy, change by change" in markdown and "| 8 | + torch.compile |" in markdown

@@ -35,15 +35,28 @@ cli.main()
 
 def train_command(tiny_model_dir: Path, tiny_data_dir: Path, epochs: int) -> list[str]:
     return [
-        "train", "--model", str(tiny_model_dir), "--data", str(tiny_data_dir), "--epochs", str(epochs),
-        "--learning-rate", "5e-3", "--max-length", "32",
+        "train",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(tiny_data_dir),
+        "--epochs",
+        str(epochs),
+        "--learning-rate",
+        "5e-3",
+        "--max-length",
+        "32",
     ]
 
 
 def sentiment_flow(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "sentiment_flow", *args], cwd=cwd, env=subprocess_env(), capture_output=True,
-        text=True, timeout=300,
+        [sys.executable, "-m", "sentiment_flow", *args],
+        cwd=cwd,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -52,7 +65,11 @@ def test_sigkill_while_registering_leaves_a_version_that_promote_refuses_even_wh
 ):
     killed = subprocess.run(
         [sys.executable, "-c", KILLED_WHILE_REGISTERING, *train_command(tiny_model_dir, tiny_data_dir, 1)],
-        cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
 
@@ -60,8 +77,9 @@ def test_sigkill_while_registering_leaves_a_version_that_promote_refuses_even_wh
     (version,) = client.search_model_versions("name = 'sentiment-english'")
     assert client.get_run(version.run_id).info.status == "RUNNING"  # nobody was left to end it
     for extra in (["--dry-run"], ["--force", "--reason", "a half-registered version"]):
-        refused = sentiment_flow("promote", "sentiment-english", "--version", "1", "--alias", "champion", *extra,
-                                 cwd=tmp_path)
+        refused = sentiment_flow(
+            "promote", "sentiment-english", "--version", "1", "--alias", "champion", *extra, cwd=tmp_path
+        )
         assert refused.returncode == 1, refused.stdout + refused.stderr
         assert "ready" in refused.stdout and "RUNNING" in refused.stdout
     assert client.get_registered_model("sentiment-english").aliases == {}
@@ -76,13 +94,18 @@ def test_sigkill_mid_epoch_registers_nothing(tiny_model_dir, tiny_data_dir, tmp_
     with log.open("w") as out:
         training = subprocess.Popen(
             [sys.executable, "-m", "sentiment_flow", *train_command(tiny_model_dir, tiny_data_dir, 500)],
-            cwd=tmp_path, env=subprocess_env(TMPDIR=str(temp)), stdout=out, stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            env=subprocess_env(TMPDIR=str(temp)),
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + 180
         # Training is about to start once the run is tracked and the checkpoint folder exists.
-        while not (runs := client.search_runs(["0"])) or "wandb.run_id" not in runs[0].data.tags or not list(
-            temp.glob("sentiment_flow-*")
+        while (
+            not (runs := client.search_runs(["0"]))
+            or "wandb.run_id" not in runs[0].data.tags
+            or not list(temp.glob("sentiment_flow-*"))
         ):
             assert time.monotonic() < deadline and training.poll() is None, log.read_text()[-3000:]
             time.sleep(1)

@@ -6,7 +6,11 @@ import pytest
 from sentiment_flow.config import LABELS
 from sentiment_flow.errors import UserError
 from sentiment_flow.training.model import (
-    check_max_length, license_note, load_tokenizer_and_model, model_source, resolve_model_path,
+    check_max_length,
+    license_note,
+    load_tokenizer_and_model,
+    model_source,
+    resolve_model_path,
 )
 
 
@@ -46,7 +50,9 @@ def test_loaded_model_carries_the_label_maps(tiny_model_dir):
 def test_max_length_beyond_the_models_positions_is_refused_naming_the_limit(tiny_model_dir):
     tokenizer, model = load_tokenizer_and_model(str(tiny_model_dir))
     check_max_length("tiny", tokenizer, model, 64)  # the tiny model's own limit is fine
-    with pytest.raises(UserError, match=r"max_length 100000 exceeds the 64-token limit of model 'tiny'; use --max-length 64"):
+    with pytest.raises(
+        UserError, match=r"max_length 100000 exceeds the 64-token limit of model 'tiny'; use --max-length 64"
+    ):
         check_max_length("tiny", tokenizer, model, 100000)
 
 

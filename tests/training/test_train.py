@@ -161,7 +161,11 @@ def test_logged_license_names_the_local_base_model_instead_of_a_broken_hub_link(
 
 def test_logged_model_files_are_readable_by_group_and_others(trained, tmp_path):
     location = trained["client"].get_model_version_download_uri(trained["version"].name, trained["version"].version)
-    logged = mlflow.MlflowClient().get_logged_model(location.removeprefix("models:/")) if location.startswith("models:/") else None
+    logged = (
+        mlflow.MlflowClient().get_logged_model(location.removeprefix("models:/"))
+        if location.startswith("models:/")
+        else None
+    )
     root = Path((logged.artifact_location if logged else location).removeprefix("file://"))
     files = [path for path in root.rglob("*") if path.is_file()]
     assert any(path.name == "model.safetensors" for path in files)
@@ -264,14 +268,20 @@ def test_a_training_stopped_while_registering_leaves_no_version_and_a_killed_run
 
 def cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "sentiment_flow", *args], cwd=cwd, env=subprocess_env(**env),
-        capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "sentiment_flow", *args],
+        cwd=cwd,
+        env=subprocess_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("command", [["train"], ["status", "sentiment-english"]])
-def test_an_unreachable_server_fails_fast_in_one_line_without_its_password(command, tiny_model_dir, tiny_data_dir, tmp_path):
+def test_an_unreachable_server_fails_fast_in_one_line_without_its_password(
+    command, tiny_model_dir, tiny_data_dir, tmp_path
+):
     uri = f"http://alice:hunter2pw@127.0.0.1:{free_port()}"  # nothing listens there
     if command == ["train"]:
         command += ["--model", str(tiny_model_dir), "--data", str(tiny_data_dir)]
@@ -283,9 +293,11 @@ def test_an_unreachable_server_fails_fast_in_one_line_without_its_password(comma
     assert "hunter2pw" not in output and "Traceback" not in output
     errors = [line for line in output.splitlines() if line.startswith("Error:")]
     # The CLI moved alice and her password into MLFLOW_TRACKING_USERNAME/PASSWORD: the URI named is bare.
-    assert errors == [f"Error: Cannot reach the MLflow tracking server at http://{uri.rpartition('@')[2]}. "
-                      "Start it, or point MLFLOW_TRACKING_URI at a reachable one (MLFLOW_HTTP_REQUEST_MAX_RETRIES "
-                      "and MLFLOW_HTTP_REQUEST_TIMEOUT wait longer)."]
+    assert errors == [
+        f"Error: Cannot reach the MLflow tracking server at http://{uri.rpartition('@')[2]}. "
+        "Start it, or point MLFLOW_TRACKING_URI at a reachable one (MLFLOW_HTTP_REQUEST_MAX_RETRIES "
+        "and MLFLOW_HTTP_REQUEST_TIMEOUT wait longer)."
+    ]
 
 
 @pytest.mark.slow  # a few seconds: a subprocess or a training
@@ -295,8 +307,12 @@ def test_without_mlflow_tracking_uri_the_store_is_mlflow_db_even_beside_an_mlrun
     (tmp_path / "mlruns" / "0" / "meta.yaml").write_text("experiment_id: '0'\nname: Default\nlifecycle_stage: active\n")
     env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
     proc = subprocess.run(
-        [sys.executable, "-m", "sentiment_flow", "status", "nothing"], cwd=tmp_path, env=env,
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "sentiment_flow", "status", "nothing"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "does not exist in sqlite:///mlflow.db" in proc.stderr
@@ -316,8 +332,20 @@ def test_no_secret_reaches_the_store_artifacts_wandb_or_logs(tiny_model_dir, tin
     inputs = tmp_path / "in.csv"
     inputs.write_text("text\nthe food was great\nthe day was awful\n")
     steps = [
-        ["-v", "train", "--model", str(tiny_model_dir), "--data", str(tiny_data_dir), "--epochs", "1",
-         "--learning-rate", "5e-3", "--max-length", "32"],
+        [
+            "-v",
+            "train",
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            str(tiny_data_dir),
+            "--epochs",
+            "1",
+            "--learning-rate",
+            "5e-3",
+            "--max-length",
+            "32",
+        ],
         ["-v", "promote", "sentiment-english", "--version", "1", "--alias", "champion", "--min-f1-macro", "0"],
         ["-v", "copy", "models:/sentiment-english@champion", "sentiment-english-prod"],
         ["-v", "score", "models:/sentiment-english-prod/1", str(inputs), str(tmp_path / "out.csv")],

@@ -49,7 +49,9 @@ def read_offline_run(run_dir: Path) -> dict:
         elif kind == "summary":
             out["summary"].update({u.key: json.loads(u.value_json) for u in record.summary.update if u.key})
         elif kind == "history":
-            out["history"].append({"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in record.history.item})
+            out["history"].append(
+                {"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in record.history.item}
+            )
         elif kind == "exit":
             out["exit_code"] = record.exit.exit_code
     return out
