@@ -23,20 +23,8 @@ HUB_DATASET = "tyqiangz/multilingual-sentiments"
 # datasets >= 4 refuses the dataset's loading script; the Hub's Parquet conversion lives on this branch.
 HUB_DATASET_REVISION = "refs/convert/parquet"
 # Configs of the Hub dataset ("all" mixes every language).
-LANGUAGES = (
-    "english",
-    "german",
-    "french",
-    "spanish",
-    "italian",
-    "portuguese",
-    "arabic",
-    "hindi",
-    "japanese",
-    "chinese",
-    "indonesian",
-    "malay",
-    "all",
+LANGUAGES = tuple(
+    "english german french spanish italian portuguese arabic hindi japanese chinese indonesian malay all".split()
 )
 
 # `--model auto` picks a model per language.
@@ -102,6 +90,8 @@ class TrainConfig:
     batch_size: int = field(default=16, metadata={"help": "Training batch size per device."})
     max_length: int = field(default=128, metadata={"help": "Tokens kept per text; longer texts are truncated."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    warmup_ratio: float = field(default=0.0, metadata={"help": "Share of the steps that warm the learning rate up."})
+    label_smoothing: float = field(default=0.0, metadata={"help": "Label smoothing of the loss (0 = none)."})
     seed: int = field(default=42, metadata={"help": "Random seed for initialisation, shuffling and sampling."})
     max_train_samples: int = field(
         default=0, metadata={"help": "Train on at most this many rows (0 = all); for smoke runs."}
@@ -120,6 +110,9 @@ class TrainConfig:
             raise UserError(f"max_train_samples must be 0 (all) or positive, got {self.max_train_samples}.")
         if self.weight_decay < 0:
             raise UserError(f"weight_decay must be >= 0, got {self.weight_decay}.")
+        for name in ("warmup_ratio", "label_smoothing"):
+            if not 0 <= getattr(self, name) < 1:
+                raise UserError(f"{name} must be at least 0 and below 1, got {getattr(self, name)}.")
         # Checked here, not when the version is registered after hours of training.
         problem = model_name_problem(self.registry_name)
         if problem:
@@ -166,6 +159,19 @@ class TrainConfig:
         """Every field with its type: W&B keeps numbers as numbers, MLflow stores their text."""
         return dataclasses.asdict(self)
 
+
+# `tune` searches these TrainConfig fields: a list is a choice, {low, high[, log]} a range (whole numbers for an int
+# field). A user's search space (`--search-space`) is searched instead: its names, a subset of these, are searched
+# and every other field keeps the training option's value.
+SEARCH_SPACE: dict = {
+    "learning_rate": {"low": 1e-5, "high": 3e-4, "log": True},
+    "epochs": {"low": 1, "high": 4},
+    "batch_size": [8, 16, 32],
+    "weight_decay": {"low": 0.0, "high": 0.1},
+    "warmup_ratio": {"low": 0.0, "high": 0.2},
+    "label_smoothing": {"low": 0.0, "high": 0.2},
+    "max_length": [64, 128, 256],
+}
 
 # Registry aliases a version moves through, in order. `promote` refuses any other name, so a typo
 # ("champoin") cannot create an alias that nothing serves from.
