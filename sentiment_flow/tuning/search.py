@@ -56,6 +56,7 @@ def tune(base: TrainConfig, cfg: TuneConfig) -> TuneResult:
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
+    search_space.check_values(search_space.load_space(cfg.search_space), base)  # bad input: before the store
     store.check_store()
     study, space, url = open_search(base, cfg)
     name = study.study_name
@@ -84,7 +85,8 @@ def tune(base: TrainConfig, cfg: TuneConfig) -> TuneResult:
                 interrupted = True
                 log.warning("Search stopped: registering the best trial so far")
         trial = results.best_trial(study)
-        version = results.register(study, trial, base.registry_name) if trial else None
+        with store.sqlite_folder_locked(url):  # machines ending at once: one registers the trial, the rest find it
+            version = results.register(study, trial, base.registry_name) if trial else None
         counts = {state.name: len(study.get_trials(deepcopy=False, states=(state,))) for state in TrialState}
         store_metrics: dict[str, float] = {f"trials_{state.lower()}": n for state, n in counts.items()}
         if trial:

@@ -4,6 +4,7 @@ check that a study is continued with the search space and training settings it w
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,8 @@ def open_study(name: str, url: str, definition: dict[str, Any], pruner: str, tri
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the CLI reports trials itself
     engine = {"connect_args": {"timeout": SQLITE_TIMEOUT_SECONDS}} if url.startswith("sqlite:") else {}
-    with sqlite_folder_locked(url):  # a new database: one process creates the tables, the others wait
+    with sqlite_folder_locked(url), warnings.catch_warnings():  # a new database: one process creates its tables
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats, stable since 2.9
         storage = optuna.storages.RDBStorage(
             url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS
         )
