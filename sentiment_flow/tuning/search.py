@@ -61,12 +61,13 @@ def tune(base: TrainConfig, cfg: TuneConfig) -> TuneResult:
     study, space, url = open_search(base, cfg)
     name = study.study_name
     counted = (TrialState.COMPLETE, TrialState.PRUNED)
-    params = {
+    params = {  # as typed (under `mlflow run` it logged them first), then as resolved
         **base.to_params(),
-        **{f"tune_{key}": value for key, value in asdict(cfg).items() if key not in ("search_space", "storage")},
-        "tune_search_space": json.dumps(space),
-        "tune_storage": redact_uri(url),
-        "study": name,
+        **asdict(cfg),
+        "storage": redact_uri(cfg.storage),
+        "resolved_study": name,
+        "resolved_search_space": json.dumps(space),
+        "resolved_storage": redact_uri(url),
     }
     interrupted = False
     with runs.run(f"tune-{name}", params=params, tags={STUDY_TAG: name}) as parent:

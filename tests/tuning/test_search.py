@@ -94,3 +94,28 @@ def test_selection_never_reads_test_metrics(tiny_model_dir, tiny_data_dir, monke
     assert (result.best_trial, by_test) == (1, 0)
     version = mlflow.MlflowClient().get_model_version("picked", result.version)
     assert version.tags[TRIAL_TAG] == "1"
+
+
+def test_mlflow_run_tune_is_the_parent_run_of_its_trials(tiny_model_dir, tiny_data_dir, tmp_path):
+    from test_mlproject import mlflow_run
+
+    space = json.dumps({"learning_rate": [GOOD, 4e-3], "epochs": [1]})
+    proc = mlflow_run(
+        "-e",
+        "tune",
+        *("-P", f"model={tiny_model_dir}", "-P", f"data={tiny_data_dir}", "-P", "max_length=32"),
+        *("-P", "trials=2", "-P", "pruner=none", "-P", f"search_space={space}", "-P", "registered_model_name=e2e"),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "sentiment-flow promote e2e --version 1 --alias champion --dry-run" in proc.stdout
+
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name("e2e").experiment_id
+    (parent,) = [run for run in client.search_runs([experiment]) if "mlflow.parentRunId" not in run.data.tags]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["study"] == "auto" and parent.data.params["resolved_study"] == "tune-e2e"
+    trials = children(client, parent.info.run_id)
+    assert sorted(trials) == [0, 1] and {run.data.tags[STATE_TAG] for run in trials.values()} == {"COMPLETE"}
+    (version,) = client.search_model_versions("name = 'e2e'")
+    assert version.run_id in {run.info.run_id for run in trials.values()}
