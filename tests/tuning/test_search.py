@@ -11,6 +11,7 @@ from sentiment_flow.tuning.search import open_search
 from sentiment_flow.tuning.settings import PARAM_TAG_PREFIX, STATE_TAG, STUDY_TAG, TRIAL_TAG
 
 from test_train import tiny_config
+from wandb_offline import read_offline_run
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +25,9 @@ def children(client, parent_id: str) -> dict[int, mlflow.entities.Run]:
     return {int(run.data.tags[TRIAL_TAG]): run for run in found}
 
 
-def test_a_pruned_study_leaves_one_parent_a_child_per_trial_and_registers_the_best(tiny_model_dir, tiny_data_dir):
+def test_a_pruned_study_leaves_one_parent_a_child_per_trial_and_registers_the_best(
+    tiny_model_dir, tiny_data_dir, tmp_path
+):
     base = tiny_config(tiny_model_dir, tiny_data_dir, registered_model_name="tuned")
     cfg = TuneConfig(trials=4, study="s4", search_space=json.dumps(SPACE), pruner="median")
     study, _, _ = open_search(base, cfg)
@@ -65,6 +68,12 @@ def test_a_pruned_study_leaves_one_parent_a_child_per_trial_and_registers_the_be
     assert float(version.tags["validation_f1_macro"]) == pytest.approx(study.best_value, abs=1e-4)
     assert "study s4" in version.description
     assert "champion" not in client.get_registered_model("tuned").aliases  # a candidate, not a champion
+
+    # Each trial is a W&B run in the study's group; a pruned one ends as cleanly as its MLflow run.
+    wandb_runs = {r["config"]["mlflow_run_id"]: r for r in map(read_offline_run, tmp_path.glob("wandb/offline-run-*"))}
+    assert set(wandb_runs) == {run.info.run_id for run in trials.values()}
+    assert {r["group"] for r in wandb_runs.values()} == {"s4"}
+    assert {r["exit_code"] for r in wandb_runs.values()} == {0}
 
     artifacts = {a.path for a in client.list_artifacts(result.run_id, "plots")}
     assert {"plots/optimization_history.png", "plots/param_importances.png"} <= artifacts

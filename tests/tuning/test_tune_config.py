@@ -78,3 +78,13 @@ def test_a_study_name_is_checked_like_a_model_name():
     with pytest.raises(UserError, match=re.escape("study 'a/b' is not a usable study name")):
         TuneConfig(study="a/b")
     assert TuneConfig().study_name("sentiment-english") == "tune-sentiment-english"
+
+
+def test_warmup_ratio_and_label_smoothing_reach_the_trainer(tmp_path):
+    # Two of the searched values are training options too, so a trial's values can be retrained with `train`.
+    from sentiment_flow.training.device import training_arguments
+
+    args = training_arguments(TrainConfig(warmup_ratio=0.1, label_smoothing=0.05), str(tmp_path))
+    assert args.get_warmup_steps(200) == 20
+    assert args.label_smoothing_factor == 0.05
+    assert training_arguments(TrainConfig(), str(tmp_path)).get_warmup_steps(200) == 0
