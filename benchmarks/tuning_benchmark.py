@@ -25,9 +25,9 @@ from pathlib import Path
 import click
 import mlflow
 
-from sentiment_flow.config import TrainConfig
+from sentiment_flow.config import TrainConfig, TuneConfig
 from sentiment_flow.training import train
-from sentiment_flow.tuning import TuneConfig, tune
+from sentiment_flow.tuning import tune
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # Smaller than config.SEARCH_SPACE so that a CPU finishes several trials within the hour: at most 3 epochs, no

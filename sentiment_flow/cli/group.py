@@ -38,7 +38,7 @@ class WholeNumber(click.ParamType):
         return int(number)
 
 
-# config.py postpones annotations, so dataclass field types arrive as strings.
+# The config modules postpone annotations, so dataclass field types arrive as strings.
 OPTION_TYPES = {"str": str, "int": WholeNumber(), "float": float, "bool": click.BOOL}
 AUTH_ERRORS = {
     "UNAUTHENTICATED": "The tracking server refused the request (HTTP 401, not logged in): set "

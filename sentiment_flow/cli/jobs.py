@@ -12,12 +12,9 @@ from rich.table import Table
 from sentiment_flow.cli.group import cli, config_options, optional_flag, user_errors
 from sentiment_flow.config import (
     HEADLINE_METRICS,
-    INT8_FALLBACK_MARGIN,
-    INT8_MAX_F1_DROP,
-    INT8_MIN_AGREEMENT,
-    INT8_SMOOTH_ALPHA,
     SCORING_EXPERIMENT,
     SPARK_MASTER,
+    OptimizeConfig,
     ScoreConfig,
     TrainConfig,
 )
@@ -132,47 +129,10 @@ def score(
     help="Data folder (or Hub id) holding the source's test split; default: "
     "where its training read it (the version's data_source tag). Its sha256 must match data_hash.",
 )
-@click.option(
-    "--max-f1-drop",
-    default=INT8_MAX_F1_DROP,
-    show_default=True,
-    type=click.FloatRange(min=0),
-    help="Largest test macro-F1 drop from the fp32 model that still registers the variant.",
-)
-@click.option(
-    "--min-agreement",
-    default=INT8_MIN_AGREEMENT,
-    show_default=True,
-    type=click.FloatRange(0, 1),
-    help="Smallest share of test rows on which the variant's label must equal the fp32 model's.",
-)
-@click.option(
-    "--fallback-margin",
-    default=INT8_FALLBACK_MARGIN,
-    show_default=True,
-    type=click.FloatRange(0, 1),
-    help="Rows whose two best int8 probabilities are closer than this are scored again in fp32 (the "
-    "variant carries the fp32 graph for them); 0: int8 alone, a smaller model.",
-)
-@click.option(
-    "--smooth-alpha",
-    default=INT8_SMOOTH_ALPHA,
-    show_default=True,
-    type=click.FloatRange(0, 1),
-    help="SmoothQuant's alpha: how much of each Linear's input range moves into its weights before "
-    "quantizing, measured on validation rows; 0: no smoothing.",
-)
+@config_options(OptimizeConfig)
 @optional_flag("--again", help="Build and register another variant even if this version already has one.")
 @user_errors
-def optimize(
-    model_uri: str,
-    data: str | None,
-    max_f1_drop: float,
-    min_agreement: float,
-    fallback_margin: float,
-    smooth_alpha: float,
-    again: bool,
-) -> None:
+def optimize(model_uri: str, data: str | None, again: bool, **options) -> None:
     """Build the int8 (ONNX Runtime) variant of MODEL_URI and register it as NAME-int8 if it passes the gate.
 
     MODEL_URI is models:/NAME/VERSION or models:/NAME@ALIAS. The gate: on the source's test split, macro-F1
@@ -181,13 +141,14 @@ def optimize(
     """
     from sentiment_flow.int8 import optimize as build_int8
 
-    result = build_int8(model_uri, data, max_f1_drop, min_agreement, fallback_margin, smooth_alpha, again)
+    config = OptimizeConfig(**options)
+    result = build_int8(model_uri, data, config, again)
     table = Table(title=f"Registered {result.model_uri}", show_header=False)
     table.add_row("source", result.source_uri)
     table.add_row("test macro-F1", f"{result.metrics['test_f1_macro']:.4f} (fp32 {result.fp32_f1_macro:.4f})")
     table.add_row("labels equal to fp32", f"{result.agreement:.2%} of {result.rows:,} test rows")
     table.add_row(
-        "scored again in fp32", f"{result.fallback_share:.1%} of test rows (margin under {fallback_margin:g})"
+        "scored again in fp32", f"{result.fallback_share:.1%} of test rows (margin under {config.fallback_margin:g})"
     )
     table.add_row("MLflow run", result.run_id)
     Console().print(table)

@@ -10,8 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sentiment_flow.cli.group import cli, config_options, user_errors
-from sentiment_flow.config import TrainConfig
-from sentiment_flow.tuning.settings import TuneConfig
+from sentiment_flow.config import TrainConfig, TuneConfig
 
 INTERRUPTED_EXIT = 130  # the shell's code for Ctrl-C: the search stopped early, what it found is registered
 

@@ -7,6 +7,7 @@ VNNI): see docs/int8.md and benchmarks/results/int8.md for the numbers behind th
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -21,13 +22,10 @@ from sentiment_flow import runs, store
 from sentiment_flow.config import (
     HEADLINE_METRICS,
     INT8_CALIBRATION_ROWS,
-    INT8_FALLBACK_MARGIN,
-    INT8_MAX_F1_DROP,
-    INT8_MIN_AGREEMENT,
-    INT8_SMOOTH_ALPHA,
     INT8_VARIANT,
     LABELS,
     MODEL_ARTIFACT,
+    OptimizeConfig,
     model_name_problem,
     shortened,
 )
@@ -65,10 +63,7 @@ class OptimizeResult:
 def optimize(
     model_uri: str,
     data: str | None = None,
-    max_f1_drop: float = INT8_MAX_F1_DROP,
-    min_agreement: float = INT8_MIN_AGREEMENT,
-    fallback_margin: float = INT8_FALLBACK_MARGIN,
-    smooth_alpha: float = INT8_SMOOTH_ALPHA,
+    config: OptimizeConfig = OptimizeConfig(),
     again: bool = False,
 ) -> OptimizeResult:
     """Build, gate and register the int8 variant of `model_uri`; raises Refused when it misses the gate.
@@ -90,10 +85,7 @@ def optimize(
     params = {
         "source_uri": source_uri,
         "backend": BACKEND,
-        "max_f1_drop": max_f1_drop,
-        "min_agreement": min_agreement,
-        "fallback_margin": fallback_margin,
-        "smooth_alpha": smooth_alpha,
+        **dataclasses.asdict(config),
         "calibration_rows": len(calibration),
         "test_rows": len(test),
     }
@@ -112,14 +104,14 @@ def optimize(
             scorer,
             Path(folder),
             mlflow.models.get_model_info(source_uri).signature,
-            fallback_margin,
-            smooth_alpha,
+            config.fallback_margin,
+            config.smooth_alpha,
             calibration,
         )
         mlflow.pyfunc.save_model(Path(folder, "saved"), **kwargs)
         variant = mlflow.pyfunc.load_model(str(Path(folder, "saved"))).unwrap_python_model()
         measured = _measure(variant, test, test_source, fp32_labels, fp32_f1)
-        check_gate(source_uri, measured, len(test), max_f1_drop, min_agreement)
+        check_gate(source_uri, measured, len(test), config.max_f1_drop, config.min_agreement)
         info = mlflow.pyfunc.log_model(name=MODEL_ARTIFACT, **kwargs)
         runs.share_model_files(info)
         # Registered last, with the tags training writes (mlflow_run_id last) and its lineage.
@@ -133,7 +125,7 @@ def optimize(
         registered.register(
             info.model_uri,
             version_tags,
-            _description(source, measured, len(test), len(calibration), smooth_alpha, fallback_margin),
+            _description(source, measured, len(test), len(calibration), config),
             f"int8 variants of {source.name}, one version per `sentiment-flow optimize`; each version's "
             f"source_model/source_version/source_run_id tags name its fp32 source.",
         )
@@ -208,16 +200,14 @@ def _measure(variant, test: pd.DataFrame, test_source: str, fp32_labels: np.ndar
     return measured
 
 
-def _description(
-    source, measured: Measured, rows: int, calibration_rows: int, smooth_alpha: float, fallback_margin: float
-) -> str:
-    smoothing = f", activations smoothed with alpha {smooth_alpha:g}" if smooth_alpha else ""
+def _description(source, measured: Measured, rows: int, calibration_rows: int, config: OptimizeConfig) -> str:
+    smoothing = f", activations smoothed with alpha {config.smooth_alpha:g}" if config.smooth_alpha else ""
     return (
         f"int8 variant ({BACKEND}, activation scales from {calibration_rows} validation rows{smoothing}) of "
         f"{source.name} version {source.version}. On its test split ({rows} rows) macro-F1 "
         f"{measured.metrics['test_f1_macro']:.4f} vs fp32 {measured.fp32_f1:.4f}; labels agree with fp32 on "
         f"{measured.agreement:.2%} of rows; {measured.fallback_share:.1%} of them (top-two margin under "
-        f"{fallback_margin:g}) were scored by the fp32 graph it carries. Input: a string column `text`; "
+        f"{config.fallback_margin:g}) were scored by the fp32 graph it carries. Input: a string column `text`; "
         "output: label and score."
     )
 

@@ -4,9 +4,10 @@ Every function takes plain arguments, works on the registry at the current track
 `mlflow server` over HTTP) and returns a result object; only `cli.py` prints. MLflow 3 aliases and
 tags throughout, never the deprecated stages.
 
-Modules: store (lookups, URI resolution, the one models:/ builder), gates (the gate table), evaluations and
-comparison (the same-data gates), audit (promotion tags, alias history), pending (concurrent promotions),
-commands (status, promote, copy), rollbacks (rollback), reports (what they return), rows (a gate-table row).
+Modules: gates (the gate table), evaluations and comparison (the same-data gates), audit (promotion tags, alias
+history), pending (concurrent promotions), commands (status, promote, copy), rollbacks (rollback), reports (what
+they return), rows (a gate-table row). Store look-ups, URI resolution and the one models:/ builder are in
+sentiment_flow/store.py, which every stage shares.
 
 Metrics: gates 2-3 compare the candidate and the champion on one frozen evaluation set (--eval-data, else the
 champion's logged test dataset), each evaluated once per dataset digest by `mlflow.models.evaluate`. Where

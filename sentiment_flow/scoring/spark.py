@@ -25,15 +25,9 @@ from sentiment_flow import metrics
 from sentiment_flow.config import LABELS, SPARK_MASTER, ScoreConfig
 from sentiment_flow.data import label_id
 from sentiment_flow.errors import UserError
+from sentiment_flow.scoring import Scorer, ScoreSummary, load_scorer, predict_texts, token_lengths
 from sentiment_flow.scoring.inputs import check_columns
-from sentiment_flow.scoring.scorer import (
-    Scorer,
-    ScoreSummary,
-    load_scorer,
-    output_columns,
-    predict_texts,
-    token_lengths,
-)
+from sentiment_flow.scoring.scorer import output_columns
 from sentiment_flow.scoring.spark_files import (
     CSV_WRITE_OPTIONS,
     WRITTEN_LINES,

@@ -114,24 +114,8 @@ def start(
     `announce` is told about a change to the system (a user created) before it is made.
     """
     data_dir = Path(data_dir).expanduser().resolve()
-    _check_port_free(host, port)
-    if auth and not os.environ.get(ADMIN_PASSWORD_VAR):
-        raise UserError(
-            f"--auth needs the admin password in the environment variable {ADMIN_PASSWORD_VAR} (MLflow creates "
-            f"the admin user with it on first start; never put it on the command line): "
-            f"read -s {ADMIN_PASSWORD_VAR} && export {ADMIN_PASSWORD_VAR}."
-        )
-    if backend_store_uri and not backend_store_uri.startswith(("postgresql://", "postgresql+")):
-        raise UserError(
-            f"--backend-store-uri must be a PostgreSQL URI like postgresql://mlflow@db.internal:5432/mlflow, "
-            f"got {redact_uri(backend_store_uri)!r}."
-        )
-    # A new data dir is private: with --auth, artifacts read from the filesystem would bypass the server's
-    # permissions. As root, PostgreSQL's own user still needs to pass through it to DATA_DIR/postgres.
-    data_dir.mkdir(mode=0o711 if os.geteuid() == 0 and not backend_store_uri else 0o700, parents=True, exist_ok=True)
-    artifacts = artifacts_destination or str(data_dir / "artifacts")
-    if artifacts_destination is None:
-        Path(artifacts).mkdir(mode=0o700, exist_ok=True)
+    _check_inputs(host, port, auth, backend_store_uri)
+    artifacts = _make_folders(data_dir, artifacts_destination, embedded=backend_store_uri is None)
     reaper = Reaper.start()
     postgres = None
     try:
@@ -139,51 +123,18 @@ def start(
             postgres = start_postgres(data_dir / "postgres", data_dir / "pgpass", announce)
             reaper.watch_postgres(postgres)
             _create_databases(postgres)
-            store = _psycopg2(postgres.uri(DATABASE))
-        else:
-            store = _psycopg2(backend_store_uri)
-        env = dict(os.environ)
-        if postgres is not None:
-            env["PGPASSFILE"] = str(postgres.passfile)  # libpq reads the password there: never in a URI or argv
-        # MLflow's job runner serves GenAI jobs this project never submits, and costs a process per queue.
-        env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+        store = _psycopg2(postgres.uri(DATABASE) if postgres else str(backend_store_uri))
         command = [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            host,
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--backend-store-uri",
-            store,
-            "--serve-artifacts",
-            "--artifacts-destination",
-            artifacts,
+            *(sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--workers", str(workers)),
+            *("--backend-store-uri", store, "--serve-artifacts", "--artifacts-destination", artifacts),
         ]
+        env = _server_env(postgres)
         if auth:
             auth_store = _psycopg2(postgres.uri(AUTH_DATABASE)) if postgres else store
             env["MLFLOW_AUTH_CONFIG_PATH"] = str(write_auth_config(data_dir, auth_store))
-            # CSRF tokens must verify in every worker; a fresh key per start only logs browsers out.
-            env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_hex(32))
             command += ["--app-name", "basic-auth"]
-        # `mlflow server` starts uvicorn from PATH: the one next to this interpreter.
-        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         log_path = data_dir / "mlflow-server.log"
-        with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as log:
-            # Its own session: Ctrl-C in the terminal reaches only us, and we stop it and its workers in order.
-            # uvicorn and its workers stay in its process group, which the reaper stops if we are killed.
-            process = subprocess.Popen(
-                command,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        process = _launch(command, env, log_path)
         reaper.watch_group(process.pid)
         url = f"http://{_client_host(host)}:{port}"
         server = TeamServer(url, process, log_path, artifacts, redact_uri(store), reaper, postgres)
@@ -200,6 +151,59 @@ def start(
         server.stop()
         raise
     return server
+
+
+def _check_inputs(host: str, port: int, auth: bool, backend_store_uri: str | None) -> None:
+    """Refuse, before anything starts, what would make the start fail."""
+    _check_port_free(host, port)
+    if auth and not os.environ.get(ADMIN_PASSWORD_VAR):
+        raise UserError(
+            f"--auth needs the admin password in the environment variable {ADMIN_PASSWORD_VAR} (MLflow creates "
+            f"the admin user with it on first start; never put it on the command line): "
+            f"read -s {ADMIN_PASSWORD_VAR} && export {ADMIN_PASSWORD_VAR}."
+        )
+    if backend_store_uri and not backend_store_uri.startswith(("postgresql://", "postgresql+")):
+        raise UserError(
+            f"--backend-store-uri must be a PostgreSQL URI like postgresql://mlflow@db.internal:5432/mlflow, "
+            f"got {redact_uri(backend_store_uri)!r}."
+        )
+
+
+def _make_folders(data_dir: Path, artifacts_destination: str | None, embedded: bool) -> str:
+    """Create the data dir (and the artifacts folder in it, unless one was given); returns where artifacts go.
+
+    A new data dir is private: with --auth, artifacts read from the filesystem would bypass the server's
+    permissions. As root, PostgreSQL's own user still needs to pass through it to DATA_DIR/postgres.
+    """
+    data_dir.mkdir(mode=0o711 if os.geteuid() == 0 and embedded else 0o700, parents=True, exist_ok=True)
+    if artifacts_destination is not None:
+        return artifacts_destination
+    (data_dir / "artifacts").mkdir(mode=0o700, exist_ok=True)
+    return str(data_dir / "artifacts")
+
+
+def _server_env(postgres: EmbeddedPostgres | None) -> dict[str, str]:
+    """`mlflow server`'s environment: ours, plus where libpq finds the embedded database's password."""
+    env = dict(os.environ)
+    if postgres is not None:
+        env["PGPASSFILE"] = str(postgres.passfile)  # libpq reads the password there: never in a URI or argv
+    # MLflow's job runner serves GenAI jobs this project never submits, and costs a process per queue.
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    # With --auth, CSRF tokens must verify in every worker; a fresh key per start only logs browsers out.
+    env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_hex(32))
+    # `mlflow server` starts uvicorn from PATH: the one next to this interpreter.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def _launch(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """`mlflow server` in a session of its own, its output appended to `log_path` (owner-only)."""
+    with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as log:
+        # Its own session: Ctrl-C in the terminal reaches only us, and we stop it and its workers in order.
+        # uvicorn and its workers stay in its process group, which the reaper stops if we are killed.
+        return subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
 
 
 def _check_port_free(host: str, port: int) -> None:

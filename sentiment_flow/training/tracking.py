@@ -161,7 +161,10 @@ def log_figure(figure, filename: str) -> None:
 
     mlflow.log_figure(figure, f"plots/{filename}")
     if wandb.run is not None:
-        wandb.run.log({f"plots/{filename.rsplit('.', 1)[0]}": wandb.Image(figure)})
+        # Not committed: the image joins the current step, and the Trainer's next log (at its own global step)
+        # commits it. A committed log advanced W&B's step, and the Trainer's first loss point, at a smaller step,
+        # was dropped.
+        wandb.run.log({f"plots/{filename.rsplit('.', 1)[0]}": wandb.Image(figure)}, commit=False)
 
 
 def log_text(text: str, path: str) -> None:

@@ -10,11 +10,11 @@ from dataclasses import asdict, dataclass
 import mlflow
 
 from sentiment_flow import runs, store
-from sentiment_flow.config import TrainConfig
+from sentiment_flow.config import TrainConfig, TuneConfig
 from sentiment_flow.errors import redact_uri
 from sentiment_flow.tuning import best as results
 from sentiment_flow.tuning import space as search_space
-from sentiment_flow.tuning.settings import STUDY_TAG, TEST_ATTR, TuneConfig
+from sentiment_flow.tuning.settings import STUDY_TAG, TEST_ATTR
 from sentiment_flow.tuning.study import open_study, storage_url
 from sentiment_flow.tuning.trials import objective
 

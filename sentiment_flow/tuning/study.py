@@ -11,9 +11,10 @@ from typing import Any
 import mlflow
 from sqlalchemy.engine import make_url
 
+from sentiment_flow.config import STUDY_DATABASE
 from sentiment_flow.errors import UserError, redact_uri
 from sentiment_flow.store import sqlite_folder_locked
-from sentiment_flow.tuning.settings import DEFINITION_ATTR, STUDY_DATABASE
+from sentiment_flow.tuning.settings import DEFINITION_ATTR
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from sentiment_flow import runs
 from sentiment_flow.cli import cli
-from sentiment_flow.config import INPUT_COLUMN, INT8_REQUEST_BATCH_SIZE, LABELS
+from sentiment_flow.config import INPUT_COLUMN, INT8_REQUEST_BATCH_SIZE, LABELS, OptimizeConfig
 from sentiment_flow.data import load_data
 from sentiment_flow.int8.gate import gate_misses
 from sentiment_flow.training import tracking
@@ -156,7 +156,8 @@ def test_the_fallback_margin_decides_which_rows_the_fp32_graph_scores_again(opti
     from sentiment_flow.int8 import optimize
 
     source = optimized["source"]
-    result = optimize(source.model_uri, fallback_margin=margin, again=True)  # the module's optimize built one already
+    # The module's optimize built one already.
+    result = optimize(source.model_uri, config=OptimizeConfig(fallback_margin=margin), again=True)
     # 0: no row (and no fp32 graph in the model); 1: every row (no two probabilities are a whole 1 apart).
     assert result.fallback_share == margin
     assert mlflow.get_run(result.run_id).data.metrics["fallback_share"] == margin

@@ -9,6 +9,7 @@ from sentiment_flow import plots
 from sentiment_flow.training import train
 
 from test_train import tiny_config
+from wandb_offline import read_offline_run
 
 
 @pytest.fixture
@@ -53,3 +54,23 @@ def test_a_figure_becomes_a_wandb_image_in_a_process_that_never_imported_pyplot(
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith("image (")
+
+
+@pytest.mark.slow  # a W&B run in its own process, about 3 s
+def test_plots_logged_before_training_leave_the_first_loss_step_to_the_trainer(tmp_path):
+    # Two figures logged before a short training's first loss at step 1 made W&B's step 2, and W&B dropped that
+    # loss point ("Tried to log to step 1 that is less than the current step 2").
+    code = (
+        "import mlflow, wandb; from sentiment_flow import plots; from sentiment_flow.training import tracking; "
+        f"mlflow.set_tracking_uri('sqlite:///{tmp_path}/mlflow.db'); wandb.init(mode='offline', dir={str(tmp_path)!r}); "
+        "run = mlflow.start_run(); "
+        "[tracking.log_figure(plots.label_distribution({'train': [0, 1, 2]}), f'{n}.png') for n in ('a', 'b')]; "
+        "wandb.run.log({'loss': 0.5}, step=1); wandb.run.log({'loss': 0.4}, step=2); wandb.finish(); mlflow.end_run()"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "less than the current step" not in proc.stderr
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    history = read_offline_run(run_dir)["history"]
+    assert [row["_step"] for row in history if "loss" in row] == [1, 2]
+    assert {"plots/a/_type", "plots/b/_type"} <= {key for row in history for key in row}

@@ -183,6 +183,10 @@ def test_mlflow_and_wandb_runs_point_at_each_other_and_hold_the_same_metrics(tra
     assert len([row for row in wb["history"] if "eval_f1_macro" in row]) == 2
     logged = {key for row in wb["history"] for key in row if not key.startswith(("_", "plots/"))}
     assert logged and logged <= set(run.data.metrics)
+    # Every loss point, at MLflow's steps: the plots logged before training once advanced W&B's step past the
+    # first loss step, and W&B dropped that point ("Tried to log to step 1 that is less than the current step 2").
+    mlflow_steps = [m.step for m in trained["client"].get_metric_history(run.info.run_id, "loss")]
+    assert sorted(row["_step"] for row in wb["history"] if "loss" in row) == sorted(mlflow_steps)
     assert wb["exit_code"] == 0
 
 

@@ -6,7 +6,8 @@ import json
 import mlflow
 import pytest
 
-from sentiment_flow.tuning import TuneConfig, tune
+from sentiment_flow.config import TuneConfig
+from sentiment_flow.tuning import tune
 from sentiment_flow.tuning.search import open_search
 from sentiment_flow.tuning.settings import PARAM_TAG_PREFIX, STATE_TAG, STUDY_TAG, TRIAL_TAG
 

@@ -10,9 +10,8 @@ import yaml
 from click.testing import CliRunner
 
 from sentiment_flow.cli import cli
-from sentiment_flow.config import SEARCH_SPACE, TrainConfig
+from sentiment_flow.config import SEARCH_SPACE, TrainConfig, TuneConfig
 from sentiment_flow.errors import UserError
-from sentiment_flow.tuning import TuneConfig
 from sentiment_flow.tuning.space import check_values, load_space
 
 from conftest import REPO_ROOT
