@@ -51,6 +51,20 @@ def killed_when_stopped() -> Iterator[None]:
         raise
 
 
+class Stopped(Exception):
+    """A job that ends early on purpose (a tuning trial the pruner stopped): its run ends FINISHED, not FAILED."""
+
+
+@contextmanager
+def finished_when_stopped() -> Iterator[None]:
+    """Inside `mlflow.start_run()`: a `Stopped` ends the active run FINISHED, then goes on up."""
+    try:
+        yield
+    except Stopped:
+        mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+        raise
+
+
 @contextmanager
 def run(
     run_name: str | None = None,
@@ -58,17 +72,22 @@ def run(
     params: dict | None = None,
     tags: dict[str, str] | None = None,
     run_id: str | None = None,
+    nested: bool = False,
 ) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run for one job, with `params` and `tags`: the run `run_id` (created by the caller), else under
-    `mlflow run` (MLFLOW_RUN_ID) the run it created, else a new one.
+    `mlflow run` (MLFLOW_RUN_ID) the run it created, else a new one; `nested`: a child of the active run.
 
-    Ends FINISHED, FAILED on an error (MLflow's context manager), or KILLED on SIGTERM or Ctrl-C.
+    Ends FINISHED, FAILED on an error (MLflow's context manager), KILLED on SIGTERM or Ctrl-C, FINISHED on `Stopped`.
     """
     with (
         mlflow.start_run(
-            run_id=run_id, run_name=None if run_id else run_name, experiment_id=None if run_id else experiment_id
+            run_id=run_id,
+            run_name=None if run_id else run_name,
+            experiment_id=None if run_id else experiment_id,
+            nested=nested,
         ) as active,
         killed_when_stopped(),
+        finished_when_stopped(),
     ):
         if params:
             log_new_params(params)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import getpass
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -248,16 +250,23 @@ def check_store() -> None:
     when a process first opens the store, and two jobs starting at once on a new store both did, the second
     failing with a traceback (`duplicate column name: step`). The lock makes the second wait for the first.
     """
-    uri = mlflow.get_tracking_uri()
+    with sqlite_folder_locked(mlflow.get_tracking_uri()):
+        mlflow.MlflowClient().search_experiments(max_results=1)
+
+
+@contextmanager
+def sqlite_folder_locked(uri: str) -> Iterator[None]:
+    """An exclusive lock on the folder of the sqlite database `uri` (a no-op for other URIs): whoever opens a new
+    database first creates its tables while the others wait."""
     database = make_url(uri).database if uri.startswith("sqlite:") else None
     if not database or database == ":memory:" or not Path(database).resolve().parent.is_dir():
-        mlflow.MlflowClient().search_experiments(max_results=1)
+        yield
         return
     import fcntl
 
     folder = os.open(Path(database).resolve().parent, os.O_RDONLY)
     try:
         fcntl.flock(folder, fcntl.LOCK_EX)
-        mlflow.MlflowClient().search_experiments(max_results=1)
+        yield
     finally:
         os.close(folder)  # releases the lock

@@ -45,6 +45,7 @@ DOCS = REPO_ROOT / "docs"
 DOCUMENTS = [
     "README.md",
     "docs/training.md",
+    "docs/tuning.md",
     "docs/registry.md",
     "docs/scoring.md",
     "docs/serving.md",
@@ -104,6 +105,17 @@ RUN = {
 }
 # Blocks that cannot run here, and why.
 SKIP = {
+    (
+        "docs/tuning.md",
+        "Tuning",
+        "mlflow run . -e tune -P lang=english -P model=minilm -P data=../shared/data/multilingual-sentiments -P trials=20 --env-manager local",
+    ): "20 trainings each (hours on this CPU), and a registered version that would renumber the registry page's; "
+    "tests/tuning/test_search.py runs `mlflow run . -e tune` and test_shared.py `sentiment-flow tune` on the tiny model",
+    (
+        "docs/tuning.md",
+        "Shared and resumable studies",
+        "createdb -h db.internal -U tuner optuna                              # once",
+    ): "needs a PostgreSQL server at db.internal; tests/tuning/test_study.py checks the password refusal",
     (
         "README.md",
         "Quick start",

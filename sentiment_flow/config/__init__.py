@@ -1,9 +1,10 @@
 """The one place defaults live: MLproject, the click options and the code all read them from here.
 
 constants.py holds what every stage shares (labels, metrics, aliases, canary texts, model names); training.py,
-registry.py, scoring.py and int8.py hold each command's options as a dataclass (TrainConfig, PromotionConfig,
-ScoreConfig, OptimizeConfig) whose fields become its click options and MLproject parameters. Import them from
-here: `from sentiment_flow.config import LABELS, TrainConfig`.
+registry.py, scoring.py, int8.py and tuning.py hold each command's options as a dataclass (TrainConfig,
+PromotionConfig, ScoreConfig, OptimizeConfig, TuneConfig, the last with `tune`'s search space) whose fields
+become its click options and MLproject parameters. Import them from here:
+`from sentiment_flow.config import LABELS, TrainConfig`.
 """
 
 from sentiment_flow.config.constants import (
@@ -53,6 +54,12 @@ from sentiment_flow.config.scoring import (
 from sentiment_flow.config.training import (
     TrainConfig,
 )
+from sentiment_flow.config.tuning import (
+    PRUNERS,
+    SEARCH_SPACE,
+    STUDY_DATABASE,
+    TuneConfig,
+)
 
 __all__ = [
     "ALIASES",
@@ -84,11 +91,15 @@ __all__ = [
     "MULTILINGUAL_MODEL",
     "OFFLINE_MODEL",
     "OptimizeConfig",
+    "PRUNERS",
     "PromotionConfig",
     "SCORING_EXPERIMENT",
+    "SEARCH_SPACE",
+    "STUDY_DATABASE",
     "SPARK_MASTER",
     "ScoreConfig",
     "TrainConfig",
+    "TuneConfig",
     "VARIANT_METADATA_KEY",
     "model_name_problem",
     "shortened",

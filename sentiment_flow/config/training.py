@@ -49,6 +49,8 @@ class TrainConfig:
     batch_size: int = field(default=16, metadata={"help": "Training batch size per device."})
     max_length: int = field(default=128, metadata={"help": "Tokens kept per text; longer texts are truncated."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    warmup_ratio: float = field(default=0.0, metadata={"help": "Share of the steps that warm the learning rate up."})
+    label_smoothing: float = field(default=0.0, metadata={"help": "Label smoothing of the loss (0 = none)."})
     seed: int = field(default=42, metadata={"help": "Random seed for initialisation, shuffling and sampling."})
     max_train_samples: int = field(
         default=0, metadata={"help": "Train on at most this many rows (0 = all); for smoke runs."}
@@ -67,6 +69,9 @@ class TrainConfig:
             raise UserError(f"max_train_samples must be 0 (all) or positive, got {self.max_train_samples}.")
         if self.weight_decay < 0:
             raise UserError(f"weight_decay must be >= 0, got {self.weight_decay}.")
+        for name in ("warmup_ratio", "label_smoothing"):
+            if not 0 <= getattr(self, name) < 1:
+                raise UserError(f"{name} must be at least 0 and below 1, got {getattr(self, name)}.")
         # Checked here, not when the version is registered after hours of training.
         problem = model_name_problem(self.registry_name)
         if problem:

@@ -5,6 +5,6 @@ steps.py runs the steps; device.py decides how a device trains; model.py finds a
 tracking.py records the training in both trackers.
 """
 
-from sentiment_flow.training.steps import TrainResult, train
+from sentiment_flow.training.steps import Extras, TrainResult, train
 
-__all__ = ["TrainResult", "train"]
+__all__ = ["Extras", "TrainResult", "train"]

@@ -93,6 +93,8 @@ def training_arguments(cfg: TrainConfig, output_dir: str, **overrides):
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.batch_size * 2,
         weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_ratio,  # a float below 1 is a share of the steps (transformers 5 has no warmup_ratio)
+        label_smoothing_factor=cfg.label_smoothing,
         seed=cfg.seed,
         eval_strategy="epoch",
         save_strategy="epoch",

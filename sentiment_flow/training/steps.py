@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,22 @@ class TrainResult:
     version: str
     metrics: dict[str, float]
     wandb_run_path: str
+    # What registering this model takes, as Registration.register's arguments (JSON-able): a caller that did not
+    # register (Extras.register False) can register it later, from another process too.
+    registration: dict[str, Any] = field(default_factory=dict)
+    best_eval_f1_macro: float | None = None  # the kept epoch's validation macro-F1
+
+
+@dataclass(frozen=True)
+class Extras:
+    """What a caller such as a tuning trial adds to a training: Trainer callbacks, run tags, a child run of the
+    active MLflow run, a W&B group, and whether the model is registered (else only logged in the run)."""
+
+    callbacks: tuple = ()
+    tags: dict[str, str] = field(default_factory=dict)
+    nested: bool = False
+    wandb_group: str | None = None
+    register: bool = True
 
 
 @dataclass(frozen=True)
@@ -49,8 +65,9 @@ class Job:
     run_name: str
 
 
-def train(cfg: TrainConfig) -> TrainResult | None:
-    """Fine-tune cfg.model on cfg.data and register it; None on the non-main processes of a torchrun/accelerate job.
+def train(cfg: TrainConfig, extras: Extras | None = None) -> TrainResult | None:
+    """Fine-tune cfg.model on cfg.data and register it (unless extras say not to); None on the non-main processes
+    of a torchrun/accelerate job.
 
     Under torchrun/accelerate every process trains; only the main one tracks, logs and registers.
     """
@@ -67,35 +84,41 @@ def train(cfg: TrainConfig) -> TrainResult | None:
             trainer.predict(job.encoded["test"])  # a collective: every rank takes part in the test
         return None
 
+    extras = extras or Extras()
     # One MLflow run and one W&B run record everything; the version is deleted again if they fail to close.
     with (
         runs.registration(cfg.registry_name) as registered,
-        tracking.tracked_run(job.params, job.run_name, job.tags) as run,
+        tracking.tracked_run(
+            job.params, job.run_name, {**job.tags, **extras.tags}, extras.nested, extras.wandb_group
+        ) as run,
         _shared_tempdir(state) as ckpt,
     ):
         tracking.log_datasets(job.data.splits, job.data.split_sources)
         _log_eda(job.encoded, cfg.max_length)
-        trainer = build_trainer(
-            cfg, job.model, job.tokenizer, job.encoded, ckpt, callbacks=[tracking.metrics_callback()]
-        )
+        callbacks = [tracking.metrics_callback(), *extras.callbacks]
+        trainer = build_trainer(cfg, job.model, job.tokenizer, job.encoded, ckpt, callbacks=callbacks)
         trainer.train()
         test_metrics = _test(trainer, job)
         info = _log_model(cfg, trainer.model, job.tokenizer)
+        registration = {
+            "model_uri": info.model_uri,
+            "tags": _version_tags(cfg, job, run, test_metrics),
+            "description": _description(cfg, job.data, test_metrics),
+            "model_description": _model_description(cfg),
+        }
         # Registered last, with what an ML ops reviewer needs: a version exists only once everything above
         # succeeded. `promote` refuses a version whose run did not end FINISHED.
-        registered.register(
-            info.model_uri,
-            _version_tags(cfg, job, run, test_metrics),
-            _description(cfg, job.data, test_metrics),
-            _model_description(cfg),
-        )
+        if extras.register:
+            registered.register(**registration)
     return TrainResult(
         run_id=run.mlflow_run_id,
-        model_uri=registered.model_uri,
+        model_uri=registered.model_uri if extras.register else "",
         registered_model_name=cfg.registry_name,
-        version=str(registered.version),
+        version=str(registered.version or ""),
         metrics=test_metrics,
         wandb_run_path=run.wandb_run_path,
+        registration=registration,
+        best_eval_f1_macro=trainer.state.best_metric,
     )
 
 

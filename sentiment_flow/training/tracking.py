@@ -50,21 +50,29 @@ def wandb_mode() -> str:
 
 
 @contextmanager
-def tracked_run(params: dict[str, str | int | float], run_name: str, tags: dict[str, str]) -> Iterator[TrackedRun]:
-    """Start (or, under `mlflow run`, resume) the MLflow run and a W&B run that point at each other.
+def tracked_run(
+    params: dict[str, str | int | float],
+    run_name: str,
+    tags: dict[str, str],
+    nested: bool = False,
+    wandb_group: str | None = None,
+) -> Iterator[TrackedRun]:
+    """Start (or, under `mlflow run`, resume) the MLflow run and a W&B run that point at each other; `nested`: the
+    MLflow run is a child of the active one, `wandb_group`: the W&B run's group.
 
     Both get the same params: MLflow stores them as text, W&B keeps numbers as numbers. An exception inside
-    marks both runs failed; a SIGTERM or Ctrl-C ends the MLflow run KILLED (runs.run).
+    marks both runs failed, runs.Stopped neither; a SIGTERM or Ctrl-C ends the MLflow run KILLED (runs.run).
     """
     import wandb
 
-    with runs.run(run_name, params=params, tags=tags) as run:
+    with runs.run(run_name, params=params, tags=tags, nested=nested) as run:
         run_id = run.info.run_id
         mode = wandb_mode()
         wb = wandb.init(
             project=os.environ.get("WANDB_PROJECT", WANDB_PROJECT),
             name=run.info.run_name,
             job_type="train",
+            group=wandb_group,
             mode=mode,  # type: ignore[arg-type]  # WANDB_MODE as the user set it: wandb checks it
             config={**params, "mlflow_run_id": run_id, "mlflow_experiment_id": run.info.experiment_id},
             tags=[tags.get("lang", "")],
@@ -80,6 +88,9 @@ def tracked_run(params: dict[str, str | int | float], run_name: str, tags: dict[
         try:
             yield TrackedRun(mlflow_run_id=run_id, wandb_run_path=path, wandb_mode=mode)
             exit_code = 0
+        except runs.Stopped:
+            exit_code = 0
+            raise
         finally:
             wb.finish(exit_code=exit_code)
     if mode == "offline":

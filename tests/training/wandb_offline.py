@@ -36,13 +36,14 @@ def _records(raw: bytes):
 
 
 def read_offline_run(run_dir: Path) -> dict:
-    """{'run_id', 'config', 'summary', 'history': [rows], 'exit_code'} of one offline-run-* folder."""
+    """{'run_id', 'group', 'config', 'summary', 'history': [rows], 'exit_code'} of one offline-run-* folder."""
     (log_file,) = Path(run_dir).glob("*.wandb")
-    out = {"run_id": None, "config": {}, "summary": {}, "history": [], "exit_code": None}
+    out = {"run_id": None, "group": None, "config": {}, "summary": {}, "history": [], "exit_code": None}
     for record in _records(log_file.read_bytes()):
         kind = record.WhichOneof("record_type")
         if kind == "run":
             out["run_id"] = record.run.run_id
+            out["group"] = record.run.run_group
             out["config"].update({u.key: json.loads(u.value_json) for u in record.run.config.update})
         elif kind == "config":
             out["config"].update({u.key: json.loads(u.value_json) for u in record.config.update if u.key})
