@@ -16,7 +16,7 @@ from sentiment_flow import plots, runs, store
 from sentiment_flow.config import HEADLINE_METRICS, LABELS, TrainConfig
 from sentiment_flow.data import SentimentData, load_data, tokenize
 from sentiment_flow.monitoring import drift
-from sentiment_flow.training import tracking
+from sentiment_flow.training import calibration, tracking
 from sentiment_flow.training.device import build_trainer, cpu_only
 from sentiment_flow.training.model import check_max_length, license_note, load_tokenizer_and_model, model_source
 
@@ -64,6 +64,7 @@ def train(cfg: TrainConfig) -> TrainResult | None:
         with _shared_tempdir(state) as ckpt:
             trainer = build_trainer(cfg, job.model, job.tokenizer, job.encoded, ckpt)
             trainer.train()
+            calibration.calibrate(trainer, job.encoded["valid"])  # collectives, like the test below
             trainer.predict(job.encoded["test"])  # a collective: every rank takes part in the test
         return None
 
@@ -79,7 +80,9 @@ def train(cfg: TrainConfig) -> TrainResult | None:
             cfg, job.model, job.tokenizer, job.encoded, ckpt, callbacks=[tracking.metrics_callback()]
         )
         trainer.train()
-        test_metrics = _test(trainer, job)
+        # Before the test and the logged model: both see the calibrated head.
+        temperature = calibration.calibrate(trainer, job.encoded["valid"])
+        test_metrics = _test(trainer, job, temperature)
         info = _log_model(cfg, trainer.model, job.tokenizer)
         # Registered last, with what an ML ops reviewer needs: a version exists only once everything above
         # succeeded. `promote` refuses a version whose run did not end FINISHED.
@@ -122,8 +125,9 @@ def _prepare(cfg: TrainConfig) -> Job:
     return Job(data, tokenizer, model, encoded, params, tags, run_name=f"{cfg.lang}-{Path(cfg.model_name).name}")
 
 
-def _test(trainer, job: Job) -> dict[str, float]:
-    """Test once, on the best epoch's weights; returns the test_* metrics, logged with their plots and report."""
+def _test(trainer, job: Job, temperature: float) -> dict[str, float]:
+    """Test once, on the best epoch's calibrated weights; returns the test_* metrics (calibration's too), logged
+    with their plots and report."""
     # group_by_length orders evaluation batches by length too: take the labels from the same prediction output,
     # never from the dataset's original order.
     prediction = trainer.predict(job.encoded["test"])
@@ -131,7 +135,7 @@ def _test(trainer, job: Job) -> dict[str, float]:
     test_metrics = tracking.log_test_evaluation(y_true, y_pred, job.data.split_sources["test"])
     tracking.log_figure(plots.confusion_matrix(y_true, y_pred), "confusion_matrix.png")
     tracking.log_text(M.report(y_true, y_pred), "classification_report.txt")
-    return test_metrics
+    return {**test_metrics, **calibration.log_test_calibration(prediction.predictions, y_true, temperature)}
 
 
 def _log_model(cfg: TrainConfig, model, tokenizer):
