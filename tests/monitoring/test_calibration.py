@@ -6,6 +6,8 @@ import torch
 
 from sentiment_flow.training import calibration
 
+from test_registry import NAME, add_version, outcomes  # noqa: F401 - add_version is a fixture
+
 
 def calibrated_sample(rows: int, temperature: float, seed: int = 0):
     """Logits whose softmax at `temperature` is calibrated: labels drawn from those probabilities."""
@@ -45,3 +47,31 @@ def test_ece_is_the_row_weighted_gap_between_accuracy_and_confidence():
     labels = [0] * 10 + [1] * 10 + [0] * 5 + [1] * 15
     # One bin by confidence, whatever the class: the 0.8 bin is right on 10 of 20 rows, the 0.5 bin on 5 of 20.
     assert calibration.ece(mixed, labels) == pytest.approx((20 * 0.3 + 20 * 0.25) / 40)
+
+
+def test_promote_refuses_a_candidate_above_max_ece_and_one_without_a_measured_ece(add_version):  # noqa: F811 - the fixture
+    from mlflow import MlflowClient
+
+    from sentiment_flow import registry
+    from sentiment_flow.config import PromotionConfig
+
+    calibrated, uncalibrated = add_version(0.7), add_version(0.7)
+    run_id = MlflowClient().get_model_version(NAME, calibrated).run_id
+    MlflowClient().log_metric(run_id, "test_ece", 0.08)
+
+    assert "max_ece" not in outcomes(registry.promote(NAME, calibrated, "champion", dry_run=True))  # off by default
+    refused = registry.promote(NAME, calibrated, "champion", config=PromotionConfig(max_ece=0.05))
+    assert refused.failed == ("max_ece",)
+    assert next(g for g in refused.gates if g.gate == "max_ece").candidate == "0.0800"
+    assert registry.promote(NAME, calibrated, "champion", config=PromotionConfig(max_ece=0.1)).promoted
+    missing = registry.promote(NAME, uncalibrated, "challenger", config=PromotionConfig(max_ece=0.1))
+    assert missing.failed == ("max_ece",)
+    assert "trained before calibration" in next(g for g in missing.gates if g.gate == "max_ece").note
+
+
+def test_max_ece_outside_0_1_is_refused():
+    from sentiment_flow.config import PromotionConfig
+    from sentiment_flow.errors import UserError
+
+    with pytest.raises(UserError, match="max_ece must be above 0 and at most 1"):
+        PromotionConfig(max_ece=0)
