@@ -17,8 +17,10 @@ from sentiment_flow import metrics
 from sentiment_flow.config import LABELS, ScoreConfig
 from sentiment_flow.data import label_id
 from sentiment_flow.errors import UserError, one_line
+from sentiment_flow.monitoring import probabilities as probability_stats
 from sentiment_flow.scoring.inputs import check_input, chunks, is_parquet, parquet_file
 from sentiment_flow.scoring.scorer import (
+    PROBABILITIES,
     Scorer,
     ScoreSummary,
     load_scorer,
@@ -136,6 +138,7 @@ def _stream(
     lengths = np.zeros(0, dtype=np.int64)
     rows = blank = 0
     sample = None
+    stats = probability_stats.empty()
     start = time.perf_counter()
     bar = Progress(
         TextColumn("Scoring"),
@@ -153,6 +156,7 @@ def _stream(
             chunk_token_lengths = token_lengths(scorer, texts)  # orders the batches and feeds the drift check
             predicted = predict_texts(scorer, texts, config.batch_size, chunk_token_lengths)
             predicted["model_version"] = scorer.model_version
+            probability_stats.add(stats, probability_stats.of(predicted[list(PROBABILITIES)]))
             predicted = predicted[output_columns(probabilities=probabilities)]
             if sample is None:
                 sample = chunk.head(5).set_axis(header, axis=1)
@@ -182,6 +186,7 @@ def _stream(
         token_length_counts=lengths,
         input_hash=_sha256(input_path),
         input_sample=sample,
+        probability_stats=stats,
     )
 
 

@@ -16,7 +16,7 @@ import mlflow
 from sentiment_flow import runs, store
 from sentiment_flow.config import SCORING_EXPERIMENT
 from sentiment_flow.errors import UserError
-from sentiment_flow.monitoring import drift
+from sentiment_flow.monitoring import drift, probabilities
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ def record(summary, model_uri: str, input_path: str, params: dict[str, str]) -> 
     )
     _log_input(summary, input_path)
     _log_volume(summary)
+    _log_probabilities(summary)
     return drift.check(summary.label_counts, summary.token_length_counts, model_run_id)
 
 
@@ -103,6 +104,15 @@ def _log_volume(summary) -> None:
         metrics.update(accuracy=summary.accuracy, f1_macro=summary.f1_macro, labelled_rows=summary.labelled)
     mlflow.log_metrics(metrics)
     mlflow.log_dict(summary.label_counts, "predicted_label_counts.json")
+
+
+def _log_probabilities(summary) -> None:
+    """What `monitor` reads of this job: its probabilities' stats and its texts per token count."""
+    if summary.probability_stats is None:
+        mlflow.set_tag("probability_stats", "not recorded by this engine")
+        return
+    stats = probabilities.to_json(summary.probability_stats, token_length_counts=summary.token_length_counts)
+    mlflow.log_dict(stats, probabilities.ARTIFACT)
 
 
 def _model_run_id(model_uri: str, model_version: str) -> str | None:
