@@ -54,6 +54,7 @@ class Observed:
     token_length_counts: np.ndarray | None
     realized_f1: float | None = None
     labelled_rows: int = 0
+    vocabulary_counts: np.ndarray | None = None  # vocabulary.FIELDS
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class Baseline:
     stats: dict[str, np.ndarray] | None
     token_length_counts: np.ndarray | None
     f1_macro: float | None
+    vocabulary_counts: np.ndarray | None = None  # the test split's vocabulary.FIELDS against the train split
 
 
 def run_checks(scope: str, seen: Observed, base: Baseline, config: MonitorConfig) -> list[Check]:
@@ -87,6 +89,11 @@ def run_checks(scope: str, seen: Observed, base: Baseline, config: MonitorConfig
             config.max_confidence_psi,
         ),
     ]
+    for name, at, increase in (
+        ("unseen_words", 0, config.max_unseen_word_increase),
+        ("unseen_bigrams", 2, config.max_unseen_bigram_increase),
+    ):
+        out.append(_unseen(scope, name, at, base.vocabulary_counts, seen.vocabulary_counts, rows, increase))
     estimated = estimate.cbpe(seen.stats) if seen.stats is not None else None
     out.append(_f1_drop(scope, "estimated_f1", estimated, rows, base.f1_macro, config.max_f1_drop))
     if seen.realized_f1 is not None:
@@ -105,6 +112,20 @@ def _psi(scope: str, name: str, expected, actual, threshold: float) -> Check:
         return Check(scope, name, "PSI", None, rows, bound, TOO_FEW, f"{rows} < {drift.MIN_DRIFT_ROWS} rows")
     value = drift.psi(expected, actual)
     return Check(scope, name, "PSI", value, rows, bound, ALERT if value > threshold else OK)
+
+
+def _unseen(scope: str, name: str, at: int, expected, actual, rows: int, increase: float) -> Check:
+    """The share of words (at=0) or bigrams (at=2) the train split never had, against the test split's share."""
+    statistic = "unseen share"
+    if expected is None or actual is None:
+        side = "the training run" if expected is None else "the scoring run"
+        return Check(scope, name, statistic, None, rows, "-", SKIPPED, f"{side} recorded no vocabulary counts")
+    reference = expected[at] / max(expected[at + 1], 1)
+    bound = f"<= {reference + increase:.4f} (test {reference:.4f} + {increase:g})"
+    if rows < drift.MIN_DRIFT_ROWS:
+        return Check(scope, name, statistic, None, rows, bound, TOO_FEW, f"{rows} < {drift.MIN_DRIFT_ROWS} rows")
+    value = float(actual[at] / max(actual[at + 1], 1))
+    return Check(scope, name, statistic, value, rows, bound, ALERT if value > reference + increase else OK)
 
 
 def _f1_drop(scope: str, name: str, found: dict | None, rows: int, reference: float | None, drop: float) -> Check:
@@ -132,6 +153,7 @@ def combined(observed: list[Observed]) -> Observed:
     lengths = [o.token_length_counts for o in observed if o.token_length_counts is not None]
     width = max((len(c) for c in lengths), default=0)
     labelled = [o for o in observed if o.realized_f1 is not None]
+    vocabulary = [o.vocabulary_counts for o in observed if o.vocabulary_counts is not None]
     # The realized macro-F1 of all labelled jobs: a row-weighted mean (their confusion matrices are not kept).
     weights = [(float(o.realized_f1 or 0.0), o.labelled_rows) for o in labelled]
     realized = sum(f1 * n for f1, n in weights) / max(sum(n for _, n in weights), 1) if labelled else None
@@ -141,4 +163,5 @@ def combined(observed: list[Observed]) -> Observed:
         token_length_counts=np.sum([np.pad(c, (0, width - len(c))) for c in lengths], axis=0) if lengths else None,
         realized_f1=realized,
         labelled_rows=sum(o.labelled_rows for o in labelled),
+        vocabulary_counts=np.sum(vocabulary, axis=0) if vocabulary else None,
     )

@@ -34,9 +34,14 @@ def cbpe(stats: dict[str, np.ndarray]) -> dict[str, float]:
     found = metrics.from_confusion(expected)
     # Column j's counts: mean sums[j], covariance diag(sums[j]) - outer_sums[j] (positive semi-definite).
     covariance = np.stack([np.diag(s) for s in sums]) - np.asarray(stats["outer_sums"], dtype=np.float64)
+    covariance = (covariance + covariance.transpose(0, 2, 1)) / 2  # exact in theory; symmetric to the last bit
     rng = np.random.default_rng(ESTIMATE_SEED)
     columns = np.stack(
-        [rng.multivariate_normal(sums[j], covariance[j], ESTIMATE_DRAWS, method="eigh") for j in range(len(sums))],
+        [
+            # check_valid: float rounding leaves eigenvalues of -1e-13 in a matrix that is PSD by construction
+            rng.multivariate_normal(sums[j], covariance[j], ESTIMATE_DRAWS, check_valid="ignore", method="eigh")
+            for j in range(len(sums))
+        ],
         axis=-1,
     )  # draws x gold x predicted
     draws = np.clip(columns, 0, None)

@@ -16,7 +16,7 @@ import numpy as np
 from sentiment_flow import runs, store
 from sentiment_flow.config import LABELS, SCORING_EXPERIMENT
 from sentiment_flow.errors import UserError, one_line
-from sentiment_flow.monitoring import checks, drift, report
+from sentiment_flow.monitoring import checks, drift, report, vocabulary
 from sentiment_flow.monitoring import probabilities as P
 from sentiment_flow.monitoring.checks import Check
 from sentiment_flow.monitoring.settings import MONITORING_EXPERIMENT, MonitorConfig
@@ -113,7 +113,9 @@ def load_baseline(client: mlflow.MlflowClient, run_id: str | None) -> checks.Bas
             log.debug("no training run %s: %s", run_id, one_line(exc))
     lengths = None if isinstance(reference, str) else np.asarray(reference["token_length_counts"])
     predicted = None if stats is None else stats["probability_sums"].sum(axis=1)
-    return checks.Baseline(predicted, stats, lengths, f1)
+    known = vocabulary.load(drift.baseline_run_id(run_id))
+    words = np.asarray(known["test_counts"]) if known else None
+    return checks.Baseline(predicted, stats, lengths, f1, words)
 
 
 def scoring_runs(client: mlflow.MlflowClient, model_name: str, version: str, start_ms: int) -> list[ScoringRun]:
@@ -149,6 +151,7 @@ def _read(run) -> ScoringRun:
         token_length_counts=lengths,
         realized_f1=m.get("f1_macro"),
         labelled_rows=int(m.get("labelled_rows", 0)),
+        vocabulary_counts=np.asarray(words) if (words := (stats_json or {}).get("vocabulary_counts")) else None,
     )
     return ScoringRun(run.info.run_id, run.info.start_time, run.info.run_name or "", observed)
 

@@ -33,6 +33,17 @@ class MonitorConfig:
     max_confidence_psi: float = field(
         default=0.2, metadata={"help": "Alert above this PSI of the top probability vs the training test split's."}
     )
+    max_unseen_word_increase: float = field(
+        default=0.1,
+        metadata={"help": "Alert when the share of words the train split never had exceeds the test split's by this."},
+    )
+    max_unseen_bigram_increase: float = field(
+        default=0.05,
+        metadata={
+            "help": "Alert when the share of adjacent word pairs the train split never had exceeds the test split's "
+            "by this (word order: shuffled or foreign text)."
+        },
+    )
     max_f1_drop: float = field(
         default=0.05,
         metadata={
@@ -45,5 +56,6 @@ class MonitorConfig:
         for name in ("max_class_mix_psi", "max_token_length_psi", "max_confidence_psi"):
             if getattr(self, name) <= 0:
                 raise UserError(f"{name} must be above 0 (a PSI), got {getattr(self, name)}.")
-        if not 0 <= self.max_f1_drop <= 1:
-            raise UserError(f"max_f1_drop must be between 0 and 1 (a macro-F1 difference), got {self.max_f1_drop}.")
+        for name in ("max_unseen_word_increase", "max_unseen_bigram_increase", "max_f1_drop"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise UserError(f"{name} must be between 0 and 1 (a difference of shares), got {getattr(self, name)}.")

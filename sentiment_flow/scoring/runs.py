@@ -52,7 +52,7 @@ def _check_experiment(experiment_id: str, wanted: str) -> None:
 
 def record(summary, model_uri: str, input_path: str, params: dict[str, str]) -> dict[str, float | str]:
     """Log what a scoring job did into the active run; returns each drift check's PSI, or why it has none."""
-    model_run_id = _model_run_id(model_uri, summary.model_version)
+    model_run_id = training_run_id(model_uri, summary.model_version)
     name, _, version = summary.model_version.rpartition("/") if model_uri.startswith("models:/") else ("", "", "")
     runs.log_new_params(
         {
@@ -111,11 +111,14 @@ def _log_probabilities(summary) -> None:
     if summary.probability_stats is None:
         mlflow.set_tag("probability_stats", "not recorded by this engine")
         return
-    stats = probabilities.to_json(summary.probability_stats, token_length_counts=summary.token_length_counts)
+    extra = {"token_length_counts": summary.token_length_counts}
+    if summary.vocabulary_counts is not None:
+        extra["vocabulary_counts"] = summary.vocabulary_counts
+    stats = probabilities.to_json(summary.probability_stats, **extra)
     mlflow.log_dict(stats, probabilities.ARTIFACT)
 
 
-def _model_run_id(model_uri: str, model_version: str) -> str | None:
+def training_run_id(model_uri: str, model_version: str) -> str | None:
     """The training run of a registry version or a runs:/ URI; None for a model directory."""
     if model_uri.startswith("runs:/"):
         return model_uri.removeprefix("runs:/").split("/", 1)[0]

@@ -58,6 +58,8 @@ class ScoreSummary:
     input_sample: pd.DataFrame | None = None  # its first rows, named: the scoring run's dataset schema
     # monitoring.probabilities' stats of every row's probabilities: what `monitor` estimates performance from.
     probability_stats: dict[str, np.ndarray] | None = None
+    # monitoring.vocabulary's counts against the training split (None: the model has no vocabulary logged).
+    vocabulary_counts: np.ndarray | None = None
 
 
 def resolve_model(model_uri: str) -> tuple[str, str]:

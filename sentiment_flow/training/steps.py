@@ -15,7 +15,7 @@ from sentiment_flow import metrics as M
 from sentiment_flow import plots, runs, store
 from sentiment_flow.config import HEADLINE_METRICS, LABELS, TrainConfig
 from sentiment_flow.data import SentimentData, load_data, tokenize
-from sentiment_flow.monitoring import drift
+from sentiment_flow.monitoring import drift, vocabulary
 from sentiment_flow.training import calibration, tracking
 from sentiment_flow.training.device import build_trainer, cpu_only
 from sentiment_flow.training.model import check_max_length, license_note, load_tokenizer_and_model, model_source
@@ -76,6 +76,8 @@ def train(cfg: TrainConfig) -> TrainResult | None:
     ):
         tracking.log_datasets(job.data.splits, job.data.split_sources)
         _log_eda(job.encoded, cfg.max_length)
+        splits = job.data.splits  # what `monitor` reads the out-of-vocabulary rates against
+        tracking.log_dict(vocabulary.baseline(splits["train"]["text"], splits["test"]["text"]), vocabulary.ARTIFACT)
         trainer = build_trainer(
             cfg, job.model, job.tokenizer, job.encoded, ckpt, callbacks=[tracking.metrics_callback()]
         )

@@ -21,7 +21,7 @@ from sentiment_flow import metrics
 from sentiment_flow.cli import cli
 from sentiment_flow.config import LABELS, SCORING_EXPERIMENT
 from sentiment_flow.errors import ALERT_EXIT_CODE
-from sentiment_flow.monitoring import drift
+from sentiment_flow.monitoring import drift, vocabulary
 from sentiment_flow.monitoring import probabilities as P
 from sentiment_flow.monitoring.settings import MONITORING_EXPERIMENT, MonitorConfig
 from sentiment_flow.scoring import runs as scoring_runs
@@ -61,6 +61,8 @@ def version(ready_store):
             drift.BASELINE_ARTIFACT,
         )
         mlflow.log_dict(P.to_json(P.of(probs)), P.ARTIFACT)
+        # Shares only: 20 % of the test split's words and 70 % of its bigrams are not in the train split.
+        mlflow.log_dict({"words": [], "bigrams": [], "test_counts": [200, 1000, 630, 900]}, vocabulary.ARTIFACT)
     client = mlflow.MlflowClient()
     client.create_registered_model(NAME)
     mv = client.create_model_version(NAME, f"runs:/{run.info.run_id}/model", run.info.run_id)
@@ -68,7 +70,7 @@ def version(ready_store):
     return run.info.run_id
 
 
-def record(tmp_path: Path, probs, lengths, gold=None, version: str = "1", hours_ago: float = 0) -> str:
+def record(tmp_path: Path, probs, lengths, gold=None, version: str = "1", hours_ago: float = 0, words=None) -> str:
     """One scoring run of NAME/version, recorded as `score` records it (started `hours_ago`); returns its id."""
     predicted = probs.argmax(axis=1)
     scores = metrics.classification_metrics(gold, predicted) if gold is not None else {}
@@ -85,6 +87,7 @@ def record(tmp_path: Path, probs, lengths, gold=None, version: str = "1", hours_
         token_length_counts=np.bincount(lengths),
         input_hash="0" * 64,
         probability_stats=P.of(probs),
+        vocabulary_counts=np.array(words or [len(probs), 5 * len(probs), 3 * len(probs), 4 * len(probs)]),
     )
     (tmp_path / "in.csv").write_text("text\nx\n")
     client = mlflow.MlflowClient()
@@ -119,7 +122,8 @@ def test_scoring_like_the_test_split_is_quiet_and_the_estimate_is_within_its_unc
     assert "OK: every check holds" in result.output
     checks = {c["check"]: c for c in checks_of(monitoring_run()) if c["scope"] == "all runs"}
     assert {name: c["status"] for name, c in checks.items()} == dict.fromkeys(
-        ("class_mix", "token_length", "confidence", "estimated_f1", "realized_f1"), "ok"
+        ("class_mix", "token_length", "confidence", "unseen_words", "unseen_bigrams", "estimated_f1", "realized_f1"),
+        "ok",
     )
     estimated, realized = checks["estimated_f1"], checks["realized_f1"]
     assert abs(estimated["value"] - realized["value"]) <= max(3 * estimated["std"], 0.03)
@@ -151,6 +155,17 @@ def test_longer_texts_alert_on_token_length_only(version, tmp_path):
     assert result.exit_code == ALERT_EXIT_CODE
     alerted = {c["check"] for c in checks_of(monitoring_run()) if c["status"] == "alert"}
     assert alerted == {"token_length"}
+
+
+def test_shuffled_or_foreign_words_alert_on_unseen_bigrams(version, tmp_path):
+    probs, lengths, _ = sample(600, seed=11)
+    record(tmp_path, probs, lengths, words=[1200, 6000, 2000, 2400])  # 20 % unseen words, 83 % unseen bigrams
+
+    assert monitor().exit_code == ALERT_EXIT_CODE
+    alerted = {c["check"]: c for c in checks_of(monitoring_run()) if c["status"] == "alert"}
+    assert set(alerted) == {"unseen_bigrams"}
+    assert alerted["unseen_bigrams"]["value"] == pytest.approx(2000 / 2400)
+    assert alerted["unseen_bigrams"]["threshold"] == "<= 0.7500 (test 0.7000 + 0.05)"
 
 
 def test_too_few_rows_say_so_instead_of_a_number_and_do_not_alert(version, tmp_path):
@@ -223,3 +238,19 @@ def test_mlproject_monitor_passes_every_cli_option_with_the_config_defaults():
         option = options[name]
         assert option.type.convert(str(entry["parameters"][name]["default"]), option, None) == option.default, name
         assert f"--{name.replace('_', '-')} {{{name}}}" in entry["command"]
+
+
+def test_shuffled_words_keep_the_vocabulary_but_not_its_bigrams():
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(300)]
+    texts = [" ".join(rng.choice(words, 12)) for _ in range(400)]  # word pairs repeat across texts
+    train, test = texts[:300] * 2, texts[:100]
+    known = vocabulary.baseline(train, test)
+    shuffled = [" ".join(rng.permutation(t.split())) for t in test]
+    unseen_words, total_words, unseen_bigrams, total_bigrams = vocabulary.counts(shuffled, known)
+    assert (unseen_words, total_words) == (0, 1200)
+    assert known["test_counts"] == [0, 1200, 0, 1100]
+    assert unseen_bigrams / total_bigrams > 0.8  # 89 %: a shuffle keeps a few pairs of its own text
+    first, second = test[0].split()[:2]
+    german = vocabulary.counts([f"Das ist aber {first} {second} schön"], known)
+    assert german.tolist() == [4, 6, 4, 5]  # only the pair from the train split is known
