@@ -13,6 +13,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -254,3 +255,21 @@ def test_shuffled_words_keep_the_vocabulary_but_not_its_bigrams():
     first, second = test[0].split()[:2]
     german = vocabulary.counts([f"Das ist aber {first} {second} schön"], known)
     assert german.tolist() == [4, 6, 4, 5]  # only the pair from the train split is known
+
+
+def test_score_records_the_stats_of_the_probabilities_it_writes(ready_store, model_dir, tmp_path):
+    from test_scoring import write_input
+
+    write_input(tmp_path / "in.csv", n=60)
+    result = CliRunner().invoke(cli, ["score", model_dir, "in.csv", "out.csv", "--probabilities", "--chunk-size", "25"])
+    assert result.exit_code == 0, result.output
+
+    (run,) = mlflow.search_runs(experiment_names=[SCORING_EXPERIMENT], output_format="list")
+    logged = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/{P.ARTIFACT}")
+    written = pd.read_csv(tmp_path / "out.csv")[[f"prob_{label}" for label in LABELS]].to_numpy()
+    expected = P.of(written)  # the written probabilities, all chunks at once
+    for key in ("probability_sums", "outer_sums"):
+        np.testing.assert_allclose(logged[key], expected[key], rtol=1e-9)
+    assert logged["confidence_counts"] == expected["confidence_counts"].tolist()
+    assert sum(logged["token_length_counts"]) == 60
+    assert "vocabulary_counts" not in logged  # a model directory has no training run to read it from
