@@ -49,6 +49,11 @@ def sample(rows: int, seed: int, sharpness: float = 1.0, length_mean: float = 20
 @pytest.fixture
 def version(ready_store):
     """A registered version behind `champion` whose training run logged the monitoring baseline; returns its run."""
+    return register_version()
+
+
+def register_version() -> str:
+    """NAME version 1 behind `champion`, its run holding what training logs for monitoring; returns the run id."""
     probs, lengths, gold = sample(870, seed=1)
     with mlflow.start_run() as run:
         f1 = metrics.classification_metrics(gold, probs.argmax(axis=1))["f1_macro"]
