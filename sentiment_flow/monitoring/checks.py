@@ -95,10 +95,10 @@ def run_checks(scope: str, seen: Observed, base: Baseline, config: MonitorConfig
     ):
         out.append(_unseen(scope, name, at, base.vocabulary_counts, seen.vocabulary_counts, rows, increase))
     estimated = estimate.cbpe(seen.stats) if seen.stats is not None else None
-    out.append(_f1_drop(scope, "estimated_f1", estimated, rows, base.f1_macro, config.max_f1_drop))
+    out.append(_f1_drop(scope, "estimated_f1", estimated, rows, base.f1_macro, config.max_f1_decline))
     if seen.realized_f1 is not None:
         realized = {"f1_macro": seen.realized_f1}
-        out.append(_f1_drop(scope, "realized_f1", realized, seen.labelled_rows, base.f1_macro, config.max_f1_drop))
+        out.append(_f1_drop(scope, "realized_f1", realized, seen.labelled_rows, base.f1_macro, config.max_f1_decline))
     return out
 
 

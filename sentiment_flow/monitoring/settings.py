@@ -44,7 +44,7 @@ class MonitorConfig:
             "by this (word order: shuffled or foreign text)."
         },
     )
-    max_f1_drop: float = field(
+    max_f1_decline: float = field(
         default=0.05,
         metadata={
             "help": "Alert when the estimated (or, with gold labels, realized) macro-F1 is more than this below "
@@ -56,6 +56,6 @@ class MonitorConfig:
         for name in ("max_class_mix_psi", "max_token_length_psi", "max_confidence_psi"):
             if getattr(self, name) <= 0:
                 raise UserError(f"{name} must be above 0 (a PSI), got {getattr(self, name)}.")
-        for name in ("max_unseen_word_increase", "max_unseen_bigram_increase", "max_f1_drop"):
+        for name in ("max_unseen_word_increase", "max_unseen_bigram_increase", "max_f1_decline"):
             if not 0 <= getattr(self, name) <= 1:
                 raise UserError(f"{name} must be between 0 and 1 (a difference of shares), got {getattr(self, name)}.")
