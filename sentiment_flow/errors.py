@@ -17,6 +17,11 @@ def server_failed(redacted_server_uri: str, status: str) -> str:
     )
 
 
+# `monitor`'s exit code when a check crossed its threshold: neither success (0) nor a refusal (1) or bad input (2),
+# so cron or CI can start a retraining on exactly this code.
+ALERT_EXIT_CODE = 3
+
+
 class UserError(Exception):
     """Bad input or environment, with a message that names what was found and how to fix it."""
 

@@ -86,3 +86,52 @@ def compare_shares(names: list[str], expected, actual, title: str, psi: float):
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def reliability_diagram(curves: dict[str, tuple], ece: dict[str, float]):
+    """Accuracy against mean confidence per confidence bin, one line per curve name (e.g. before/after
+    calibration), each point sized by its rows; `curves` maps a name to `(rows, mean confidence, accuracy)`."""
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
+    for name, (rows, confidence, accuracy) in curves.items():
+        used = np.asarray(rows) > 0
+        sizes = 200 * np.asarray(rows)[used] / max(np.sum(rows), 1)
+        line = ax.plot(
+            np.asarray(confidence)[used], np.asarray(accuracy)[used], marker="", label=f"{name} (ECE {ece[name]:.3f})"
+        )
+        ax.scatter(np.asarray(confidence)[used], np.asarray(accuracy)[used], s=sizes, color=line[0].get_color())
+    ax.set_xlabel("mean confidence (top probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title("Reliability diagram (test split)")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def over_time(times, rows, series: dict[str, list], thresholds: dict[str, float], estimate: dict[str, tuple]):
+    """Three panels over the scoring runs' start `times`: rows per run; each PSI series (name -> values, NaN where
+    not computed) with its alert threshold; estimated macro-F1 with ±1 std, realized macro-F1 and the reference
+    (estimate: "estimated" -> (values, stds), "realized" -> (values,), "reference" -> (value,))."""
+    fig = Figure(figsize=(9, 8))
+    volume, psi, f1 = fig.subplots(3, 1, sharex=True)
+    x = np.arange(len(times))
+    volume.bar(x, rows, color="tab:grey")
+    volume.set_ylabel("rows")
+    volume.set_title("Scoring runs over time")
+    for (name, values), color in zip(series.items(), ("tab:blue", "tab:orange", "tab:green")):
+        psi.plot(x, values, marker="o", color=color, label=name)
+        psi.axhline(thresholds[name], color=color, linestyle=":")
+    psi.set_ylabel("PSI vs training (dotted: alert)")
+    psi.legend(fontsize="small")
+    values, stds = estimate["estimated"]
+    f1.errorbar(x, values, yerr=stds, marker="o", capsize=3, label="estimated (CBPE, ±1 std)")
+    f1.plot(x, estimate["realized"][0], marker="s", linestyle="", color="tab:red", label="realized (gold labels)")
+    f1.axhline(estimate["reference"][0], color="tab:grey", linestyle="--", label="test split")
+    f1.set_ylabel("macro-F1")
+    f1.legend(fontsize="small")
+    f1.set_xticks(x, times, rotation=45, ha="right", fontsize="small")
+    fig.tight_layout()
+    return fig

@@ -48,6 +48,7 @@ DOCUMENTS = [
     "docs/tuning.md",
     "docs/registry.md",
     "docs/scoring.md",
+    "docs/monitoring.md",
     "docs/serving.md",
     "docs/int8.md",
     "docs/server.md",
@@ -116,6 +117,16 @@ SKIP = {
         "Shared and resumable studies",
         "createdb -h db.internal -U tuner optuna                              # once",
     ): "needs a PostgreSQL server at db.internal; tests/tuning/test_study.py checks the password refusal",
+    (
+        "docs/monitoring.md",
+        "sentiment-flow monitor",
+        "sentiment-flow monitor sentiment-english --alias champion --since 7d",
+    ): "its exit code depends on what the tiny model scored: tests/monitoring/test_monitor.py runs it on every case",
+    (
+        "docs/monitoring.md",
+        "sentiment-flow monitor",
+        "mlflow run . -e monitor -P model_name=sentiment-english --env-manager local --experiment-name sentiment-flow-monitoring",
+    ): "as above; tests/monitoring/test_monitor.py checks the entry point passes every option with its default",
     (
         "README.md",
         "Quick start",

@@ -61,7 +61,8 @@ def status_command(name: str) -> None:
     "--reason", default="", help="Why; recorded on the version and in the audit trail. Required with --force."
 )
 @optional_flag(
-    "--force", help="Promote even if gates 2-3 (min_f1_macro, no_regression, per_class_f1, significance) fail."
+    "--force",
+    help="Promote even if gates 2-3 (min_f1_macro, no_regression, per_class_f1, significance) or max_ece fail.",
 )
 @optional_flag(
     "--despite-rollback", help="Promote a version that was rolled back from ALIAS before; recorded in the audit trail."

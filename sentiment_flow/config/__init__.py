@@ -1,9 +1,9 @@
 """The one place defaults live: MLproject, the click options and the code all read them from here.
 
 constants.py holds what every stage shares (labels, metrics, aliases, canary texts, model names); training.py,
-registry.py, scoring.py, int8.py and tuning.py hold each command's options as a dataclass (TrainConfig,
-PromotionConfig, ScoreConfig, OptimizeConfig, TuneConfig, the last with `tune`'s search space) whose fields
-become its click options and MLproject parameters. Import them from here:
+registry.py, scoring.py, int8.py, tuning.py and monitoring.py hold each command's options as a dataclass
+(TrainConfig, PromotionConfig, ScoreConfig, OptimizeConfig, TuneConfig with `tune`'s search space,
+MonitorConfig) whose fields become its click options and MLproject parameters. Import them from here:
 `from sentiment_flow.config import LABELS, TrainConfig`.
 """
 
@@ -43,6 +43,10 @@ from sentiment_flow.config.int8 import (
     INT8_SMOOTH_ALPHA,
     OptimizeConfig,
 )
+from sentiment_flow.config.monitoring import (
+    MONITORING_EXPERIMENT,
+    MonitorConfig,
+)
 from sentiment_flow.config.registry import (
     PromotionConfig,
 )
@@ -62,6 +66,8 @@ from sentiment_flow.config.tuning import (
 )
 
 __all__ = [
+    "MONITORING_EXPERIMENT",
+    "MonitorConfig",
     "ALIASES",
     "AUTO",
     "CANARY_TEXTS",

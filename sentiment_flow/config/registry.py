@@ -45,6 +45,10 @@ class PromotionConfig:
     bootstrap_seed: int = field(
         default=0, metadata={"help": "Seed of the bootstrap: the same seed, the same interval."}
     )
+    max_ece: float = field(
+        default=1.0,
+        metadata={"help": "Gate: the candidate's test ECE (15 bins, calibrated) must be at most this; 1 = off."},
+    )
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_f1_macro <= 1:
@@ -52,5 +56,7 @@ class PromotionConfig:
         for name, unit in (("tolerance", "a macro-F1 difference"), ("per_class_tolerance", "an F1 difference")):
             if not 0 <= getattr(self, name) <= 1:
                 raise UserError(f"{name} must be between 0 and 1 ({unit}), got {getattr(self, name)}.")
+        if not 0 < self.max_ece <= 1:
+            raise UserError(f"max_ece must be above 0 and at most 1 (1 = no ECE gate), got {self.max_ece}.")
         if self.bootstrap_resamples < 100:
             raise UserError(f"bootstrap_resamples must be at least 100, got {self.bootstrap_resamples}.")

@@ -13,7 +13,7 @@ from sentiment_flow.config import CANARY_TEXTS, CHAMPION, EPSILON, INPUT_COLUMN,
 from sentiment_flow.registry.comparison import same_data_gates, unmeasured_gates
 from sentiment_flow.registry.evaluations import eval_set
 from sentiment_flow.registry.rows import FAIL, PASS, SKIPPED, Gate, number, outcome, short
-from sentiment_flow.store import FINISHED, READY, Evidence, evidence, models_uri
+from sentiment_flow.store import FINISHED, READY, Evidence, evidence, models_uri, source_run
 
 # Written by training when it registers a version, after every other step; a version without it was not
 # registered by a training that got that far.
@@ -66,6 +66,8 @@ def run_gates(
         )
         rows.append(_regression_gate(candidate, mine, champion, theirs, config.tolerance, force, why))
         rows += unmeasured_gates(config, why if other else no_champion)
+    if config.max_ece < 1:  # off by default: versions trained before calibration have no test_ece
+        rows.append(_ece_gate(client, candidate, config.max_ece, force))
     # 4. Serves: a failed gate above already refuses, so the (slow) load is spared.
     if any(row.outcome == FAIL for row in rows):
         note = "not run: an earlier gate failed"
@@ -120,6 +122,21 @@ def _regression_gate(
         bound,
         outcome(ok, force, f1 is not None),
         "; ".join(notes),
+    )
+
+
+def _ece_gate(client: MlflowClient, candidate: ModelVersion, max_ece: float, force: bool) -> Gate:
+    """max_ece: the candidate's calibration on its test split (test_ece, logged by training's calibration)."""
+    run = source_run(client, candidate)
+    ece = run.data.metrics.get("test_ece") if run else None
+    note = "" if ece is not None else "no test_ece on its run: trained before calibration? train it again"
+    return Gate(
+        "max_ece",
+        number(ece),
+        "-",
+        f"<= {max_ece:.4f}",
+        outcome(ece is not None and ece <= max_ece + EPSILON, force, ece is not None),
+        note,
     )
 
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from sentiment_flow.errors import one_line
 
 PASS, FAIL, FORCED, SKIPPED = "pass", "fail", "forced", "skipped"
-# Gates 2-3; --force never skips readiness, an unmeasured gate or the smoke test.
-FORCEABLE = ("min_f1_macro", "no_regression", "per_class_f1", "significance")
+# Gates 2-3 and max_ece; --force never skips readiness, an unmeasured gate or the smoke test.
+FORCEABLE = ("min_f1_macro", "no_regression", "per_class_f1", "significance", "max_ece")
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,12 @@ from sentiment_flow import metrics
 from sentiment_flow.config import LABELS, ScoreConfig
 from sentiment_flow.data import label_id
 from sentiment_flow.errors import UserError, one_line
+from sentiment_flow.monitoring import drift, vocabulary
+from sentiment_flow.monitoring import probabilities as probability_stats
 from sentiment_flow.scoring.inputs import check_input, chunks, is_parquet, parquet_file
+from sentiment_flow.scoring.runs import training_run_id
 from sentiment_flow.scoring.scorer import (
+    PROBABILITIES,
     Scorer,
     ScoreSummary,
     load_scorer,
@@ -60,12 +64,13 @@ def score_csv(
             "the scores to a .csv OUTPUT."
         )
     scorer = load_scorer(model_uri)
+    known = vocabulary.load(drift.baseline_run_id(training_run_id(model_uri, scorer.model_version)))
 
     # Beside the output (same filesystem, so publishing it is atomic), hidden, and never mistaken for it.
     partial = output_path.with_name(f".{output_path.name}.{uuid.uuid4().hex[:8]}.partial")
     try:
         with _writer(partial, output_path, header, input_path, config, probabilities) as write:
-            summary = _stream(scorer, input_path, header, write, config, probabilities, progress)
+            summary = _stream(scorer, input_path, header, write, config, probabilities, progress, known)
         _publish(partial, output_path, overwrite)
     except OSError as exc:  # reading errors are UserErrors by now: this is the output's disk or folder
         raise UserError(
@@ -124,7 +129,14 @@ def _publish(partial: Path, output: Path, overwrite: bool) -> None:
 
 
 def _stream(
-    scorer: Scorer, input_path: Path, header: list[str], write, config: ScoreConfig, probabilities: bool, progress: bool
+    scorer: Scorer,
+    input_path: Path,
+    header: list[str],
+    write,
+    config: ScoreConfig,
+    probabilities: bool,
+    progress: bool,
+    known: dict | None = None,
 ) -> dict:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -136,6 +148,8 @@ def _stream(
     lengths = np.zeros(0, dtype=np.int64)
     rows = blank = 0
     sample = None
+    stats = probability_stats.empty()
+    words = np.zeros(len(vocabulary.FIELDS), dtype=np.int64) if known else None
     start = time.perf_counter()
     bar = Progress(
         TextColumn("Scoring"),
@@ -153,6 +167,9 @@ def _stream(
             chunk_token_lengths = token_lengths(scorer, texts)  # orders the batches and feeds the drift check
             predicted = predict_texts(scorer, texts, config.batch_size, chunk_token_lengths)
             predicted["model_version"] = scorer.model_version
+            probability_stats.add(stats, probability_stats.of(predicted[list(PROBABILITIES)]))
+            if known is not None and words is not None:
+                words += vocabulary.counts(texts, known)
             predicted = predicted[output_columns(probabilities=probabilities)]
             if sample is None:
                 sample = chunk.head(5).set_axis(header, axis=1)
@@ -182,6 +199,8 @@ def _stream(
         token_length_counts=lengths,
         input_hash=_sha256(input_path),
         input_sample=sample,
+        probability_stats=stats,
+        vocabulary_counts=words,
     )
 
 

@@ -16,7 +16,7 @@ import mlflow
 from sentiment_flow import runs, store
 from sentiment_flow.config import SCORING_EXPERIMENT
 from sentiment_flow.errors import UserError
-from sentiment_flow.monitoring import drift
+from sentiment_flow.monitoring import drift, probabilities
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def _check_experiment(experiment_id: str, wanted: str) -> None:
 
 def record(summary, model_uri: str, input_path: str, params: dict[str, str]) -> dict[str, float | str]:
     """Log what a scoring job did into the active run; returns each drift check's PSI, or why it has none."""
-    model_run_id = _model_run_id(model_uri, summary.model_version)
+    model_run_id = training_run_id(model_uri, summary.model_version)
     name, _, version = summary.model_version.rpartition("/") if model_uri.startswith("models:/") else ("", "", "")
     runs.log_new_params(
         {
@@ -67,6 +67,7 @@ def record(summary, model_uri: str, input_path: str, params: dict[str, str]) -> 
     )
     _log_input(summary, input_path)
     _log_volume(summary)
+    _log_probabilities(summary)
     return drift.check(summary.label_counts, summary.token_length_counts, model_run_id)
 
 
@@ -105,7 +106,19 @@ def _log_volume(summary) -> None:
     mlflow.log_dict(summary.label_counts, "predicted_label_counts.json")
 
 
-def _model_run_id(model_uri: str, model_version: str) -> str | None:
+def _log_probabilities(summary) -> None:
+    """What `monitor` reads of this job: its probabilities' stats and its texts per token count."""
+    if summary.probability_stats is None:
+        mlflow.set_tag("probability_stats", "not recorded by this engine")
+        return
+    extra = {"token_length_counts": summary.token_length_counts}
+    if summary.vocabulary_counts is not None:
+        extra["vocabulary_counts"] = summary.vocabulary_counts
+    stats = probabilities.to_json(summary.probability_stats, **extra)
+    mlflow.log_dict(stats, probabilities.ARTIFACT)
+
+
+def training_run_id(model_uri: str, model_version: str) -> str | None:
     """The training run of a registry version or a runs:/ URI; None for a model directory."""
     if model_uri.startswith("runs:/"):
         return model_uri.removeprefix("runs:/").split("/", 1)[0]

@@ -56,6 +56,10 @@ class ScoreSummary:
     token_length_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     input_hash: str = ""  # sha256 of the input file (Spark: of its rows, see spark.py)
     input_sample: pd.DataFrame | None = None  # its first rows, named: the scoring run's dataset schema
+    # monitoring.probabilities' stats of every row's probabilities: what `monitor` estimates performance from.
+    probability_stats: dict[str, np.ndarray] | None = None
+    # monitoring.vocabulary's counts against the training split (None: the model has no vocabulary logged).
+    vocabulary_counts: np.ndarray | None = None
 
 
 def resolve_model(model_uri: str) -> tuple[str, str]:

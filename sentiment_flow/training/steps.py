@@ -15,8 +15,8 @@ from sentiment_flow import metrics as M
 from sentiment_flow import plots, runs, store
 from sentiment_flow.config import HEADLINE_METRICS, LABELS, TrainConfig
 from sentiment_flow.data import SentimentData, load_data, tokenize
-from sentiment_flow.monitoring import drift
-from sentiment_flow.training import tracking
+from sentiment_flow.monitoring import drift, vocabulary
+from sentiment_flow.training import calibration, tracking
 from sentiment_flow.training.device import build_trainer, cpu_only
 from sentiment_flow.training.model import check_max_length, license_note, load_tokenizer_and_model, model_source
 
@@ -81,6 +81,7 @@ def train(cfg: TrainConfig, extras: Extras | None = None) -> TrainResult | None:
         with _shared_tempdir(state) as ckpt:
             trainer = build_trainer(cfg, job.model, job.tokenizer, job.encoded, ckpt)
             trainer.train()
+            calibration.calibrate(trainer, job.encoded["valid"])  # collectives, like the test below
             trainer.predict(job.encoded["test"])  # a collective: every rank takes part in the test
         return None
 
@@ -95,10 +96,14 @@ def train(cfg: TrainConfig, extras: Extras | None = None) -> TrainResult | None:
     ):
         tracking.log_datasets(job.data.splits, job.data.split_sources)
         _log_eda(job.encoded, cfg.max_length)
+        splits = job.data.splits  # what `monitor` reads the out-of-vocabulary rates against
+        tracking.log_dict(vocabulary.baseline(splits["train"]["text"], splits["test"]["text"]), vocabulary.ARTIFACT)
         callbacks = [tracking.metrics_callback(), *extras.callbacks]
         trainer = build_trainer(cfg, job.model, job.tokenizer, job.encoded, ckpt, callbacks=callbacks)
         trainer.train()
-        test_metrics = _test(trainer, job)
+        # Before the test and the logged model: both see the calibrated head.
+        temperature = calibration.calibrate(trainer, job.encoded["valid"])
+        test_metrics = _test(trainer, job, temperature)
         info = _log_model(cfg, trainer.model, job.tokenizer)
         registration = {
             "model_uri": info.model_uri,
@@ -145,8 +150,9 @@ def _prepare(cfg: TrainConfig) -> Job:
     return Job(data, tokenizer, model, encoded, params, tags, run_name=f"{cfg.lang}-{Path(cfg.model_name).name}")
 
 
-def _test(trainer, job: Job) -> dict[str, float]:
-    """Test once, on the best epoch's weights; returns the test_* metrics, logged with their plots and report."""
+def _test(trainer, job: Job, temperature: float) -> dict[str, float]:
+    """Test once, on the best epoch's calibrated weights; returns the test_* metrics (calibration's too), logged
+    with their plots and report."""
     # group_by_length orders evaluation batches by length too: take the labels from the same prediction output,
     # never from the dataset's original order.
     prediction = trainer.predict(job.encoded["test"])
@@ -154,7 +160,7 @@ def _test(trainer, job: Job) -> dict[str, float]:
     test_metrics = tracking.log_test_evaluation(y_true, y_pred, job.data.split_sources["test"])
     tracking.log_figure(plots.confusion_matrix(y_true, y_pred), "confusion_matrix.png")
     tracking.log_text(M.report(y_true, y_pred), "classification_report.txt")
-    return test_metrics
+    return {**test_metrics, **calibration.log_test_calibration(prediction.predictions, y_true, temperature)}
 
 
 def _log_model(cfg: TrainConfig, model, tokenizer):

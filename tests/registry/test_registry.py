@@ -650,6 +650,7 @@ def test_mlproject_registry_entry_points_pass_their_parameters_to_the_cli():
         "eval_data",
         "require_significant",
         "despite_rollback",
+        "max_ece",
     }
     assert set(rollback["parameters"]) == {"model_name", "alias"}
     assert rollback["parameters"]["alias"]["default"] == CHAMPION
@@ -659,7 +660,7 @@ def test_mlproject_registry_entry_points_pass_their_parameters_to_the_cli():
         "python -m sentiment_flow promote {model_name} --version {version} --alias {alias} "
         "--dry-run {dry_run} --force {force} --reason {reason} "
         "--eval-data {eval_data} --require-significant {require_significant} "
-        "--despite-rollback {despite_rollback}"
+        "--despite-rollback {despite_rollback} --max-ece {max_ece}"
     )
     assert rollback["command"] == "python -m sentiment_flow rollback {model_name} --alias {alias}"
 

@@ -107,7 +107,12 @@ def test_the_run_records_resolved_params_and_data_hash(trained):
 def test_plots_and_report_are_artifacts(trained):
     client, run_id = trained["client"], trained["result"].run_id
     plots = {a.path for a in client.list_artifacts(run_id, "plots")}
-    assert plots == {"plots/confusion_matrix.png", "plots/label_distribution.png", "plots/text_length_by_label.png"}
+    assert plots == {
+        "plots/confusion_matrix.png",
+        "plots/label_distribution.png",
+        "plots/text_length_by_label.png",
+        "plots/reliability_diagram.png",
+    }
     report = mlflow.artifacts.load_text(f"runs:/{run_id}/classification_report.txt")
     assert "positive" in report and "macro avg" in report
 
@@ -188,6 +193,17 @@ def test_mlflow_and_wandb_runs_point_at_each_other_and_hold_the_same_metrics(tra
     mlflow_steps = [m.step for m in trained["client"].get_metric_history(run.info.run_id, "loss")]
     assert sorted(row["_step"] for row in wb["history"] if "loss" in row) == sorted(mlflow_steps)
     assert wb["exit_code"] == 0
+
+
+def test_calibration_is_measured_on_the_test_split_in_mlflow_and_wandb(trained):
+    run, wb = trained["runs"][0], trained["wandb"]
+    for key in ("test_ece", "test_ece_uncalibrated", "temperature"):
+        assert wb["summary"][key] == pytest.approx(run.data.metrics[key])
+    assert run.data.metrics["temperature"] > 0
+    assert 0 <= run.data.metrics["test_ece"] <= 1
+    # The calibrated test split's probabilities, as every scoring run keeps them: monitor's baseline.
+    stats = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/probability_stats.json")
+    assert sum(stats["confidence_counts"]) == int(run.data.params["test_rows"])
 
 
 def test_mlflow_and_wandb_runs_carry_the_same_params_typed_in_wandb(trained):
