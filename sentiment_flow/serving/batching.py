@@ -65,6 +65,11 @@ class Batcher:
         self._worker = threading.Thread(target=self._run, name=f"sentiment_flow-batcher-{name}", daemon=True)
         self._worker.start()
 
+    @property
+    def queued(self) -> int:
+        """Texts waiting for the worker (not those it is scoring)."""
+        return self._waiting
+
     def predict(self, frame: pd.DataFrame) -> Any:
         """`predict`'s answer for `frame` alone, scored together with whatever else is waiting; raises Overloaded
         when the queue holds `queue_limit` texts already (a request larger than the limit is taken when alone)."""
