@@ -30,14 +30,17 @@ logger = logging.getLogger(__name__)
 
 VERSION_HEADER = "X-Model-Version"  # NAME/VERSION of the model that answered (the URI outside the registry)
 JSON = "application/json"
+REQUEST_THREADS = (
+    128  # requests parsed or waiting for their batch at once: twice the default --max-batch of 1-text ones
+)
 
 
 def create_app(router: Router, config: ServeConfig, on_shutdown: Callable[[], None] = lambda: None):
     """The FastAPI app: /invocations, /ping, /health and /version as `mlflow models serve` answers them."""
     timeout = MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.get()
     # Parsing and waiting for the batch happen in threads: asyncio's default pool (cores + 4 threads) would let
-    # only that many requests at once reach the batcher. One thread per request the queue limit admits.
-    threads = ThreadPoolExecutor(config.queue_limit, thread_name_prefix="sentiment_flow-request")
+    # only that many requests at once reach the batcher. Admitted requests beyond REQUEST_THREADS wait for one.
+    threads = ThreadPoolExecutor(REQUEST_THREADS, thread_name_prefix="sentiment_flow-request")
     admitted = 0  # requests between arrival and answer: bounded by queue_limit, as their bodies are memory too
 
     @asynccontextmanager

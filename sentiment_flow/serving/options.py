@@ -22,8 +22,11 @@ class ServeConfig:
         default=5.0, metadata={"help": "Most milliseconds a request waits for others to join its batch."}
     )
     queue_limit: int = field(
-        default=256,
-        metadata={"help": "Texts (and requests) waiting at most; beyond it requests get 503 with a Retry-After."},
+        default=1024,
+        metadata={
+            "help": "Texts (and requests) waiting at most; beyond it requests get 503 with a Retry-After. The "
+            "default holds 16 clients' 64-text requests."
+        },
     )
 
     def __post_init__(self) -> None:
