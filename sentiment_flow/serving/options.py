@@ -29,8 +29,16 @@ class ServeConfig:
         },
     )
 
+    torch_threads: int = field(
+        default=1,
+        metadata={
+            "help": "PyTorch threads per model call (the fp32 model; int8 uses one per core itself). On a shared "
+            "2-core machine 1 served 1-text requests from 32 clients 6x faster than 2 (benchmarks/results/serving.md)."
+        },
+    )
+
     def __post_init__(self) -> None:
-        for name in ("poll_seconds", "max_batch", "queue_limit"):
+        for name in ("poll_seconds", "max_batch", "queue_limit", "torch_threads"):
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name.replace('_', '-')} must be more than 0, got {getattr(self, name)}.")
         if self.max_wait_ms < 0:

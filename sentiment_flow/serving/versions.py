@@ -9,6 +9,7 @@ points at beside the one serving, and swaps only if it loads and answers the can
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -80,6 +81,8 @@ def load(model_uri: str, config: ServeConfig) -> Served:
         loaded = mlflow.pyfunc.load_model(load_uri)
     except Exception as exc:
         raise UserError(f"Could not load {version}: {one_line(exc)}") from exc
+    if "torch" in sys.modules:  # the transformers flavor (the int8 variant runs without PyTorch)
+        sys.modules["torch"].set_num_threads(config.torch_threads)
     impl = loaded._model_impl  # MLflow's flavor wrapper; `predict(data, params=...)` on an enforced frame
     batcher = Batcher(impl.predict, config.max_batch, config.max_wait_ms, config.queue_limit, version)
     model = PyFuncModel(loaded.metadata, _Batched(impl, lambda: batcher), model_id=loaded.model_id)
