@@ -237,6 +237,13 @@ def free_port() -> int:
 @contextmanager
 def http_service(command: list[str], url: str, health_path: str, log_path: Path, timeout: float = 180):
     """Run `command` (a server on `url`) until `health_path` answers 200; yield `url`; stop it and its workers."""
+    with http_process(command, url, health_path, log_path, timeout):
+        yield url
+
+
+@contextmanager
+def http_process(command: list[str], url: str, health_path: str, log_path: Path, timeout: float = 180):
+    """As http_service, yielding the server's process (to signal it; it is stopped on exit if still running)."""
     with open(log_path, "w") as log:
         # Its own process group: stopping it stops the workers it starts, and nothing else.
         server = subprocess.Popen(
@@ -252,9 +259,12 @@ def http_service(command: list[str], url: str, health_path: str, log_path: Path,
                 if server.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"{command[:3]} did not start:\n{log_path.read_text()[-3000:]}")
                 time.sleep(0.5)
-        yield url
+        yield server
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            os.killpg(server.pid, signal.SIGTERM)
+        except ProcessLookupError:  # a test stopped it, and every process of its group is gone
+            pass
         try:
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:

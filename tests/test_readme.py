@@ -174,6 +174,11 @@ SKIP = {
     ): "needs a YARN cluster, a packed environment and object storage; tests/scoring/test_spark.py runs the engine on local[2]",
     (
         "docs/serving.md",
+        "sentiment-flow serve",
+        "sentiment-flow serve models:/sentiment-english@champion --port 5001",
+    ): "a server that runs until stopped; tests/serving/test_serve.py and tests/test_serving.py start the same command",
+    (
+        "docs/serving.md",
         "Serving",
         "mlflow models build-docker -m models:/sentiment-english@champion -n sentiment-english:champion",
     ): "Docker is not installed on these machines",

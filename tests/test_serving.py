@@ -1,8 +1,8 @@
-"""The serving contract: `mlflow models serve` of a version `train` registered and of its int8 variant
-(`optimize`), posted to over loopback.
+"""The serving contract: `mlflow models serve` and `sentiment-flow serve` of a version `train` registered and of
+its int8 variant (`optimize`), posted to over loopback.
 
-One tiny training, one optimize and two servers per module; every test posts the same payloads to both
-models. Where the two still answer differently, or MLflow's scoring server answers what the project would not
+One tiny training and one optimize per module, served by each server in turn; every test posts the same payloads
+to both models on both servers (`sentiment-flow serve` answers through MLflow's own scoring code). Where the two still answer differently, or MLflow's scoring server answers what the project would not
 choose, the table below asserts what actually happens (the README lists the same), so a change upstream or in
 either model shows up as a failure here.
 """
@@ -16,6 +16,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -33,42 +34,50 @@ pytestmark = pytest.mark.slow  # a training, an optimize and two server starts p
 JSON = "application/json"
 LONG_TEXT = " ".join(["the food was great today"] * 600)  # 15 KB, no punctuation: was HTTP 400 MemoryError
 MODELS = ("fp32", "int8")
+SERVERS = ("mlflow", "sentiment-flow")  # `mlflow models serve` and `sentiment-flow serve`: one contract
 
 
 @dataclass(frozen=True)
 class Served:
     url: str
     scorer: scoring.Scorer  # the batch scorer on the same version, for the expected labels
+    server: str  # a key of SERVERS
 
 
 @pytest.fixture(scope="module")
-def servers(tiny_model_dir, tiny_data_dir, tmp_path_factory) -> dict[str, Served]:
-    """`mlflow models serve -m models:/NAME/VERSION` of a freshly trained tiny model ("fp32") and of its int8
-    variant ("int8"), each on a free loopback port."""
+def trained(tiny_model_dir, tiny_data_dir, tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """The store folder and the registry URIs of a freshly trained tiny model ("fp32") and of its int8 variant
+    ("int8")."""
     root = tmp_path_factory.mktemp("served")
-    with pytest.MonkeyPatch.context() as mp, ExitStack() as stack:
+    with pytest.MonkeyPatch.context() as mp:
         isolate(mp, root)
         result = train(tiny_config(tiny_model_dir, tiny_data_dir))
-        uris = {"fp32": result.model_uri, "int8": optimize(result.model_uri).model_uri}
+        return root, {"fp32": result.model_uri, "int8": optimize(result.model_uri).model_uri}
+
+
+def server_command(server: str, uri: str, port: int) -> list[str]:
+    """`mlflow models serve` or `sentiment-flow serve` of `uri` on loopback `port`."""
+    if server == "sentiment-flow":
+        return [sys.executable, "-m", "sentiment_flow", "serve", uri, "--port", str(port)]
+    return ["mlflow", "models", "serve", "-m", uri, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+
+
+@pytest.fixture(scope="module", params=SERVERS)
+def servers(trained, request) -> dict[str, Served]:
+    """Each model served by `mlflow models serve` (then by `sentiment-flow serve`), each on a free loopback port."""
+    root, uris = trained
+    # The servers and the scorers read the trained store: each test's own store is set after this fixture.
+    with pytest.MonkeyPatch.context() as mp, ExitStack() as stack:
+        isolate(mp, root)
         served = {}
         for model, uri in uris.items():
             port = free_port()
-            command = [
-                "mlflow",
-                "models",
-                "serve",
-                "-m",
-                uri,
-                "--env-manager",
-                "local",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-            ]
+            command = server_command(request.param, uri, port)
             # http_service stops the server (and its uvicorn workers) on teardown, whatever the tests did.
-            url = stack.enter_context(http_service(command, f"http://127.0.0.1:{port}", "/ping", root / f"{model}.log"))
-            served[model] = Served(url=url, scorer=scoring.load_scorer(uri))
+            url = stack.enter_context(
+                http_service(command, f"http://127.0.0.1:{port}", "/ping", root / f"{request.param}-{model}.log")
+            )
+            served[model] = Served(url=url, scorer=scoring.load_scorer(uri), server=request.param)
         yield served
 
 
@@ -307,3 +316,29 @@ def test_fifty_concurrent_requests_all_answer_the_batch_scorers_labels(served):
     for (_, sent), (status, body) in zip(requests, answers):
         assert status == 200, body[:2000]
         assert [p["label"] for p in json.loads(body)["predictions"]] == [expected[t] for t in sent]
+
+
+def test_every_answer_of_sentiment_flow_serve_names_its_version_and_mlflow_models_serve_names_none(served):
+    import mlflow
+
+    from sentiment_flow.serving.app import VERSION_HEADER
+
+    answers = [
+        urllib.request.urlopen(urllib.request.Request(f"{served.url}{path}", body, {"Content-Type": JSON}), timeout=60)
+        for path, body in [
+            ("/ping", None),
+            ("/health", None),
+            ("/version", None),
+            ("/invocations", payload("inputs", ["great"])),
+        ]
+    ]
+    try:
+        urllib.request.urlopen(
+            urllib.request.Request(f"{served.url}/invocations", b"{not json", {"Content-Type": JSON})
+        )
+    except urllib.error.HTTPError as error:
+        answers.append(error)
+    assert [answer.status for answer in answers] == [200, 200, 200, 200, 400]
+    assert answers[2].read().decode() == mlflow.__version__  # /version answers as MLflow's does
+    expected = served.scorer.model_version if served.server == "sentiment-flow" else None  # NAME/VERSION
+    assert [answer.headers.get(VERSION_HEADER) for answer in answers] == [expected] * len(answers)

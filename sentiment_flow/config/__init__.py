@@ -1,9 +1,9 @@
 """The one place defaults live: MLproject, the click options and the code all read them from here.
 
 constants.py holds what every stage shares (labels, metrics, aliases, canary texts, model names); training.py,
-registry.py, scoring.py, int8.py, tuning.py and monitoring.py hold each command's options as a dataclass
+registry.py, scoring.py, int8.py, tuning.py, monitoring.py and serving.py hold each command's options as a dataclass
 (TrainConfig, PromotionConfig, ScoreConfig, OptimizeConfig, TuneConfig with `tune`'s search space,
-MonitorConfig) whose fields become its click options and MLproject parameters. Import them from here:
+MonitorConfig, ServeConfig) whose fields become its click options and MLproject parameters. Import them from here:
 `from sentiment_flow.config import LABELS, TrainConfig`.
 """
 
@@ -55,6 +55,7 @@ from sentiment_flow.config.scoring import (
     SPARK_MASTER,
     ScoreConfig,
 )
+from sentiment_flow.config.serving import ServeConfig
 from sentiment_flow.config.training import (
     TrainConfig,
 )
@@ -66,6 +67,7 @@ from sentiment_flow.config.tuning import (
 )
 
 __all__ = [
+    "ServeConfig",
     "MONITORING_EXPERIMENT",
     "MonitorConfig",
     "ALIASES",

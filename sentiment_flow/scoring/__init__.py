@@ -6,6 +6,13 @@ engines.py names them; runs.py records a job as an MLflow run.
 """
 
 from sentiment_flow.scoring.engines import ENGINES
-from sentiment_flow.scoring.scorer import Scorer, ScoreSummary, load_scorer, predict_texts, token_lengths
+from sentiment_flow.scoring.scorer import (
+    Scorer,
+    ScoreSummary,
+    load_scorer,
+    predict_texts,
+    resolve_model,
+    token_lengths,
+)
 
-__all__ = ["ENGINES", "ScoreSummary", "Scorer", "load_scorer", "predict_texts", "token_lengths"]
+__all__ = ["ENGINES", "ScoreSummary", "Scorer", "load_scorer", "predict_texts", "resolve_model", "token_lengths"]

@@ -1,0 +1,42 @@
+"""`serve`'s options and their defaults (the click options are made from these fields)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sentiment_flow.errors import UserError
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """How `serve` follows an alias and batches requests; each field is one `serve` option."""
+
+    poll_seconds: float = field(
+        default=10.0, metadata={"help": "Seconds between checks of a models:/NAME@ALIAS URI's alias."}
+    )
+    max_batch: int = field(default=64, metadata={"help": "Most texts of concurrent requests scored in one model call."})
+    max_wait_ms: float = field(
+        default=5.0, metadata={"help": "Most milliseconds a request waits for others to join its batch."}
+    )
+    queue_limit: int = field(
+        default=1024,
+        metadata={
+            "help": "Texts (and requests) waiting at most; beyond it requests get 503 with a Retry-After. The "
+            "default holds 16 clients' 64-text requests."
+        },
+    )
+
+    torch_threads: int = field(
+        default=1,
+        metadata={
+            "help": "PyTorch threads per model call (the fp32 model; int8 uses one per core itself). On a shared "
+            "2-core machine 1 served 1-text requests from 32 clients 6x faster than 2 (benchmarks/results/serving.md)."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("poll_seconds", "max_batch", "queue_limit", "torch_threads"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"--{name.replace('_', '-')} must be more than 0, got {getattr(self, name)}.")
+        if self.max_wait_ms < 0:
+            raise UserError(f"--max-wait-ms must be 0 or more, got {self.max_wait_ms}.")
