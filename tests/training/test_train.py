@@ -212,7 +212,7 @@ def test_mlflow_and_wandb_runs_carry_the_same_params_typed_in_wandb(trained):
     # Exactly the same keys: MLflow logs the model's model_config as params itself, so a model_config key
     # training did not declare (a stray `truncation`) would be in MLflow only.
     shared = set(config) - {"mlflow_run_id", "mlflow_experiment_id", "_wandb"}
-    assert shared == set(params) and len(shared) == 20  # 11 config fields, 5 resolved, 3 row counts, truncation
+    assert shared == set(params) and len(shared) == 22  # 13 config fields, 5 resolved, 3 row counts, truncation
     assert {key: str(config[key]) for key in shared} == params
     assert config["epochs"] == 2 and config["resolved_learning_rate"] == 0.005 and config["train_rows"] == 900
     assert config["truncation"] is True and params["max_length"] == "32"  # the model_config it is served with
