@@ -222,10 +222,17 @@ def requires_shared_data(lang: str = "english"):
     )
 
 
+# What a command run in this process (CliRunner) sets for itself when not verbose (logs.setup); a module- or
+# session-scoped fixture's command leaves them in os.environ for later tests, and a subprocess must not inherit
+# them: a `-v` command would then print no transformers report.
+QUIETING_VARIABLES = ("TRANSFORMERS_VERBOSITY", "WANDB_QUIET")
+
+
 def subprocess_env(**extra: str) -> dict[str, str]:
-    """This environment with the venv's bin first on PATH: `mlflow run` and `mlflow models serve` start
-    `python` and `uvicorn` from PATH."""
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **extra}
+    """This environment with the venv's bin first on PATH (`mlflow run` and `mlflow models serve` start `python`
+    and `uvicorn` from PATH), without what an in-process command set to quiet its own libraries."""
+    env = {key: value for key, value in os.environ.items() if key not in QUIETING_VARIABLES}
+    return {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **extra}
 
 
 def free_port() -> int:

@@ -28,7 +28,12 @@ def test_training_leaves_no_figure_open(no_open_figures, tiny_model_dir, tiny_da
     assert len(plt.get_fignums()) <= 1
     assert [number for number in plt.get_fignums() if plt.figure(number).axes] == []
     logged = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, "plots")}
-    assert logged == {"plots/confusion_matrix.png", "plots/label_distribution.png", "plots/text_length_by_label.png"}
+    assert logged == {
+        "plots/confusion_matrix.png",
+        "plots/label_distribution.png",
+        "plots/text_length_by_label.png",
+        "plots/reliability_diagram.png",  # the calibration's, before and after
+    }
 
 
 def test_every_figure_saves_as_png_without_opening_a_pyplot_figure(no_open_figures, tmp_path):
