@@ -4,12 +4,11 @@ row of the gate table; none writes."""
 from __future__ import annotations
 
 import mlflow
-import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.types import DataType
 
-from sentiment_flow.config import CANARY_TEXTS, CHAMPION, EPSILON, INPUT_COLUMN, KEY_METRICS, LABELS, PromotionConfig
+from sentiment_flow.config import CANARY_TEXTS, CHAMPION, EPSILON, KEY_METRICS, LABELS, PromotionConfig
 from sentiment_flow.registry.comparison import same_data_gates, unmeasured_gates
 from sentiment_flow.registry.evaluations import eval_set
 from sentiment_flow.registry.rows import FAIL, PASS, SKIPPED, Gate, number, outcome, short
@@ -155,28 +154,21 @@ def _signature_gate(uri: str) -> Gate:
 
 
 def _smoke_gate(uri: str) -> Gate:
+    from sentiment_flow.scoring.scorer import canary_answers
 
     expected = f"{len(CANARY_TEXTS)} rows in {{{', '.join(LABELS)}}}"
     try:
-        model = mlflow.pyfunc.load_model(uri)
-        # The signature's input column: serving sends the same frame.
-        output = model.predict(pd.DataFrame({INPUT_COLUMN: list(CANARY_TEXTS)}))
+        labels, unknown = canary_answers(mlflow.pyfunc.load_model(uri))
+    except KeyError as exc:
+        return Gate("smoke_test", "-", "-", expected, FAIL, str(exc.args[0]))
     except Exception as exc:  # noqa: BLE001 - a model that fails to load or predict is exactly what this gate catches
         return Gate("smoke_test", "-", "-", expected, FAIL, f"load/predict failed: {short(exc)}")
-    if isinstance(output, pd.DataFrame):
-        if "label" not in output:
-            note = f"no label column in the output, only {list(output.columns)}"
-            return Gate("smoke_test", "-", "-", expected, FAIL, note)
-        output = output["label"]
-    labels = list(output)
-    unknown = sorted({str(label) for label in labels} - set(LABELS))
     notes = []
     if len(labels) != len(CANARY_TEXTS):
         notes.append(f"{len(labels)} predictions for {len(CANARY_TEXTS)} texts")
     if unknown:
         notes.append(f"unknown labels {', '.join(unknown)}: the model's config needs id2label = {list(LABELS)}")
-    candidate = ", ".join(str(label) for label in labels[:5])
-    return Gate("smoke_test", candidate, "-", expected, FAIL if notes else PASS, "; ".join(notes))
+    return Gate("smoke_test", ", ".join(labels[:5]), "-", expected, FAIL if notes else PASS, "; ".join(notes))
 
 
 def _unready(mv: ModelVersion, found: Evidence) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sentiment_flow.config import INT8_VARIANT, LABELS, VARIANT_METADATA_KEY
+from sentiment_flow.config import CANARY_TEXTS, INPUT_COLUMN, INT8_VARIANT, LABELS, VARIANT_METADATA_KEY
 from sentiment_flow.errors import UserError, one_line
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,19 @@ def model_kind(metadata) -> str:
     if (metadata.metadata or {}).get(VARIANT_METADATA_KEY) == INT8_VARIANT or Path(code).name == "int8_model.py":
         return INT8_VARIANT
     return TRANSFORMERS  # refused by its unwrap, in words that name what to score instead
+
+
+def canary_answers(model) -> tuple[list[str], list[str]]:
+    """What pyfunc `model` answers for CANARY_TEXTS, sent as serving sends them (the signature's one input column):
+    its label per text, and those labels not in LABELS (sorted). The registry's smoke test and `serve`'s swap both
+    judge a model by these. Raises what predicting raises; KeyError when the output has no `label` column."""
+    output = model.predict(pd.DataFrame({INPUT_COLUMN: list(CANARY_TEXTS)}))
+    if isinstance(output, pd.DataFrame):
+        if "label" not in output:
+            raise KeyError(f"no label column in the output, only {list(output.columns)}")
+        output = output["label"]
+    labels = [str(label) for label in output]
+    return labels, sorted(set(labels) - set(LABELS))
 
 
 def predict_texts(

@@ -19,8 +19,9 @@ from typing import Any
 import pandas as pd
 from mlflow.pyfunc import PyFuncModel
 
-from sentiment_flow.config import CANARY_TEXTS, INPUT_COLUMN, LABELS, ServeConfig
+from sentiment_flow.config import CANARY_TEXTS, INPUT_COLUMN, ServeConfig
 from sentiment_flow.errors import UserError, one_line
+from sentiment_flow.scoring.scorer import canary_answers
 from sentiment_flow.serving.batching import Batcher
 
 logger = logging.getLogger(__name__)
@@ -97,11 +98,9 @@ def load(model_uri: str, config: ServeConfig) -> Served:
 def check_canary(served: Served) -> None:
     """Raise UserError unless `served` answers one label of LABELS per canary text."""
     try:
-        output = served.model.predict(pd.DataFrame({INPUT_COLUMN: list(CANARY_TEXTS)}))
-        labels = list(output["label"] if isinstance(output, pd.DataFrame) else output)
+        labels, unknown = canary_answers(served.model)
     except Exception as exc:
         raise UserError(f"{served.version} failed the canary texts: {one_line(exc)}") from exc
-    unknown = sorted({str(label) for label in labels} - set(LABELS))
     if len(labels) != len(CANARY_TEXTS) or unknown:
         raise UserError(
             f"{served.version} failed the canary texts: {len(labels)} answers for {len(CANARY_TEXTS)} texts"
