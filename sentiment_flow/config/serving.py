@@ -16,7 +16,12 @@ class ServeConfig:
     )
     max_batch: int = field(default=64, metadata={"help": "Most texts of concurrent requests scored in one model call."})
     max_wait_ms: float = field(
-        default=5.0, metadata={"help": "Most milliseconds a request waits for others to join its batch."}
+        default=0.0,
+        metadata={
+            "help": "Most milliseconds a request waits for others to join its batch. At 0 a batch is whatever "
+            "queued while the model was busy: a lone request waits for nothing, and under load the batches grow "
+            "by themselves (benchmarks/results/serving.md)."
+        },
     )
     queue_limit: int = field(
         default=1024,
@@ -27,16 +32,18 @@ class ServeConfig:
     )
 
     torch_threads: int = field(
-        default=1,
+        default=0,
         metadata={
-            "help": "PyTorch threads per model call (the fp32 model; int8 uses one per core itself). On a shared "
-            "2-core machine 1 served 1-text requests from 32 clients 6x faster than 2 (benchmarks/results/serving.md)."
+            "help": "PyTorch threads per model call (the fp32 model; int8 uses one per core itself); 0: PyTorch's "
+            "default, one per core. On a host shared with other busy jobs, 1 avoids oversubscribing the cores "
+            "(benchmarks/results/serving.md)."
         },
     )
 
     def __post_init__(self) -> None:
-        for name in ("poll_seconds", "max_batch", "queue_limit", "torch_threads"):
+        for name in ("poll_seconds", "max_batch", "queue_limit"):
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name.replace('_', '-')} must be more than 0, got {getattr(self, name)}.")
-        if self.max_wait_ms < 0:
-            raise UserError(f"--max-wait-ms must be 0 or more, got {self.max_wait_ms}.")
+        for name in ("max_wait_ms", "torch_threads"):
+            if getattr(self, name) < 0:
+                raise UserError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}.")

@@ -81,7 +81,7 @@ def load(model_uri: str, config: ServeConfig) -> Served:
         loaded = mlflow.pyfunc.load_model(load_uri)
     except Exception as exc:
         raise UserError(f"Could not load {version}: {one_line(exc)}") from exc
-    if "torch" in sys.modules:  # the transformers flavor (the int8 variant runs without PyTorch)
+    if config.torch_threads and "torch" in sys.modules:  # the transformers flavor (int8 runs without PyTorch)
         sys.modules["torch"].set_num_threads(config.torch_threads)
     impl = loaded._model_impl  # MLflow's flavor wrapper; `predict(data, params=...)` on an enforced frame
     batcher = Batcher(impl.predict, config.max_batch, config.max_wait_ms, config.queue_limit, version)
