@@ -25,9 +25,11 @@ from sentiment_flow import metrics
 from sentiment_flow.config import LABELS, SPARK_MASTER, ScoreConfig
 from sentiment_flow.data import label_id
 from sentiment_flow.errors import UserError
-from sentiment_flow.scoring import Scorer, ScoreSummary, load_scorer, predict_texts, token_lengths
+from sentiment_flow.monitoring import drift, vocabulary
+from sentiment_flow.scoring import Scorer, ScoreSummary, load_scorer, predict_texts, spark_stats, token_lengths
 from sentiment_flow.scoring.inputs import check_columns
-from sentiment_flow.scoring.scorer import output_columns
+from sentiment_flow.scoring.runs import training_run_id
+from sentiment_flow.scoring.scorer import PROBABILITIES, output_columns
 from sentiment_flow.scoring.spark_files import (
     CSV_WRITE_OPTIONS,
     WRITTEN_LINES,
@@ -83,25 +85,42 @@ def score_spark(
         frame = read(spark, absolute(input_path), check_local_csv(spark, input_path, config))
         check_columns(frame.columns, input_path, config, probabilities)
         scorer = load_scorer(model_uri, dst_path=model_dir)
+        known = vocabulary.load(drift.baseline_run_id(training_run_id(model_uri, scorer.model_version)))
         spark.sparkContext.addFile(model_dir, recursive=True)  # its random name is unique in the session
         model = str(Path(model_dir).name / Path(scorer.path).relative_to(model_dir))
 
         start = time.perf_counter()
         with out.partial() as partial:
-            _write(_scored(spark, frame, model, scorer.model_version, config, probabilities), partial, output_path)
-            seconds = time.perf_counter() - start
-            written = read(spark, literal(partial), WRITTEN_LINES, like=output_path)
-            summary = _summarise(written, frame.columns, scorer, config)
+            from pyspark import StorageLevel
+
+            # Kept, so `monitor`'s sums read the rows the job wrote instead of running the model again.
+            scored = _scored(spark, frame, model, scorer.model_version, config, probabilities, known)
+            scored.persist(StorageLevel.MEMORY_AND_DISK)
+            try:
+                _write(scored.drop(*spark_stats.hidden_columns(probabilities, known)), partial, output_path)
+                seconds = time.perf_counter() - start
+                written = read(spark, literal(partial), WRITTEN_LINES, like=output_path)
+                summary = _summarise(written, frame.columns, scorer, config)
+                probability_names = [
+                    (config.output_prefix if probabilities else spark_stats.HIDDEN) + name for name in PROBABILITIES
+                ]
+                label_name = config.output_prefix + "label"
+                summary |= spark_stats.aggregate(scored, probability_names, label_name, known is not None)
+            finally:
+                scored.unpersist()
             out.publish(partial, overwrite)
     return ScoreSummary(output=Path(output_path), model_version=scorer.model_version, seconds=seconds, **summary)
 
 
-def _scored(spark, frame, model: str, model_version: str, config: ScoreConfig, probabilities: bool):
-    """`frame` plus the prediction columns, computed by mapInPandas on every core Spark was given."""
-    from pyspark.sql.types import DoubleType, StringType, StructField, StructType
+def _scored(spark, frame, model: str, model_version: str, config: ScoreConfig, probabilities: bool, known):
+    """`frame` plus the prediction columns and spark_stats' hidden ones, computed by mapInPandas on every core
+    Spark was given."""
+    from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
 
-    names = output_columns(config.output_prefix, probabilities)
-    kinds = [StringType(), DoubleType(), StringType(), *[DoubleType()] * (len(names) - 3)]
+    hidden = spark_stats.hidden_columns(probabilities, known)
+    names = [*output_columns(config.output_prefix, probabilities), *hidden]
+    kinds = [StringType(), DoubleType(), StringType(), *[DoubleType()] * len(PROBABILITIES)]
+    kinds += [LongType()] * (len(names) - len(kinds))  # the word counts
     schema = StructType([*frame.schema.fields, *(StructField(n, k) for n, k in zip(names, kinds))])
     # A single CSV file read with multiLine is one partition: spread it so every core scores.
     parallelism = spark.sparkContext.defaultParallelism
@@ -115,6 +134,7 @@ def _scored(spark, frame, model: str, model_version: str, config: ScoreConfig, p
         batch_size=config.batch_size,
         names=names,
         probabilities=probabilities,
+        known=known,
     )
     return frame.mapInPandas(score, schema)
 
@@ -127,6 +147,7 @@ def _score_batches(
     batch_size: int,
     names: list[str],
     probabilities: bool,
+    known: dict | None,
 ) -> Iterator[pd.DataFrame]:
     """Runs in each Python worker: the model is loaded by the first batch and kept for the next tasks."""
     from pyspark import SparkFiles
@@ -139,8 +160,11 @@ def _score_batches(
     for batch in batches:
         predicted = predict_texts(scorer, batch[text_column], batch_size)
         predicted["model_version"] = model_version
-        predicted = predicted[output_columns(probabilities=probabilities)].set_axis(names, axis=1)
-        yield pd.concat([batch, predicted], axis=1)
+        # The probabilities always (hidden when OUTPUT has none): `monitor`'s stats are summed from them.
+        predicted = predicted[output_columns(probabilities=True)]
+        if known is not None:
+            predicted = pd.concat([predicted, spark_stats.per_row_words(batch[text_column], known)], axis=1)
+        yield pd.concat([batch, predicted.set_axis(names, axis=1)], axis=1)
 
 
 def _write(scored, partial: str, output_path: str) -> None:

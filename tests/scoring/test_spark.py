@@ -22,8 +22,10 @@ from click.testing import CliRunner
 from sentiment_flow.cli import cli
 from sentiment_flow.config import ScoreConfig
 from sentiment_flow.errors import UserError
+from sentiment_flow.monitoring import vocabulary
 from sentiment_flow.scoring import spark as spark_scoring
-from sentiment_flow.scoring import spark_session
+from sentiment_flow.scoring import spark_session, spark_stats
+from sentiment_flow.scoring.files import score_csv
 
 from conftest import SHARED_DATA, requires_shared_data, subprocess_env
 
@@ -135,6 +137,35 @@ def test_a_folder_of_parquet_parts_is_scored_into_csv_part_files_that_keep_every
     assert list(out["text"]) == list(given["text"])
     assert summary.rows == 20 and summary.blank == 4 and sum(summary.label_counts.values()) == 20
     assert leftovers(tmp_path) == ["out[1].csv"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("probabilities", [False, True], ids=["without-prob-columns", "with-prob-columns"])
+def test_spark_records_the_local_engines_monitoring_stats(
+    spark, ready_store, register_tiny_model, tmp_path, probabilities
+):
+    """`monitor` reads a Spark job as it reads a local one: the same probability stats and unseen-word counts."""
+    version = register_tiny_model()
+    run_id = mlflow.MlflowClient().get_model_version("sentiment-english", version).tags["mlflow_run_id"]
+    mlflow.log_dict(vocabulary.baseline(["the movie was great", "a sad day"], ["great day"]), vocabulary.ARTIFACT,
+                    run_id=run_id)  # fmt: skip
+    rows = pd.DataFrame({"text": [*TRICKY, "the movie was great", "the food was awful today", "new words here"] * 7})
+    rows.to_csv(tmp_path / "in.csv", index=False)
+    uri, config = "models:/sentiment-english/" + version, ScoreConfig(chunk_size=8, output_prefix="p_")
+
+    local = score_csv(uri, "in.csv", "local.csv", config, probabilities=probabilities, progress=False)
+    got = spark_scoring.score_spark(uri, "in.csv", "out.parquet", config, probabilities=probabilities)
+
+    assert got.vocabulary_counts is not None and got.vocabulary_counts.tolist() == local.vocabulary_counts.tolist()
+    assert got.vocabulary_counts[1] == sum(len(vocabulary.WORD.findall(text)) for text in rows["text"])  # words
+    for key, expected in local.probability_stats.items():
+        np.testing.assert_allclose(got.probability_stats[key], expected, rtol=1e-9, atol=1e-9, err_msg=key)
+    assert got.probability_stats["confidence_counts"].sum() == len(rows)
+    written = pd.read_parquet(tmp_path / "out.parquet")
+    assert [c for c in written.columns if c.startswith("p_prob_")] == (
+        [f"p_prob_{x}" for x in ("positive", "neutral", "negative")] if probabilities else []
+    )
+    assert not [c for c in written.columns if c.startswith(spark_stats.HIDDEN)]
 
 
 @pytest.mark.slow
