@@ -16,11 +16,11 @@ class ServeConfig:
     )
     max_batch: int = field(default=64, metadata={"help": "Most texts of concurrent requests scored in one model call."})
     max_wait_ms: float = field(
-        default=0.0,
+        default=20.0,
         metadata={
-            "help": "Most milliseconds a request waits for others to join its batch. At 0 a batch is whatever "
-            "queued while the model was busy: a lone request waits for nothing, and under load the batches grow "
-            "by themselves (benchmarks/results/serving.md)."
+            "help": "Most milliseconds a batch waits for requests the server has already received and is still "
+            "reading to join it; it never waits for requests not yet sent, so a lone request waits for nothing "
+            "(benchmarks/results/serving.md)."
         },
     )
     queue_limit: int = field(

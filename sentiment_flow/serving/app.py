@@ -64,7 +64,7 @@ def create_app(router: Router, config: ServeConfig, on_shutdown: Callable[[], No
         return answered(VERSION, 200, router.current.version)
 
     def invoke(data: bytes, content_type: str | None) -> Response:
-        with router.lease() as served:
+        with router.lease() as served, served.batcher.arriving():
             try:
                 result = scoring_server.invocations(data, content_type, served.model, served.input_schema)
             except Overloaded as exc:

@@ -2,8 +2,13 @@
 exactly its own rows, and a queue limit that answers "busy" instead of growing.
 
 `mlflow models serve` scores each request on its own (mlflow/mlflow#8007): under many small concurrent requests
-the model runs one tiny batch per request. Here a worker thread per served version takes the oldest request,
-waits up to `max_wait_ms` for more until `max_batch` texts, scores them in one call and splits the answer.
+the model runs one tiny batch per request. Here a worker thread per served version takes the oldest request and
+the others queued, up to `max_batch` texts, scores them in one call and splits the answer.
+
+It waits only for requests the server has already received: the app announces each request (`arriving`) before
+parsing it, and the worker holds a batch, at most `max_wait_ms`, while announced requests are still being parsed.
+A lone request waits for nothing; 32 clients whose requests arrive together (as a closed loop's do, the moment
+their previous answers go out) make one batch, not a first batch of the few parsed quickest and a second of the rest.
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +66,8 @@ class Batcher:
         self.queue_limit = queue_limit
         self._jobs: deque[_Job] = deque()
         self._waiting = 0  # texts in _jobs
+        self._arriving = 0  # requests announced by `arriving` that have not reached `predict` (or left) yet
+        self._announced = threading.local()  # whether this thread's request is one of them
         self._closed = False
         self._ready = threading.Condition()
         self._worker = threading.Thread(target=self._run, name=f"sentiment_flow-batcher-{name}", daemon=True)
@@ -70,11 +78,32 @@ class Batcher:
         """Texts waiting for the worker (not those it is scoring)."""
         return self._waiting
 
+    @contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Announce the request this thread is about to parse: a batch being formed waits for it (up to
+        max_wait) until it reaches `predict`, or leaves the block without (refused, or not batchable)."""
+        with self._ready:
+            self._arriving += 1
+            self._announced.value = True
+        try:
+            yield
+        finally:
+            with self._ready:
+                self._arrived()
+
+    def _arrived(self) -> None:
+        """This thread's announced request is no longer on its way (call holding the lock)."""
+        if getattr(self._announced, "value", False):
+            self._announced.value = False
+            self._arriving -= 1
+            self._ready.notify_all()
+
     def predict(self, frame: pd.DataFrame) -> Any:
         """`predict`'s answer for `frame` alone, scored together with whatever else is waiting; raises Overloaded
         when the queue holds `queue_limit` texts already (a request larger than the limit is taken when alone)."""
         job = _Job(frame)
         with self._ready:
+            self._arrived()
             if self._closed:
                 raise RuntimeError("This model version has been retired; the request should have gone to the next.")
             if self._jobs and self._waiting + len(frame) > self.queue_limit:
@@ -99,13 +128,13 @@ class Batcher:
             self._score(jobs)
 
     def _next_batch(self) -> list[_Job]:
-        """The oldest jobs, up to max_batch texts (at least one job), once max_batch texts wait or the oldest has
-        waited max_wait; [] when closed and empty."""
+        """The oldest jobs, up to max_batch texts (at least one job), once max_batch texts wait, no announced
+        request is still on its way, or the oldest has waited max_wait; [] when closed and empty."""
         with self._ready:
             while not self._jobs and not self._closed:
                 self._ready.wait()
             deadline = time.monotonic() + self.max_wait
-            while self._waiting < self.max_batch and not self._closed:
+            while self._waiting < self.max_batch and self._arriving > 0 and not self._closed:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break

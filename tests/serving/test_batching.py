@@ -73,6 +73,64 @@ def test_concurrent_requests_are_scored_in_one_call():
     assert len(model.calls) < 8 and max(model.calls) > 1, model.calls
 
 
+def test_a_lone_request_waits_for_no_one_however_long_max_wait_is():
+    model = Model()
+    batcher = Batcher(model.predict, max_batch=64, max_wait_ms=5_000, queue_limit=100, name="test")
+    try:
+        began = time.monotonic()
+        with batcher.arriving():
+            answer = batcher.predict(frame(["alone"]))
+        waited = time.monotonic() - began
+    finally:
+        batcher.close()
+    assert answer["label"].tolist() == ["label-of-alone"]
+    assert waited < 1.0, f"a lone request waited {waited:.2f} s"  # 5 s if it waited for max_wait
+
+
+def test_requests_already_received_join_one_batch_while_they_are_read():
+    """8 requests announced together, each read (parsed) for a different time up to 0.2 s: one model call."""
+    model = Model()
+    batcher = Batcher(model.predict, max_batch=64, max_wait_ms=5_000, queue_limit=100, name="test")
+    announced = threading.Barrier(8)
+
+    def request(i: int) -> list[str]:
+        with batcher.arriving():
+            announced.wait()  # all 8 are on their way before the first is read
+            time.sleep(0.025 * i)  # reading the body and parsing it
+            return batcher.predict(frame([f"r{i}"]))["label"].tolist()
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(request, range(8)))
+    finally:
+        batcher.close()
+    assert answers == [[f"label-of-r{i}"] for i in range(8)]
+    assert model.calls == [8]
+
+
+def test_a_request_that_leaves_without_scoring_stops_holding_the_batch():
+    model = Model()
+    batcher = Batcher(model.predict, max_batch=64, max_wait_ms=5_000, queue_limit=100, name="test")
+    leave = threading.Event()
+
+    def refused() -> None:  # announced, then refused by the parser: it never reaches predict
+        with batcher.arriving():
+            leave.wait(10)
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            pending = pool.submit(refused)
+            time.sleep(0.1)
+            asked = pool.submit(lambda: batcher.predict(frame(["waiting"])))
+            time.sleep(0.3)
+            assert not asked.done()  # held for the announced request
+            leave.set()
+            assert asked.result(timeout=2)["label"].tolist() == ["label-of-waiting"]
+            pending.result(timeout=2)
+    finally:
+        batcher.close()
+
+
 def test_a_failing_request_in_a_batch_fails_alone_and_its_neighbours_get_their_answers():
     model = Model()
     batcher = Batcher(model.predict, max_batch=64, max_wait_ms=300, queue_limit=100, name="test")

@@ -8,6 +8,7 @@ which version gave it; what each version answers alone (`mlflow.pyfunc`, one tex
 
 from __future__ import annotations
 
+import http.client
 import json
 import random
 import shutil
@@ -95,6 +96,27 @@ def post(url: str, texts: list[str]) -> tuple[int, Message, dict]:
         return error.code, error.headers, json.loads(error.read() or b"{}")
 
 
+class Unfinished:
+    """A POST /invocations whose body is still being sent: the server has admitted it and waits for the rest."""
+
+    def __init__(self, url: str, texts: list[str]):
+        self.body = json.dumps({"inputs": texts}).encode()
+        self.connection = http.client.HTTPConnection(*url.removeprefix("http://").split(":"), timeout=60)
+        self.connection.putrequest("POST", "/invocations")
+        self.connection.putheader("Content-Type", "application/json")
+        self.connection.putheader("Content-Length", str(len(self.body)))
+        self.connection.endheaders(self.body[:5])
+
+    def finish(self) -> tuple[int, dict]:
+        """Send the rest of the body: (status, JSON body) of the answer."""
+        self.connection.send(self.body[5:])
+        response = self.connection.getresponse()
+        try:
+            return response.status, json.loads(response.read())
+        finally:
+            self.connection.close()
+
+
 def wait_for(condition, what: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -174,16 +196,14 @@ def test_a_version_that_fails_to_load_or_fails_the_canary_is_not_swapped_in(tiny
 def test_past_the_queue_limit_requests_get_503_with_retry_after_and_the_server_recovers(register_tiny_model, tmp_path):
     version = register_tiny_model()
     mlflow.MlflowClient().set_registered_model_alias(NAME, "champion", version)
-    # Each request waits up to 1.5 s for others to join its batch: two fill the queue.
-    with serving(tmp_path, "--queue-limit", "2", "--max-wait-ms", "1500") as (url, _, _):
-        with ThreadPoolExecutor(2) as pool:
-            waiting = [pool.submit(post, url, [text]) for text in TEXTS[:2]]
-            time.sleep(0.5)
-            status, headers, body = post(url, TEXTS[2:3])
-            results = [future.result() for future in waiting]
+    with serving(tmp_path, "--queue-limit", "2") as (url, _, _):
+        unfinished = [Unfinished(url, [text]) for text in TEXTS[:2]]  # two requests still arriving fill the queue
+        time.sleep(0.5)
+        status, headers, body = post(url, TEXTS[2:3])
+        results = [request.finish() for request in unfinished]
         assert status == 503, body
         assert headers["Retry-After"] == "1" and "--queue-limit" in body["message"]
-        assert [status for status, *_ in results] == [200, 200]
+        assert [status for status, _ in results] == [200, 200]
         status, headers, body = post(url, TEXTS[2:3])
         assert (status, headers[VERSION_HEADER], len(body["predictions"])) == (200, f"{NAME}/{version}", 1)
 
@@ -191,11 +211,12 @@ def test_past_the_queue_limit_requests_get_503_with_retry_after_and_the_server_r
 def test_sigterm_answers_the_requests_in_flight_before_the_server_exits(register_tiny_model, tmp_path):
     version = register_tiny_model()
     mlflow.MlflowClient().set_registered_model_alias(NAME, "champion", version)
-    with serving(tmp_path, "--max-wait-ms", "2000") as (url, server, _), ThreadPoolExecutor(2) as pool:
-        in_flight = [pool.submit(post, url, [text]) for text in TEXTS[:2]]  # each waits 2 s for a batch
+    with serving(tmp_path) as (url, server, _):
+        in_flight = [Unfinished(url, [text]) for text in TEXTS[:2]]  # admitted, their bodies still arriving
         time.sleep(0.5)
         server.send_signal(signal.SIGTERM)
-        answers = [future.result() for future in in_flight]
+        time.sleep(0.5)
+        answers = [request.finish() for request in in_flight]
         server.wait(timeout=30)
-    assert [(status, len(body["predictions"])) for status, _, body in answers] == [(200, 1), (200, 1)]
+    assert [(status, len(body["predictions"])) for status, body in answers] == [(200, 1), (200, 1)]
     assert server.returncode == 128 + signal.SIGTERM  # the CLI's exit code for SIGTERM, after draining
