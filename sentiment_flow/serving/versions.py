@@ -16,12 +16,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PyFuncModel
 
 from sentiment_flow.config import CANARY_TEXTS, INPUT_COLUMN, ServeConfig
 from sentiment_flow.errors import UserError, one_line
-from sentiment_flow.scoring.scorer import canary_answers
+from sentiment_flow.scoring.scorer import TRANSFORMERS, canary_answers, model_kind
 from sentiment_flow.serving.batching import Batcher
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,21 @@ def batchable(data: Any) -> bool:
     )
 
 
+def by_length(predict: Callable[[pd.DataFrame], Any]) -> Callable[[pd.DataFrame], Any]:
+    """`predict` of the rows in order of their texts' lengths, answered in the rows' own order: the transformers
+    pipeline pads each of its batches to its longest text, so a batch of similar lengths pads least (the int8
+    variant sorts by token count itself). An answer that is not one row per input row is returned as it is."""
+
+    def predict_sorted(frame: pd.DataFrame) -> Any:
+        order = np.argsort(frame[INPUT_COLUMN].str.len().to_numpy(), kind="stable")
+        answer = predict(frame.iloc[order].reset_index(drop=True))
+        if not isinstance(answer, pd.DataFrame | pd.Series) or len(answer) != len(order):
+            return answer
+        return answer.iloc[np.argsort(order)].reset_index(drop=True)
+
+    return predict_sorted
+
+
 def load(model_uri: str, config: ServeConfig) -> Served:
     """`model_uri` (an alias pinned to the version it points at now) loaded, batched and canary-checked.
 
@@ -84,7 +100,8 @@ def load(model_uri: str, config: ServeConfig) -> Served:
     if config.torch_threads and "torch" in sys.modules:  # the transformers flavor (int8 runs without PyTorch)
         sys.modules["torch"].set_num_threads(config.torch_threads)
     impl = loaded._model_impl  # MLflow's flavor wrapper; `predict(data, params=...)` on an enforced frame
-    batcher = Batcher(impl.predict, config.max_batch, config.max_wait_ms, config.queue_limit, version)
+    predict = by_length(impl.predict) if model_kind(loaded.metadata) == TRANSFORMERS else impl.predict
+    batcher = Batcher(predict, config.max_batch, config.max_wait_ms, config.queue_limit, version)
     model = PyFuncModel(loaded.metadata, _Batched(impl, lambda: batcher), model_id=loaded.model_id)
     served = Served(version=version, model=model, batcher=batcher)
     try:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from sentiment_flow.config import INPUT_COLUMN
 from sentiment_flow.serving.batching import Batcher, Overloaded
+from sentiment_flow.serving.versions import by_length
 
 
 class Model:
@@ -170,3 +171,19 @@ def test_the_queue_limit_refuses_while_full_and_takes_requests_again_once_draine
     finally:
         gate.set()
         batcher.close()
+
+
+@settings(max_examples=25, deadline=None)
+@given(texts=st.lists(st.text(alphabet="xyz é😀", max_size=30), min_size=1, max_size=40))  # never "bad"
+def test_by_length_hands_the_model_texts_shortest_first_and_answers_in_the_rows_order(texts):
+    model = Model()
+    seen = []
+
+    def predict(batch: pd.DataFrame) -> pd.DataFrame:
+        seen.append(batch[INPUT_COLUMN].tolist())
+        return model.predict(batch)
+
+    answer = by_length(predict)(frame(texts))
+    assert [len(t) for t in seen[0]] == sorted(len(t) for t in texts)
+    assert answer["label"].tolist() == [f"label-of-{t}" for t in texts]
+    assert answer.index.tolist() == list(range(len(texts)))
