@@ -50,6 +50,9 @@ class AuditRecord:
     despite_rollback: str = ""  # the rollback this promotion acknowledged, as "at by reason"
     gates: str = ""  # "gate=outcome ..." for a promotion's gate table
     note: str = ""  # why refused, or which version superseded it
+    requested_by: str = ""  # for an approval: who asked for it (the server's authenticated user), and
+    approved_by: str = ""  # who approved it (another one, holding MANAGE); `by` is the approver too
+    approval_reason: str = ""  # the approver's --reason (`reason` is the request's)
 
     @property
     def summary(self) -> str:
@@ -60,7 +63,10 @@ class AuditRecord:
             for text in (
                 "forced" if self.forced else "",
                 f"despite the rollback of {self.despite_rollback}" if self.despite_rollback else "",
+                f"requested by {self.requested_by}" if self.requested_by else "",
+                f"approved by {self.approved_by}" if self.approved_by else "",
                 f"reason: {self.reason}" if self.reason else "",
+                f"approval reason: {self.approval_reason}" if self.approval_reason else "",
                 self.note,
             )
             if text
