@@ -37,10 +37,12 @@ def promote(
     """`commands.promote`'s report; for a protected alias on a team server and a user without MANAGE, the alias
     stays and, if every gate passes, the report's `request` is the approval request written instead."""
     options = dict(config=config, dry_run=dry_run, force=force, reason=reason, despite_rollback=despite_rollback)
-    requester = None if dry_run else _requester(name, alias)
+    requester = _requester(name, alias)
     if requester is None:
         return commands.promote(name, version, alias, **options)
     report = commands.promote(name, version, alias, hold=True, **options)
+    if report.dry_run:  # says that an approval would be requested
+        return replace(report, held=not report.failed)
     if not report.held:  # refused (and recorded), or the alias holds the version already
         return report
     client = MlflowClient()
@@ -61,7 +63,21 @@ def promote(
         reason=audit.check_reason(reason),
         despite_rollback=despite_rollback,
     )
-    return replace(report, request=approvals.write(client, name, request))
+    request = approvals.write(client, name, request)
+    # The request's tag goes once approved; the trail keeps that it was made.
+    record = audit.new_record(
+        audit.PROMOTE,
+        audit.REQUESTED,
+        alias,
+        report.previous,
+        report.version,
+        reason=request.reason,
+        forced=force,
+        gates=request.gates,
+        requested_by=requester,
+    )
+    audit.append(client, name, record)
+    return replace(report, request=request)
 
 
 def approve(name: str, version: str, alias: str, reason: str = "") -> PromotionReport:

@@ -66,6 +66,11 @@ class PromotionReport:
                 self.superseded_by,
                 f"promote again if version {self.version} should have it",
             )
+        if self.dry_run and not self.failed and self.held:
+            return (
+                f"Dry run, nothing changed: every gate passes; without --dry-run an approval of moving {target} "
+                f"from {before} to version {self.version} would be requested ({target} is protected)."
+            )
         if self.dry_run and not self.failed:
             return (
                 f"Dry run, nothing changed: every gate passes; without --dry-run {target} would move "

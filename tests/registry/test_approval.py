@@ -251,6 +251,8 @@ def test_an_ops_users_promotion_waits_for_another_users_approval_which_records_b
 
     as_user(monkeypatch, team, REQUESTER)
     assert identity.current() == identity.Identity(REQUESTER, False) and not identity.holds_manage(name)
+    code, output = run_cli("promote", name, "--version", "2", "--alias", "champion", "--dry-run")
+    assert code == 0 and "an approval of moving" in output and approval_tags(name) == {}, output
     code, output = run_cli("promote", name, "--version", "2", "--alias", "champion", "--reason", "better F1")
     assert code == 0 and "Approval requested" in output, output
     assert f"sentiment-flow approve {name} --version 2 --alias champion" in output, output
@@ -266,6 +268,7 @@ def test_an_ops_users_promotion_waits_for_another_users_approval_which_records_b
     assert request["config"] == json.loads(json.dumps(PromotionConfig().__dict__))
     code, output = run_cli("status", name)
     assert code == 0 and f"v2 -> @champion  requested by {REQUESTER}" in output and "(open;" in output, output
+    assert f"promote champion v1 -> v2: approval requested; requested by {REQUESTER}; reason: better F1" in output
 
     # The requester, and a user without MANAGE, are refused; the alias stays and each refusal is recorded.
     code, output = run_cli("approve", name, "--version", "2", "--alias", "champion")
@@ -298,7 +301,7 @@ def test_an_ops_users_promotion_waits_for_another_users_approval_which_records_b
     refused = [r for r in records if r.outcome == "refused"]
     assert [r.note.split(" ")[0:2] for r in refused] == [["User", f"'{BYSTANDER}'"], [REQUESTER, "requested"]]
     code, output = run_cli("status", name)
-    assert code == 0 and f"requested by {REQUESTER}; approved by {APPROVER}" in output, output
+    assert code == 0 and f"v1 -> v2: done; requested by {REQUESTER}; approver {APPROVER}" in output, output
     assert "Pending approval requests" not in output
 
 
@@ -362,3 +365,24 @@ def test_approving_after_the_evaluation_data_changed_is_refused(
     code, output = run_cli("approve", name, "--version", "2", "--alias", "champion")
     assert code == 1 and "The evaluation data changed since the request" in output, output
     assert champion(name) == "1" and len(approval_tags(name)) == 1
+
+
+@pytest.mark.slow
+def test_a_gate_that_fails_at_approval_refuses_it_and_keeps_the_request(
+    team,  # noqa: F811 - the imported fixture
+    governed_model,
+    monkeypatch,
+):
+    name = governed_model(0.7, 0.8)
+    as_user(monkeypatch, team, REQUESTER)
+    assert run_cli("promote", name, "--version", "2", "--alias", "champion")[0] == 0
+    as_user(monkeypatch, team, ADMIN)  # meanwhile the candidate's training is found broken and marked failed
+    client = MlflowClient()
+    client.set_terminated(client.get_model_version(name, "2").run_id, "FAILED")
+
+    as_user(monkeypatch, team, APPROVER)
+    code, output = run_cli("approve", name, "--version", "2", "--alias", "champion")
+    assert code == 1 and "Refused by ready" in output and champion(name) == "1", output
+    refused = trail(client.get_registered_model(name))[0]
+    assert (refused.outcome, refused.requested_by, refused.approved_by) == ("refused", REQUESTER, APPROVER)
+    assert len(approval_tags(name)) == 1
