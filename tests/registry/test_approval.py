@@ -9,6 +9,8 @@ Without a server (sqlite) the request and permission logic is tested on its own,
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 
 import mlflow
@@ -22,7 +24,7 @@ from sentiment_flow.errors import UserError
 from sentiment_flow.registry import approvals, identity
 from sentiment_flow.registry.audit import AUDIT_VALUE_LIMIT, REASON_LIMIT, trail
 
-from conftest import synthetic_split
+from conftest import REPO_ROOT, synthetic_split
 from test_server import ADMIN, PASSWORD, log_in, run_cli, team  # noqa: F401 - team: the fixture
 
 REQUESTER, APPROVER, BYSTANDER = "ana", "ben", "cy"  # ops; ops + MANAGE on each model; ops
@@ -174,6 +176,13 @@ def test_a_local_store_has_no_identity_and_approve_says_it_needs_a_team_server(m
     code, output = run_cli("approve", "m", "--version", "1", "--alias", "champion")
     assert code == 2 and "team server with --auth" in output and "MLFLOW_TRACKING_USERNAME" in output, output
     assert len(output.strip().splitlines()) == 1, output
+
+
+def test_the_approve_script_answers_help_with_the_commands_options():
+    script = REPO_ROOT / "registry_scripts" / "approve.py"
+    result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Usage: approve.py [OPTIONS] NAME") and "--reason" in result.stdout
 
 
 # ---------------------------------------------------------------------------------------------------------
