@@ -11,6 +11,7 @@ local store, or a server without users, `promote` is `commands.promote` and `app
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from mlflow import MlflowClient
@@ -36,11 +37,21 @@ def promote(
 ) -> PromotionReport:
     """`commands.promote`'s report; for a protected alias on a team server and a user without MANAGE, the alias
     stays and, if every gate passes, the report's `request` is the approval request written instead."""
-    options = dict(config=config, dry_run=dry_run, force=force, reason=reason, despite_rollback=despite_rollback)
+    promotion = partial(
+        commands.promote,
+        name,
+        version,
+        alias,
+        config=config,
+        dry_run=dry_run,
+        force=force,
+        reason=reason,
+        despite_rollback=despite_rollback,
+    )
     requester = _requester(name, alias)
     if requester is None:
-        return commands.promote(name, version, alias, **options)
-    report = commands.promote(name, version, alias, hold=True, **options)
+        return promotion()
+    report = promotion(hold=True)
     if report.dry_run:  # says that an approval would be requested
         return replace(report, held=not report.failed)
     if not report.held:  # refused (and recorded), or the alias holds the version already
