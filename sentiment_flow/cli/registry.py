@@ -1,4 +1,4 @@
-"""The registry commands: status, promote, rollback and copy. Their logic, and every message, live in
+"""The registry commands: status, promote, approve, rollback and copy. Their logic, and every message, live in
 sentiment_flow.registry; this module prints its reports as tables fitted to the terminal."""
 
 from __future__ import annotations
@@ -50,6 +50,17 @@ def status_command(name: str) -> None:
                 markup=False,
                 soft_wrap=True,
             )
+    if report.requests:
+        out.print("Pending approval requests (newest first):", highlight=False, markup=False)
+        for request, stale in report.requests:
+            state = f"stale: {report.name}@{request.alias} moved since" if stale else "open"
+            out.print(
+                f"  v{request.version} -> @{request.alias}  requested by {request.requested_by} at "
+                f"{request.requested_at[:19].replace('T', ' ')}  ({state}; gates {request.gates})",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
 
 
 @cli.command("promote")
@@ -72,7 +83,10 @@ def status_command(name: str) -> None:
 def promote_command(
     name: str, version: str, alias: str, dry_run: bool, reason: str, force: bool, despite_rollback: bool, **thresholds
 ) -> None:
-    """Run the gates on version VERSION of NAME, then point ALIAS at it. Exit 0 promoted, 1 refused, 2 bad input."""
+    """Run the gates on version VERSION of NAME, then point ALIAS at it. Exit 0 promoted, 1 refused, 2 bad input.
+
+    On a team server with --auth, a protected alias (champion) moves only for a user with MANAGE on NAME (or an
+    admin); anyone else's passing gates record an approval request instead (exit 0), for `approve`."""
     from sentiment_flow import registry
 
     report = registry.promote(
@@ -85,6 +99,26 @@ def promote_command(
         reason=reason,
         despite_rollback=despite_rollback,
     )
+    _print_promotion(report)
+
+
+@cli.command("approve")
+@click.argument("name")
+@click.option("--version", "version", required=True, help="The version the pending request promotes, e.g. 3.")
+@click.option("--alias", required=True, help=f"The protected alias the request moves: {', '.join(ALIASES)}.")
+@click.option("--reason", default="", help="Why you approve; recorded in the audit trail beside the request's.")
+@user_errors
+def approve_command(name: str, version: str, alias: str, reason: str) -> None:
+    """Approve the pending request (made by `promote` on a team server with --auth) to point ALIAS of NAME at
+    VERSION: re-run its gates on the same frozen data with its thresholds, then move the alias, recording requester
+    and approver. Takes MANAGE on NAME; the requester cannot approve. Exit 0 promoted, 1 refused, 2 bad input."""
+    from sentiment_flow import registry
+
+    _print_promotion(registry.approve(name, version, alias, reason))
+
+
+def _print_promotion(report) -> None:
+    """The gate table and outcome of a promotion, then exit with its code."""
     out = Console()
     if report.gates:
         out.print(_gate_table(out, report))

@@ -6,7 +6,9 @@ tags throughout, never the deprecated stages.
 
 Modules: gates (the gate table), evaluations and comparison (the same-data gates), audit (promotion tags, alias
 history), pending (concurrent promotions), commands (status, promote, copy), rollbacks (rollback), reports (what
-they return), rows (a gate-table row). Store look-ups, URI resolution and the one models:/ builder are in
+they return), rows (a gate-table row); on a team server with --auth, identity (who the server says the user is,
+MANAGE, protected aliases), approvals (pending approval requests) and governed (promote that asks for an
+approval, approve). Store look-ups, URI resolution and the one models:/ builder are in
 sentiment_flow/store.py, which every stage shares.
 
 Metrics: gates 2-3 compare the candidate and the champion on one frozen evaluation set (--eval-data, else the
@@ -54,14 +56,17 @@ raises before the alias has moved, the version's tags are put back as they were.
 """
 
 from sentiment_flow.errors import Refused
+from sentiment_flow.registry.approvals import ApprovalRequest
 from sentiment_flow.registry.audit import AuditRecord, HistoryEntry
-from sentiment_flow.registry.commands import copy, promote, status
+from sentiment_flow.registry.commands import copy, status
+from sentiment_flow.registry.governed import approve, promote
 from sentiment_flow.registry.reports import CopyResult, ModelStatus, PromotionReport, RollbackResult, VersionStatus
 from sentiment_flow.registry.rollbacks import rollback
 from sentiment_flow.registry.rows import Gate
 from sentiment_flow.store import models_uri, resolve_version
 
 __all__ = [
+    "ApprovalRequest",
     "AuditRecord",
     "CopyResult",
     "Gate",
@@ -71,6 +76,7 @@ __all__ = [
     "Refused",
     "RollbackResult",
     "VersionStatus",
+    "approve",
     "copy",
     "models_uri",
     "promote",

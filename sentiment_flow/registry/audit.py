@@ -32,6 +32,7 @@ REASON_LIMIT = 1000  # characters of --reason; 1000 is a paragraph, and leaves t
 NOTE_LIMIT = 300  # characters of a refusal's message kept in its record
 PROMOTE, ROLLBACK = "promote", "rollback"  # AuditRecord.event
 DONE, REFUSED, SUPERSEDED = "done", "refused", "superseded"  # AuditRecord.outcome
+REQUESTED = "approval requested"  # AuditRecord.outcome: the gates passed, a protected alias waits for an approval
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,8 @@ class AuditRecord:
 
     at: str  # UTC, to the microsecond: records sort by it
     event: str  # promote | rollback
-    outcome: str  # done | refused (by a gate, or nothing to roll back to) | superseded (a concurrent one won)
+    outcome: str  # done | refused (by a gate, or nothing to roll back to) | superseded (a concurrent one won) |
+    # approval requested (the gates passed, but the alias is protected: registry.approvals)
     alias: str
     from_version: str  # the holder before ("" if none)
     to_version: str  # the version the alias was (to be) pointed at ("" if a rollback found none)
@@ -50,6 +52,9 @@ class AuditRecord:
     despite_rollback: str = ""  # the rollback this promotion acknowledged, as "at by reason"
     gates: str = ""  # "gate=outcome ..." for a promotion's gate table
     note: str = ""  # why refused, or which version superseded it
+    requested_by: str = ""  # for a protected alias: who asked for the approval (the server's authenticated user)
+    approved_by: str = ""  # who ran `approve` (another user, holding MANAGE), whatever its outcome
+    approval_reason: str = ""  # the approver's --reason (`reason` is the request's)
 
     @property
     def summary(self) -> str:
@@ -60,7 +65,10 @@ class AuditRecord:
             for text in (
                 "forced" if self.forced else "",
                 f"despite the rollback of {self.despite_rollback}" if self.despite_rollback else "",
+                f"requested by {self.requested_by}" if self.requested_by else "",
+                f"approver {self.approved_by}" if self.approved_by else "",
                 f"reason: {self.reason}" if self.reason else "",
+                f"approval reason: {self.approval_reason}" if self.approval_reason else "",
                 self.note,
             )
             if text

@@ -13,9 +13,9 @@ from mlflow.exceptions import MlflowException
 
 from sentiment_flow.config import CHAMPION, PromotionConfig, model_name_problem, shortened
 from sentiment_flow.errors import Refused, UserError
-from sentiment_flow.registry import audit, pending
+from sentiment_flow.registry import approvals, audit, pending
 from sentiment_flow.registry.gates import run_gates
-from sentiment_flow.registry.reports import CopyResult, ModelStatus, PromotionReport, VersionStatus
+from sentiment_flow.registry.reports import Approval, CopyResult, ModelStatus, PromotionReport, VersionStatus
 from sentiment_flow.store import (
     DENIED,
     alias_version,
@@ -55,7 +55,8 @@ def status(name: str) -> ModelStatus:
         )
     rows.sort(key=lambda row: int(row.version), reverse=True)
     histories = {alias: audit.chain(client, name, alias) for alias in sorted(model.aliases)}
-    return ModelStatus(name=name, versions=tuple(rows), histories=histories, audit=audit.trail(model))
+    requests = tuple((request, request.stale(model)) for request in approvals.pending(model))
+    return ModelStatus(name, tuple(rows), histories, audit.trail(model), requests)
 
 
 def promote(
@@ -68,11 +69,15 @@ def promote(
     force: bool = False,
     reason: str = "",
     despite_rollback: bool = False,
+    hold: bool = False,
+    approval: Approval | None = None,
 ) -> PromotionReport:
     """The gate report for `version`; when every gate passes (and not a dry run) `alias` points at it.
 
     A version once rolled back from `alias` is refused (Refused) unless `despite_rollback` acknowledges it.
-    Every outcome but a dry run or a no-op is appended to the audit trail.
+    Every outcome but a dry run or a no-op is appended to the audit trail. With `hold` the gates run and a
+    refusal is recorded, but the alias stays (`held` says they passed): the caller asks for an approval.
+    `approval` names who requested and approved this promotion, for its audit record.
     """
     reason = audit.check_reason(reason)
     if force and not reason:
@@ -95,13 +100,14 @@ def promote(
         gates=(),
         dry_run=dry_run,
         forced=force,
+        approval=approval,
     )
     if previous == version:
         return replace(report, already_held=True)
     acknowledged = _acknowledged_rollback(client, model, report, despite_rollback, reason)
 
     # Announced before the gates, so that promotions overlapping this one wait for it, and it for them.
-    own = None if dry_run else pending.announce(client, name, alias, version)
+    own = None if dry_run or hold else pending.announce(client, name, alias, version)
     try:
         return _gate_and_point(client, report, candidate, model, config, force, reason, own, acknowledged)
     finally:
@@ -145,6 +151,7 @@ def _record(
         despite_rollback=acknowledged,
         gates=gates,
         note=note,
+        **(asdict(report.approval) if report.approval else {}),
     )
     audit.append(client, report.name, record)
 
@@ -166,11 +173,13 @@ def _gate_and_point(
     champion = client.get_model_version(name, champion_version) if champion_version else None
     gates = tuple(run_gates(client, candidate, champion, config, force))
     report = replace(report, champion=champion_version, gates=gates)
-    if report.dry_run or own is None:  # own is None only in a dry run
+    if report.dry_run:
         return report
     if report.failed:
         _record(client, report, audit.REFUSED, reason, acknowledged, note=f"refused by {', '.join(report.failed)}")
         return report
+    if own is None:  # held: the alias waits for an approval, which runs the gates again
+        return replace(report, held=True)
 
     # The smoke test took a while: re-read the holder so the rollback target is the latest one.
     model = client.get_registered_model(name)

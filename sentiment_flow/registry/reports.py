@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sentiment_flow.registry.approvals import ApprovalRequest
 from sentiment_flow.registry.audit import AuditRecord, HistoryEntry
 from sentiment_flow.registry.rows import FAIL, FORCEABLE, Gate
 from sentiment_flow.store import models_uri
+
+
+@dataclass(frozen=True)
+class Approval:
+    """Who asked for a promotion of a protected alias and who approved it (the server's authenticated users)."""
+
+    requested_by: str
+    approved_by: str
+    approval_reason: str = ""  # the approver's --reason
 
 
 @dataclass(frozen=True)
@@ -24,6 +34,9 @@ class PromotionReport:
     already_held: bool = False
     dry_run: bool = False
     forced: bool = False
+    held: bool = False  # every gate passed, but the alias is protected: it waits for an approval
+    approval: Approval | None = None  # set when an approval runs this promotion
+    request: ApprovalRequest | None = None  # the approval request written instead of moving the alias
 
     @property
     def failed(self) -> tuple[str, ...]:
@@ -32,8 +45,9 @@ class PromotionReport:
 
     @property
     def exit_code(self) -> int:
-        """0 promoted, already held, or a dry run that would pass; 1 refused by a gate or superseded."""
-        return 0 if self.promoted or self.already_held or (self.dry_run and not self.failed) else 1
+        """0 promoted, already held, approval requested, or a dry run that would pass; 1 refused or superseded."""
+        done = self.promoted or self.already_held or self.request is not None
+        return 0 if done or (self.dry_run and not self.failed) else 1
 
     @property
     def summary(self) -> str:
@@ -52,6 +66,11 @@ class PromotionReport:
                 self.superseded_by,
                 f"promote again if version {self.version} should have it",
             )
+        if self.dry_run and not self.failed and self.held:
+            return (
+                f"Dry run, nothing changed: every gate passes; without --dry-run an approval of moving {target} "
+                f"from {before} to version {self.version} would be requested ({target} is protected)."
+            )
         if self.dry_run and not self.failed:
             return (
                 f"Dry run, nothing changed: every gate passes; without --dry-run {target} would move "
@@ -59,6 +78,12 @@ class PromotionReport:
             )
         if self.dry_run:
             return f"Dry run, nothing changed: version {self.version} would be refused by {', '.join(self.failed)}."
+        if self.request is not None:
+            return (
+                f"Approval requested: every gate passes, but {target} is protected and only a user with MANAGE on "
+                f"{self.name} moves it; it still points at {before}. Ask one (not {self.request.requested_by}) to "
+                f"run `sentiment-flow approve {self.name} --version {self.version} --alias {self.alias}`."
+            )
         if self.promoted:
             return (
                 f"{target} now points at version {self.version} (before: {before}); undo with "
@@ -142,6 +167,7 @@ class ModelStatus:
     versions: tuple[VersionStatus, ...]
     histories: dict[str, tuple[HistoryEntry, ...]]
     audit: tuple[AuditRecord, ...] = ()  # every promotion, refusal and rollback, newest first
+    requests: tuple[tuple[ApprovalRequest, bool], ...] = ()  # pending approval requests, newest first, and stale?
 
 
 def superseded(outcome: str, this: str, name: str, alias: str, version: str, now: str, retry: str) -> str:
