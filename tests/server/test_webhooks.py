@@ -274,37 +274,49 @@ class Receiver:
 class HookedTeam:
     root: Path
     data_dir: Path
-    url: str
-    output: Path  # what `sentiment-flow server` printed
+    port: int
+    runs: contextlib.ExitStack  # the running `sentiment-flow server`: closing it sends SIGTERM
+    outputs: list[Path]  # what each start of `sentiment-flow server` printed
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def key(self) -> str:
         return (self.data_dir / webhooks.KEY_FILE).read_text().strip()
 
-
-@pytest.fixture(scope="module")
-def hooked_team():
-    """`sentiment-flow server --auth` allowing http and loopback receivers, as an admin runs it; stopped (with its
-    PostgreSQL) however the module ends."""
-    pytest.importorskip("pgserver", reason='the [server] extra is not installed: pip install -e ".[server]"')
-    # As root PostgreSQL runs as another user, which must pass through: pytest's tmp folders are closed.
-    root = Path(tempfile.mkdtemp(prefix="sf-hooks-", dir="/tmp"))
-    root.chmod(0o711)
-    port = free_port()
-    command = [
-        *(str(Path(sys.executable).parent / "sentiment-flow"), "server", "--data-dir", str(root / "data")),
-        *("--port", str(port), "--workers", "2", "--auth", "--webhook-allow-http", "--webhook-allow-private-ips"),
-    ]
-    stack = contextlib.ExitStack()
-    try:
+    def start(self) -> None:
+        """`sentiment-flow server --auth` allowing http and loopback receivers, as an admin runs it."""
+        command = [
+            *(str(Path(sys.executable).parent / "sentiment-flow"), "server", "--data-dir", str(self.data_dir)),
+            *("--port", str(self.port), "--workers", "2", "--auth"),
+            *("--webhook-allow-http", "--webhook-allow-private-ips"),
+        ]
+        self.outputs.append(self.root / f"server-{len(self.outputs)}.out")
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv(ADMIN_PASSWORD_VAR, PASSWORD)
             mp.setenv("MLFLOW_WEBHOOK_CACHE_TTL", CACHE_TTL)
             mp.delenv(webhooks.KEY_VAR, raising=False)
-            url = f"http://127.0.0.1:{port}"
-            stack.enter_context(http_process(command, url, "/health", root / "server.out", timeout=240))
-        yield HookedTeam(root, root / "data", url, root / "server.out")
+            self.runs.enter_context(http_process(command, self.url, "/health", self.outputs[-1], timeout=240))
+
+    def restart(self) -> None:
+        self.runs.close()
+        self.start()
+
+
+@pytest.fixture(scope="module")
+def hooked_team():
+    """A HookedTeam, started; stopped (with its PostgreSQL) however the module ends."""
+    pytest.importorskip("pgserver", reason='the [server] extra is not installed: pip install -e ".[server]"')
+    # As root PostgreSQL runs as another user, which must pass through: pytest's tmp folders are closed.
+    root = Path(tempfile.mkdtemp(prefix="sf-hooks-", dir="/tmp"))
+    root.chmod(0o711)
+    team = HookedTeam(root, root / "data", free_port(), contextlib.ExitStack(), [])
+    try:
+        team.start()
+        yield team
     finally:
-        stack.close()  # SIGTERM: the command stops mlflow server and PostgreSQL
+        team.runs.close()
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -414,7 +426,7 @@ def test_webhook_list_test_and_remove_and_no_secret_or_key_is_shown(hooked_admin
     key_file = team.data_dir / webhooks.KEY_FILE
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     key = team.key()
-    for path in (team.output, team.data_dir / "mlflow-server.log", team.data_dir / "postgres" / "log"):
+    for path in (*team.outputs, team.data_dir / "mlflow-server.log", team.data_dir / "postgres" / "log"):
         text = path.read_text(errors="replace")
         assert key not in text and SECRET not in text, path
     environments = {}
@@ -454,3 +466,18 @@ def test_a_user_who_is_not_admin_is_told_only_an_admin_manages_webhooks(hooked_a
         code == 2 and "user 'carol' is not an admin of the server" in line and "only an admin manages webhooks" in line
     )
     assert mlflow.get_tracking_uri() == hooked_admin.url
+
+
+@pytest.mark.slow
+def test_after_a_restart_the_server_still_signs_with_the_secrets_it_stored(hooked_admin, receivers):
+    """The key is reused: without it each start invents one, and every webhook request answers 500 after."""
+    team = hooked_admin
+    key = team.key()
+    good = receivers()
+    hook_id = add_webhook(good.url, "model_version.created")
+    team.restart()
+    assert team.key() == key
+    code, output = run_cli("webhook", "test", hook_id)
+    assert code == 0 and "answered HTTP 200" in output, output
+    assert [event["entity"] for event in good.wait_for(1)] == ["model_version"]
+    assert all(key not in path.read_text() for path in team.outputs)
