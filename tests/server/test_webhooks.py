@@ -35,6 +35,7 @@ from mlflow.webhooks.delivery import _generate_hmac_signature
 from sentiment_flow.errors import UserError
 from sentiment_flow.server import webhooks
 from sentiment_flow.server.reaper import ADMIN_PASSWORD_VAR
+from sentiment_flow.serving import webhook as serve_webhook
 
 from conftest import REPO_ROOT, free_port, http_process
 from test_server import ADMIN, PASSWORD, log_in, run_cli
@@ -180,6 +181,29 @@ def test_the_receiver_answers_401_to_a_wrong_signature_or_a_replay_and_prints_on
     out = capsys.readouterr()
     assert [json.loads(line)["data"] for line in out.out.splitlines()] == [{"version": "3"}]
     assert "bad signature" in out.err and "received before" in out.err
+
+
+def test_serves_webhook_route_wakes_the_follower_only_for_a_verified_move_of_its_alias():
+    woken = []
+    handle = serve_webhook.handler(SECRET, NAME, "champion", lambda: woken.append(1))
+
+    def event(name: str, alias: str) -> bytes:
+        return json.dumps(
+            {
+                "entity": "model_version_alias",
+                "action": "created",
+                "data": {"name": name, "alias": alias, "version": "2"},
+            }
+        ).encode()
+
+    body = event(NAME, "champion")
+    assert handle(body, sign("wrong-secret-0123456789", body)) == (401, "bad signature") and woken == []
+    assert handle(body, {}) == (401, "unsigned") and woken == []
+    stale = sign(SECRET, body, timestamp=str(int(time.time()) - serve_webhook.MAX_AGE - 5))
+    assert handle(body, stale) == (401, "stale timestamp") and woken == []
+    for other in (event("other-model", "champion"), event(NAME, "challenger")):
+        assert handle(other, sign(SECRET, other)) == (200, "not the followed alias") and woken == []
+    assert handle(body, sign(SECRET, body)) == (200, "checking") and woken == [1]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -481,3 +505,40 @@ def test_after_a_restart_the_server_still_signs_with_the_secrets_it_stored(hooke
     assert code == 0 and "answered HTTP 200" in output, output
     assert [event["entity"] for event in good.wait_for(1)] == ["model_version"]
     assert all(key not in path.read_text() for path in team.outputs)
+
+
+@pytest.mark.slow
+def test_serve_follows_a_promotion_at_once_when_the_server_sends_it_a_signed_webhook(
+    hooked_admin, register_tiny_model, monkeypatch
+):
+    """`serve` polls the alias only hourly here: the version it answers with changes within seconds of the
+    promotion only because the webhook woke it."""
+    wake_name = "wake-english"
+    v1 = register_tiny_model(wake_name, test_f1_macro=0.7)
+    v2 = register_tiny_model(wake_name, test_f1_macro=0.8)
+    assert run_cli("promote", wake_name, "--version", v1, "--alias", "champion")[0] == 0
+    monkeypatch.setenv(serve_webhook.SECRET_VAR, SECRET)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [str(Path(sys.executable).parent / "sentiment-flow"), "-v", "serve", f"models:/{wake_name}@champion"]
+    log = hooked_admin.root / "serve.log"
+    with http_process([*command, "--port", str(port), "--poll-seconds", "3600"], url, "/ping", log):
+
+        def serving() -> str:
+            with urllib.request.urlopen(f"{url}/ping", timeout=10) as reply:
+                return reply.headers["X-Model-Version"]
+
+        assert serving() == f"{wake_name}/{v1}"
+        add_webhook(f"{url}{serve_webhook.WEBHOOK_PATH}", ALIAS_EVENTS[0])
+        body = b'{"entity": "model_version_alias", "action": "created", "data": {}}'
+        assert post(f"{url}{serve_webhook.WEBHOOK_PATH}", body, sign("wrong-secret-0123456789", body)) == 401
+        time.sleep(float(CACHE_TTL) + 0.5)
+        promoted = time.monotonic()
+        assert run_cli("promote", wake_name, "--version", v2, "--alias", "champion")[0] == 0
+        deadline = time.monotonic() + 120
+        while serving() != f"{wake_name}/{v2}":
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        print(f"serve answered with the promoted version {time.monotonic() - promoted:.1f} s after promote began")
+    assert "Registry webhook: wake-english@champion moved" in log.read_text()
+    assert SECRET not in log.read_text()
