@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -30,6 +31,7 @@ import mlflow
 import pytest
 from cryptography.fernet import Fernet
 from mlflow import MlflowClient
+from mlflow.environment_variables import MLFLOW_WEBHOOK_REQUEST_TIMEOUT
 from mlflow.webhooks.delivery import _generate_hmac_signature
 
 from sentiment_flow.errors import UserError
@@ -388,7 +390,8 @@ def test_promote_and_rollback_reach_a_verifying_receiver_and_a_dead_or_wrong_one
 ):
     good, wrong = receivers(), receivers(secret=f"other-{uuid.uuid4().hex}")
     dead = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens there
-    for url in (good.url, wrong.url, dead):
+    hanging = socket.create_server(("127.0.0.1", 0))  # accepts connections, never answers: the server times out
+    for url in (good.url, wrong.url, dead, f"http://127.0.0.1:{hanging.getsockname()[1]}/hook"):
         add_webhook(url, *ALIAS_EVENTS)
     v1 = register_tiny_model(NAME, test_f1_macro=0.7)
     v2 = register_tiny_model(NAME, test_f1_macro=0.8)
@@ -398,6 +401,8 @@ def test_promote_and_rollback_reach_a_verifying_receiver_and_a_dead_or_wrong_one
     code, output = run_cli("promote", NAME, "--version", v1, "--alias", "champion")
     first_promotion = time.monotonic() - started
     assert code == 0, output
+    # Waiting for the hanging receiver would take MLflow's request timeout (30 s) per try.
+    assert first_promotion < MLFLOW_WEBHOOK_REQUEST_TIMEOUT.get() * 0.8, first_promotion
     code, output = run_cli("promote", NAME, "--version", v2, "--alias", "champion")
     assert code == 0 and "now points at version 2" in output, output
     code, output = run_cli("rollback", NAME)
@@ -418,7 +423,8 @@ def test_promote_and_rollback_reach_a_verifying_receiver_and_a_dead_or_wrong_one
     assert all("bad signature" in line for line in wrong.refusals())
     # The dead receiver cost the promotions nothing: delivery runs in the server's threads, after the answer.
     assert client.get_registered_model(NAME).aliases == {"champion": v1}
-    print(f"first promotion with a dead and a refusing receiver: {first_promotion:.1f} s")
+    hanging.close()
+    print(f"first promotion with a dead, a hanging and a refusing receiver: {first_promotion:.1f} s")
 
 
 @pytest.mark.slow
