@@ -47,7 +47,7 @@ def add_command(url: str, events: tuple[str, ...], name: str | None, description
     from sentiment_flow.server import webhooks
 
     webhooks.check_events(events)  # before asking for a secret
-    webhooks.team_client()
+    webhooks.team_client()  # a local store is refused before a secret is asked for
     secret = os.environ.get(SECRET_VAR)
     if not secret:
         if not sys.stdin.isatty():
