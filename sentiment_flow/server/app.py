@@ -120,8 +120,7 @@ def start(
     data_dir = Path(data_dir).expanduser().resolve()
     _check_inputs(host, port, auth, backend_store_uri)
     artifacts = _make_folders(data_dir, artifacts_destination, embedded=backend_store_uri is None)
-    # For mlflow server's environment only: never in argv, the log, or PostgreSQL's (postgres.py's allowlist).
-    hooks = webhook_env(data_dir, webhook_http, webhook_private)
+    hooks = webhook_env(data_dir, webhook_http, webhook_private)  # made (and refused) before anything starts
     reaper = Reaper.start()
     postgres = None
     try:
@@ -135,7 +134,7 @@ def start(
             *("--backend-store-uri", store, "--serve-artifacts", "--artifacts-destination", artifacts),
         ]
         env = _server_env(postgres)
-        env.update(hooks)
+        env.update(hooks)  # the webhook key: in no argv, log or PostgreSQL's environment (postgres.py's allowlist)
         if auth:
             auth_store = _psycopg2(postgres.uri(AUTH_DATABASE)) if postgres else store
             env["MLFLOW_AUTH_CONFIG_PATH"] = str(write_auth_config(data_dir, auth_store))
