@@ -213,6 +213,16 @@ SKIP = {
         "mlflow run . -P lang=english -P model=minilm -P data=../shared/data/multilingual-sentiments --env-manager local",
     ): "every command against the team's server: tests/server/test_server.py runs them against a real one",
     (
+        "docs/server.md",
+        "Webhooks",
+        "export MLFLOW_TRACKING_URI=https://mlflow.internal MLFLOW_TRACKING_USERNAME=admin",
+    ): "the admin's webhooks on the team's server; tests/server/test_webhooks.py runs these commands against a real one",
+    (
+        "docs/server.md",
+        "Webhooks",
+        "read -s WEBHOOK_SECRET && export WEBHOOK_SECRET   # the same secret as `webhook add`",
+    ): "a receiver that runs until stopped; tests/server/test_webhooks.py starts the same file with a secret",
+    (
         "docs/testing.md",
         "Running the tests",
         'pip install -e ".[offline,dev,server]" && python -m pytest',

@@ -42,6 +42,17 @@ from sentiment_flow.server.users import NEW_PASSWORD_VAR, ROLES
 @click.option(
     "--auth", is_flag=True, help="MLflow's basic-auth app; the admin password is read from MLFLOW_AUTH_ADMIN_PASSWORD."
 )
+@click.option(
+    "--webhook-allow-http",
+    is_flag=True,
+    help="Let webhooks call plain http:// receivers (default: https only; the payload and signature travel in clear).",
+)
+@click.option(
+    "--webhook-allow-private-ips",
+    is_flag=True,
+    help="Let webhooks call receivers on loopback or private addresses (default: public ones only, so a webhook "
+    "cannot reach into the server's own network).",
+)
 @user_errors
 def server_command(
     data_dir: str,
@@ -51,6 +62,8 @@ def server_command(
     port: int,
     workers: int,
     auth: bool,
+    webhook_allow_http: bool,
+    webhook_allow_private_ips: bool,
 ) -> None:
     """Run a team tracking server: `mlflow server` on PostgreSQL with proxied artifacts, until Ctrl-C or SIGTERM."""
     from sentiment_flow.server import app
@@ -64,6 +77,8 @@ def server_command(
         port=port,
         workers=workers,
         auth=auth,
+        webhook_http=webhook_allow_http,
+        webhook_private=webhook_allow_private_ips,
         announce=lambda text: out.print(text, highlight=False, markup=False, soft_wrap=True),
     ) as running:
         out.print(

@@ -36,6 +36,7 @@ from sentiment_flow.server.postgres import (
 )
 from sentiment_flow.server.reaper import ADMIN_PASSWORD_VAR, Reaper, stop_group
 from sentiment_flow.server.users import write_auth_config
+from sentiment_flow.server.webhooks import server_env as webhook_env
 
 log = logging.getLogger(__name__)
 
@@ -107,15 +108,19 @@ def start(
     port: int = DEFAULT_PORT,
     workers: int = DEFAULT_WORKERS,
     auth: bool = False,
+    webhook_http: bool = False,
+    webhook_private: bool = False,
     announce: Callable[[str], None] = log.warning,
 ) -> TeamServer:
     """A started team server, answering on its URL; raises UserError (and starts nothing) when it cannot.
 
-    `announce` is told about a change to the system (a user created) before it is made.
+    `announce` is told about a change to the system (a user created) before it is made. `webhook_http` and
+    `webhook_private` let webhooks call plain-http and loopback/private-network receivers.
     """
     data_dir = Path(data_dir).expanduser().resolve()
     _check_inputs(host, port, auth, backend_store_uri)
     artifacts = _make_folders(data_dir, artifacts_destination, embedded=backend_store_uri is None)
+    hooks = webhook_env(data_dir, webhook_http, webhook_private)  # made (and refused) before anything starts
     reaper = Reaper.start()
     postgres = None
     try:
@@ -129,6 +134,7 @@ def start(
             *("--backend-store-uri", store, "--serve-artifacts", "--artifacts-destination", artifacts),
         ]
         env = _server_env(postgres)
+        env.update(hooks)  # the webhook key: in no argv, log or PostgreSQL's environment (postgres.py's allowlist)
         if auth:
             auth_store = _psycopg2(postgres.uri(AUTH_DATABASE)) if postgres else store
             env["MLFLOW_AUTH_CONFIG_PATH"] = str(write_auth_config(data_dir, auth_store))

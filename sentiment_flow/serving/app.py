@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
@@ -25,6 +25,7 @@ from mlflow.version import VERSION
 from sentiment_flow.config import ServeConfig
 from sentiment_flow.serving.batching import RETRY_AFTER_SECONDS, Overloaded
 from sentiment_flow.serving.versions import AliasFollower, Router, load
+from sentiment_flow.serving.webhook import SECRET_VAR, WEBHOOK_PATH, handler
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +36,14 @@ REQUEST_THREADS = (
 )
 
 
-def create_app(router: Router, config: ServeConfig, on_shutdown: Callable[[], None] = lambda: None):
-    """The FastAPI app: /invocations, /ping, /health and /version as `mlflow models serve` answers them."""
+def create_app(
+    router: Router,
+    config: ServeConfig,
+    on_shutdown: Callable[[], None] = lambda: None,
+    webhook: Callable[[bytes, Mapping[str, str]], tuple[int, str]] | None = None,
+):
+    """The FastAPI app: /invocations, /ping, /health and /version as `mlflow models serve` answers them, and
+    POST /registry-webhook answered by `webhook` when given."""
     timeout = MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.get()
     # Parsing and waiting for the batch happen in threads: asyncio's default pool (cores + 4 threads) would let
     # only that many requests at once reach the batcher. Admitted requests beyond REQUEST_THREADS wait for one.
@@ -92,6 +99,13 @@ def create_app(router: Router, config: ServeConfig, on_shutdown: Callable[[], No
         finally:
             admitted -= 1
 
+    if webhook is not None:
+
+        @app.post(WEBHOOK_PATH)
+        async def registry_webhook(request: Request):
+            status, text = webhook(await request.body(), request.headers)
+            return answered(text + "\n", status, router.current.version, media_type="text/plain")
+
     return app
 
 
@@ -117,8 +131,12 @@ def serve(model_uri: str, host: str, port: int, config: ServeConfig, announce: C
             follower.stop()
         router.close()
 
-    app = create_app(router, config, on_shutdown=shutdown)
+    # A signed registry webhook wakes the follower at once (serving/webhook.py); the poll stays as the fallback.
+    secret = os.environ.get(SECRET_VAR)
+    hook = handler(secret, match["name"], match["alias"], follower.wake) if follower and match and secret else None
+    app = create_app(router, config, on_shutdown=shutdown, webhook=hook)
     following = f", following {model_uri} every {config.poll_seconds:g} s" if follower else ""
+    following += f" and on signed webhooks to {WEBHOOK_PATH}" if hook else ""
     announce(f"Serving {router.current.version} on http://{host}:{port}{following}")
     uvicorn_config = uvicorn.Config(
         app,
