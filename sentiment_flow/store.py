@@ -170,7 +170,12 @@ def utc(moment: datetime) -> str:
 
 
 def user() -> str:
-    """The OS login of whoever runs the command (never a token or a tracking credential)."""
+    """Who runs the command: on a tracking server (http(s)) with MLFLOW_TRACKING_USERNAME, that username (the
+    server authenticates every request with it, so a record cannot claim another); else the OS login. Never a
+    password or a token."""
+    username = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if username and mlflow.get_tracking_uri().startswith(("http://", "https://")):
+        return username
     try:
         return getpass.getuser()
     except (KeyError, OSError):  # containers without a passwd entry

@@ -5,14 +5,17 @@ new role is one entry. `add_user` makes each role an MLflow role of the server (
 `sentiment-flow-<role>`, visible in its UI) holding those grants, creates the user and assigns the role.
 Roles are team-wide: an experiment added to a role is added for every user who has it.
 
-With `default_permission = READ` a user with no role reads everything and writes nothing but what they create
-(MLflow grants a creator MANAGE on a new experiment or registered model). Writing a run into the Default
-experiment, where `mlflow run .` and `train` record, or a version of a model someone else created, takes EDIT.
+With `default_permission = READ` a user with no role reads everything and writes nothing but experiments they
+create (MLflow grants a creator MANAGE on it). Writing a run into the Default experiment, where `mlflow run .`
+and `train` record, or a version of a model someone else created, takes EDIT. The governance app
+(governance.py) adds: a new registered model takes a role's EDIT on registered models (ops, approver), and a
+protected alias (champion) takes MANAGE on the model (approver).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import traceback
 from collections.abc import Callable, Iterable
@@ -21,6 +24,8 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 from sentiment_flow.errors import UserError, one_line
+
+log = logging.getLogger(__name__)
 
 EXPERIMENT, REGISTERED_MODEL = "experiment", "registered_model"  # MLflow's resource types (auth.permissions)
 EVERY = "*"  # MLflow's pattern for every resource of a type, including ones created later
@@ -33,6 +38,17 @@ WORKSPACE = "default"  # MLflow's only workspace unless the server enables works
 # config.SCORING_EXPERIMENT and `promote` its evaluations in registry.evaluations.EXPERIMENT.
 DEFAULT_EXPERIMENT = "Default"
 NEW_PASSWORD_VAR = "SENTIMENT_FLOW_NEW_USER_PASSWORD"  # noqa: S105 - a variable's name; `add-user` reads a new user's password here, else prompts
+
+# The governance app (governance.py) inside `sentiment-flow server --auth`; its constants live here, where
+# clients read them without importing the server.
+PROTECTED_ALIASES_VAR = "SENTIMENT_FLOW_PROTECTED_ALIASES"  # the server's protected aliases, comma-separated
+DEFAULT_PROTECTED_ALIASES = ("champion",)  # also what a client assumes of a server that does not publish them
+GOVERNANCE_ENDPOINT = "/api/2.0/sentiment-flow/governance"  # GET -> {"protected_aliases": [...]}
+# Registered-model tags the server keeps honest: registry.audit's records (AUDIT_PREFIX + ".") and pending
+# approval requests. INT8_SUFFIX is int8.build's (importing that loads torch, too heavy for the server);
+# tests pin both copies to their owners'.
+AUDIT_TAG_PREFIX, APPROVAL_TAG_PREFIX = "audit.", "approval."
+INT8_SUFFIX = "-int8"
 
 
 @dataclass(frozen=True)
@@ -50,8 +66,14 @@ ROLES = {
         {EXPERIMENT: "READ", REGISTERED_MODEL: "READ"},
     ),
     "ops": Role(
-        "runs the documented commands: train (mlflow run .), score, optimize, promote, rollback, copy",
+        "runs the documented commands: train (mlflow run .), score, optimize, copy, registers new models, "
+        "promotes to unprotected aliases (challenger) and requests approval for protected ones (champion)",
         {EXPERIMENT: "EDIT", REGISTERED_MODEL: "EDIT"},
+    ),
+    "approver": Role(
+        "what ops does, plus MANAGE on every registered model: sets and deletes protected aliases (champion), "
+        "approves others' requests, rolls back",
+        {EXPERIMENT: "EDIT", REGISTERED_MODEL: "MANAGE"},
     ),
 }
 
@@ -246,6 +268,12 @@ def _needed(request) -> Refusal:
         return Refusal(shown, permission, EXPERIMENT, resource, name)
     if params.get("name") and ("registered-models" in path or "model-versions" in path):
         resource = f"registered model {params['name']!r}"
+        if path.endswith("/registered-models/alias") and params.get("alias") in published_protected_aliases():
+            permission = "MANAGE"
+            resource += f" (its alias {params['alias']!r} is protected)"
+        name = str(params["name"])
+        if path.endswith("/registered-models/create") and name.endswith(INT8_SUFFIX):
+            resource += f" (and on {name.removesuffix(INT8_SUFFIX)!r}, whose int8 variant it is)"
         source = str(params.get("source", ""))
         if source.startswith("models:/") and "/model-versions/create" in path:
             copied = source.removeprefix("models:/").split("/")[0].split("@")[0]
@@ -253,6 +281,24 @@ def _needed(request) -> Refusal:
                 resource += f" (and READ on registered model {copied!r}, which it copies)"
         return Refusal(shown, permission, REGISTERED_MODEL, resource)
     return Refusal(shown, permission, None, "what it names")
+
+
+def published_protected_aliases() -> tuple[str, ...]:
+    """The aliases the tracking server protects (only MANAGE holders set or delete them), as it publishes them;
+    DEFAULT_PROTECTED_ALIASES for a server that publishes none (plain basic-auth) or cannot be asked."""
+    import mlflow
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    try:
+        reply = http_request(
+            get_default_host_creds(mlflow.get_tracking_uri()), GOVERNANCE_ENDPOINT, "GET", max_retries=0, timeout=10
+        )
+        if reply.status_code == 200:
+            return tuple(reply.json()["protected_aliases"])
+    except Exception:
+        log.debug("No protected aliases published", exc_info=True)
+    return DEFAULT_PROTECTED_ALIASES
 
 
 def _lookup(read: Callable):
