@@ -202,16 +202,17 @@ def permission_denied(exc: BaseException) -> str:
 
 
 def _smallest_role(resource_type: str | None, permission: str) -> str | None:
-    """The role in ROLES with the weakest grant on `resource_type` that still includes `permission`."""
+    """The role in ROLES with the weakest grant on `resource_type` that still includes `permission` (of two
+    alike, the one listed first: ROLES runs from weakest to strongest)."""
     if resource_type is None or permission not in PERMISSIONS:
         return None
     fits = [
-        (PERMISSIONS.index(role.permissions[resource_type]), name)
-        for name, role in ROLES.items()
+        (PERMISSIONS.index(role.permissions[resource_type]), position, name)
+        for position, (name, role) in enumerate(ROLES.items())
         if resource_type in role.permissions
         and PERMISSIONS.index(role.permissions[resource_type]) >= PERMISSIONS.index(permission)
     ]
-    return min(fits)[1] if fits else None
+    return min(fits)[2] if fits else None
 
 
 def refusal_of(exc: BaseException | None) -> Refusal | None:

@@ -61,6 +61,7 @@ def test_the_approver_is_the_smallest_role_with_manage_and_ops_with_edit_on_mode
     }
     assert server_users._smallest_role(server_users.REGISTERED_MODEL, "MANAGE") == "approver"
     assert server_users._smallest_role(server_users.REGISTERED_MODEL, "EDIT") == "ops"
+    assert server_users._smallest_role(server_users.EXPERIMENT, "EDIT") == "ops"  # not the approver, alike there
 
 
 def test_protected_aliases_without_auth_or_with_a_bad_name_are_refused_and_start_nothing(tmp_path, monkeypatch):
