@@ -264,3 +264,19 @@ def test_every_user_reads_the_protected_aliases_the_server_publishes(governed, m
     assert requests.get(governed.url + server_users.GOVERNANCE_ENDPOINT, timeout=30).status_code == 401
     log_in(monkeypatch, governed, VIEWER, PASSWORDS[VIEWER])
     assert server_users.published_protected_aliases() == ("champion",)
+
+
+@pytest.mark.slow
+def test_an_ops_user_trains_a_new_model_and_optimizes_it_into_name_int8_through_the_cli(
+    governed, monkeypatch, tiny_model_dir, tiny_data_dir
+):
+    from test_server_users import train_args
+
+    name = "ops-english"  # a name no one has created: the first training registers it
+    log_in(monkeypatch, governed, OPS, PASSWORDS[OPS])
+    code, output = run_cli(*train_args(tiny_model_dir, tiny_data_dir, name))
+    assert code == 0, output[-3000:]
+    code, output = run_cli("optimize", f"models:/{name}/1")
+    assert code == 0, output[-3000:]
+    client = MlflowClient()
+    assert client.get_model_version(f"{name}-int8", "1").tags["source_model"] == name
