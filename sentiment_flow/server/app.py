@@ -133,13 +133,12 @@ def start(
             *("--backend-store-uri", store, "--serve-artifacts", "--artifacts-destination", artifacts),
         ]
         env = _server_env(postgres)
+        log_path = data_dir / "mlflow-server.log"
         if auth:
             auth_store = _psycopg2(postgres.uri(AUTH_DATABASE)) if postgres else store
             env["MLFLOW_AUTH_CONFIG_PATH"] = str(write_auth_config(data_dir, auth_store))
             env[PROTECTED_ALIASES_VAR] = ",".join(protected_aliases)
             command += ["--app-name", APP_NAME]
-        log_path = data_dir / "mlflow-server.log"
-        if auth:
             _bootstrap_auth(env, log_path)
         process = _launch(command, env, log_path)
         reaper.watch_group(process.pid)

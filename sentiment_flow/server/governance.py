@@ -23,9 +23,23 @@ import os
 from flask import Flask, jsonify, request
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import PERMISSION_DENIED, RESOURCE_DOES_NOT_EXIST, ErrorCode
+from mlflow.protos.model_registry_pb2 import (
+    CreateModelVersion,
+    CreateRegisteredModel,
+    DeleteRegisteredModelAlias,
+    DeleteRegisteredModelTag,
+    RenameRegisteredModel,
+    SetRegisteredModelAlias,
+    SetRegisteredModelTag,
+)
 from mlflow.server import auth
 from mlflow.server.auth.permissions import MANAGE
-from mlflow.server.handlers import _get_model_registry_store, _get_paths, catch_mlflow_exception
+from mlflow.server.handlers import (
+    _get_model_registry_store,
+    _get_paths,
+    _get_request_message,
+    catch_mlflow_exception,
+)
 
 from sentiment_flow.server.users import (
     APPROVAL_TAG_PREFIX,
@@ -96,45 +110,64 @@ def _before_request():
         return authorization  # MLflow's 401 (its own hook would answer the same)
     username = authorization.username
     admin = auth.sender_is_admin()
-    params = _params()
-    name = str(params.get("name", ""))
     if request.path in ALIAS:
-        alias = str(params.get("alias", ""))
-        if not admin and alias in protected_aliases():
-            permission = _permission(username, name)
+        deleting = request.method == "DELETE"
+        message = _message(DeleteRegisteredModelAlias() if deleting else SetRegisteredModelAlias())
+        if not admin and message.alias in protected_aliases():
+            permission = _permission(username, message.name)
             if not permission.can_manage:
-                verb = "deleting" if request.method == "DELETE" else "setting"
                 raise _refuse(
-                    f"Alias {alias!r} of registered model {name!r} is protected: {verb} it takes MANAGE "
-                    f"permission on {name!r} (user {username!r} has {permission.name}); ask a user with MANAGE "
-                    f"(the approver role of `sentiment-flow add-user`) to approve it."
+                    f"Alias {message.alias!r} of registered model {message.name!r} is protected: "
+                    f"{'deleting' if deleting else 'setting'} it takes MANAGE permission on {message.name!r} (user "
+                    f"{username!r} has {permission.name}); ask a user with MANAGE (the approver role of "
+                    "`sentiment-flow add-user`) to approve it."
                 )
-    elif request.path in SET_TAG or request.path in DELETE_TAG:
-        _check_tag(username, admin, name, str(params.get("key", "")), params.get("value"))
+    elif request.path in SET_TAG:
+        message = _message(SetRegisteredModelTag())
+        _check_tag(username, admin, message.name, message.key, message.value)
+    elif request.path in DELETE_TAG:
+        message = _message(DeleteRegisteredModelTag())
+        _check_tag(username, admin, message.name, message.key, None, deleting=True)
     elif request.path in CREATE:
-        for tag in params.get("tags") or []:
-            if isinstance(tag, dict):
-                _check_tag(username, admin, name, str(tag.get("key", "")), tag.get("value"), existing={})
+        message = _message(CreateRegisteredModel())
+        for tag in message.tags:
+            _check_tag(username, admin, message.name, tag.key, tag.value, existing={})
         if not admin:
-            _check_creation(username, name)
+            _check_creation(username, message.name)
     elif request.path in RENAME and not admin:
-        held = sorted(set(_tags_and_aliases(name)[1]) & set(protected_aliases()))
-        permission = _permission(username, name)
+        message = _message(RenameRegisteredModel())
+        held = sorted(set(_tags_and_aliases(message.name)[1]) & set(protected_aliases()))
+        permission = _permission(username, message.name)
         if held and not permission.can_manage:
             raise _refuse(
-                f"Registered model {name!r} holds the protected alias {held[0]!r}, which a rename moves: "
-                f"renaming it takes MANAGE permission on {name!r} (user {username!r} has {permission.name})."
+                f"Registered model {message.name!r} holds the protected alias {held[0]!r}, which a rename moves: "
+                f"renaming it takes MANAGE permission on {message.name!r} (user {username!r} has "
+                f"{permission.name})."
             )
-        _check_creation(username, str(params.get("new_name", "")))
+        _check_creation(username, message.new_name)
     return None
 
 
-def _check_tag(username: str, admin: bool, name: str, key: str, value, existing: dict | None = None) -> None:
+def _message(proto):
+    """`proto` filled from the request as MLflow's handler reads it (JSON body, camelCase field names, ...), so
+    a rule sees what the handler will do."""
+    return _get_request_message(proto)
+
+
+def _check_tag(
+    username: str,
+    admin: bool,
+    name: str,
+    key: str,
+    value: str | None,
+    existing: dict[str, str] | None = None,
+    deleting: bool = False,
+) -> None:
     """Refuse a change to an audit record or an approval request that breaks their rules.
 
     `audit.*` is append-only for everyone (admins too): a new record's JSON `by` is the caller. `approval.*`:
     a new request's `requested_by` is the caller, none is overwritten, and only its requester, a MANAGE
-    holder or an admin withdraws one. `existing` is the model's tags (looked up when None).
+    holder or an admin withdraws one (`deleting`). `existing` is the model's tags (looked up when None).
     """
     prefix = next((p for p in (AUDIT_TAG_PREFIX, APPROVAL_TAG_PREFIX) if key.startswith(p)), None)
     if prefix is None:
@@ -144,7 +177,7 @@ def _check_tag(username: str, admin: bool, name: str, key: str, value, existing:
     where = f"{kind} {key!r} of registered model {name!r}"
     if existing is None:
         existing = _tags_and_aliases(name)[0]
-    if request.method == "DELETE" or request.path in DELETE_TAG:
+    if deleting:
         if prefix == AUDIT_TAG_PREFIX:
             raise _refuse(f"The {where} is append-only: no one deletes it.")
         requester = _claimed(existing.get(key), field)
@@ -198,18 +231,18 @@ def _after_request(response):
     if response.status_code != 200 or request.method != "POST":
         return response
     if request.path in CREATE:
-        name = str(_params().get("name", ""))
+        name = _message(CreateRegisteredModel()).name
         source = name.removesuffix(INT8_SUFFIX)
         if source != name and _exists(source):
             _share_management(source, name)
     elif request.path in CREATE_VERSION:
         # A copy (MlflowClient.copy_model_version) creates the model, then its version 1 from models:/SOURCE/...
-        params, created = _params(), (response.get_json(silent=True) or {}).get("model_version", {})
-        source_uri = str(params.get("source", ""))
-        if source_uri.startswith("models:/") and str(created.get("version")) == "1":
-            source = source_uri.removeprefix("models:/").split("/")[0].split("@")[0]
-            if source != params.get("name") and _exists(source):
-                _share_management(source, str(params.get("name")))
+        message = _message(CreateModelVersion())
+        created = (response.get_json(silent=True) or {}).get("model_version", {})
+        if message.source.startswith("models:/") and str(created.get("version")) == "1":
+            source = message.source.removeprefix("models:/").split("/")[0].split("@")[0]
+            if source != message.name and _exists(source):
+                _share_management(source, message.name)
     return response
 
 
@@ -223,12 +256,6 @@ def _share_management(source: str, name: str) -> None:
         if held == MANAGE.name:
             auth.store.grant_user_permission(user.username, REGISTERED_MODEL, name, MANAGE.name)
             log.info("Granted %s MANAGE on %s, as on %s", user.username, name, source)
-
-
-def _params() -> dict:
-    """The request's parameters: its JSON body, or the query string of a body-less DELETE."""
-    body = request.get_json(silent=True)
-    return body if isinstance(body, dict) else dict(request.args)
 
 
 def _permission(username: str, name: str):

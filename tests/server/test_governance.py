@@ -1,14 +1,18 @@
 """The governance app of `sentiment-flow server --auth`, held to by raw REST calls (`requests`, no CLI).
 
-Against a real server on pgserver's PostgreSQL (the `team` fixture of test_server.py, a server of this module's
-own), with users of each role: protected aliases, name creation, the audit and approval tag rules, the
-published protected aliases. The identity and role checks that need no server come first.
+Against a real server on pgserver's PostgreSQL (this module's own, like test_server.py's, protecting `production`
+besides `champion`), with a user of each role: protected aliases, name creation, the audit and approval tag
+rules, the published protected aliases. The identity and role checks that need no server come first.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import socket
+import tempfile
 import uuid
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -18,10 +22,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.server import get_app_client
 
 from sentiment_flow import store
+from sentiment_flow.server import app as server
 from sentiment_flow.server import users as server_users
 
 from conftest import free_port
-from test_server import ADMIN, PASSWORD, log_in, run_cli, team  # noqa: F401 - team: the fixture
+from test_server import ADMIN, PASSWORD, Team, log_in, run_cli
 
 MODEL = "gov-english"  # the admin's, champion -> 1
 OPS, APPROVER, VIEWER, OWNER = "edith", "manny", "vera", "owen"  # owen: a viewer who owns one model
@@ -76,12 +81,48 @@ def test_protected_aliases_without_auth_or_with_a_bad_name_are_refused_and_start
     assert code == 2 and "--protected-alias 'a,b' is not a valid alias" in output and not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow
+def test_a_too_short_admin_password_stops_the_start_in_one_line_before_any_worker(monkeypatch):
+    root = Path(tempfile.mkdtemp(prefix="sf-gov-", dir="/tmp"))  # PostgreSQL's user must pass through, as root
+    root.chmod(0o711)
+    short = "short-pw"
+    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", short)
+    port = free_port()
+    try:
+        code, output = run_cli("server", "--data-dir", str(root / "data"), "--port", str(port), "--auth")
+        assert code == 2 and "The auth database could not be set up:" in output and "is invalid" in output, output
+        assert len(output.strip().splitlines()) == 1 and short not in output
+        with socket.socket() as probe:  # nothing kept listening
+            probe.bind(("127.0.0.1", port))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Against the running server
 
 
 @pytest.fixture(scope="module")
-def governed(team):  # noqa: F811 - the imported fixture
+def team():
+    """A team server with --auth that protects `production` besides champion (`--protected-alias` twice); stopped
+    (with its PostgreSQL) however the module ends."""
+    root = Path(tempfile.mkdtemp(prefix="sf-gov-", dir="/tmp"))  # PostgreSQL's user must pass through, as root
+    root.chmod(0o711)
+    port = free_port()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv(server.ADMIN_PASSWORD_VAR, PASSWORD)
+            started = server.start(
+                root / "data", port=port, workers=2, auth=True, protected_aliases=("champion", "production")
+            )
+        with started:
+            yield Team(root, root / "data", port, started)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def governed(team):
     """The team server with a user of each role and MODEL (versions 1 and 2, champion -> 1), made by the admin."""
     with pytest.MonkeyPatch.context() as mp:
         log_in(mp, team, ADMIN, PASSWORD)
@@ -137,6 +178,11 @@ def test_an_edit_user_cannot_set_or_delete_champion_by_raw_rest_but_sets_challen
 
     assert call(governed, OPS, "POST", ALIAS_PATH, name=MODEL, alias="challenger", version="2").status_code == 200
     assert aliases(governed) == {"champion": "1", "challenger": "2"}
+    # What `--protected-alias` adds is protected the same way.
+    assert "Alias 'production'" in refused(
+        call(governed, OPS, "POST", ALIAS_PATH, name=MODEL, alias="production", version="2")
+    )
+    assert "production" not in aliases(governed)
 
 
 @pytest.mark.slow
@@ -259,11 +305,11 @@ def test_a_forged_audit_record_cannot_come_in_with_a_new_model(governed):
 @pytest.mark.slow
 def test_every_user_reads_the_protected_aliases_the_server_publishes(governed, monkeypatch):
     reply = call(governed, VIEWER, "GET", server_users.GOVERNANCE_ENDPOINT)
-    assert reply.status_code == 200 and reply.json() == {"protected_aliases": ["champion"]}
+    assert reply.status_code == 200 and reply.json() == {"protected_aliases": ["champion", "production"]}
     assert call(governed, VIEWER, "GET", server_users.GOVERNANCE_ENDPOINT.replace("/api/", "/ajax-api/")).ok
     assert requests.get(governed.url + server_users.GOVERNANCE_ENDPOINT, timeout=30).status_code == 401
     log_in(monkeypatch, governed, VIEWER, PASSWORDS[VIEWER])
-    assert server_users.published_protected_aliases() == ("champion",)
+    assert server_users.published_protected_aliases() == ("champion", "production")
 
 
 @pytest.mark.slow
