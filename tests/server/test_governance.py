@@ -234,17 +234,29 @@ def test_a_read_only_user_cannot_create_sentiment_english_int8_and_ops_can(gover
 
 
 @pytest.mark.slow
-def test_an_int8_variant_belongs_to_the_owners_of_its_source_model(governed):
+def test_an_int8_variant_and_a_copy_belong_to_the_owners_of_their_source_model(governed):
     admin = get_app_client("basic-auth", tracking_uri=governed.url)
     with pytest.MonkeyPatch.context() as mp:
         log_in(mp, governed, ADMIN, PASSWORD)
         MlflowClient().create_registered_model("owned")
+        with mlflow.start_run() as run:
+            mlflow.log_text("not a model", "model/README.txt")
+        MlflowClient().create_model_version("owned", f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
         admin.grant_user_permission(OWNER, "registered_model", "owned", "MANAGE")
         log_in(mp, governed, OPS, PASSWORDS[OPS])
         MlflowClient().create_registered_model("owned-int8")
+        MlflowClient().copy_model_version("models:/owned/1", "owned-copy")
+        MlflowClient().copy_model_version("models:/owned/1", "owned-copy")  # version 2 grants nothing more
         log_in(mp, governed, ADMIN, PASSWORD)
-        assert admin.get_user_permission(OWNER, "registered_model", "owned-int8").permission == "MANAGE"
-        assert admin.get_user_permission(OPS, "registered_model", "owned-int8").permission == "MANAGE"  # its creator
+        for name in ("owned-int8", "owned-copy"):
+            assert admin.get_user_permission(OWNER, "registered_model", name).permission == "MANAGE"
+            assert admin.get_user_permission(OPS, "registered_model", name).permission == "MANAGE"  # its creator
+        MlflowClient().create_registered_model("unrelated")  # neither a variant nor a copy: not the owner's
+        try:
+            held = admin.get_user_permission(OWNER, "registered_model", "unrelated").permission
+        except MlflowException:
+            held = None
+        assert held != "MANAGE"
 
 
 @pytest.mark.slow
