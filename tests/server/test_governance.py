@@ -49,6 +49,8 @@ def test_the_user_is_the_authenticated_tracking_username_on_a_server_and_the_os_
     mlflow.set_tracking_uri("http://mlflow.internal:5000")
     monkeypatch.delenv("MLFLOW_TRACKING_USERNAME")
     assert store.user() == getpass.getuser()
+    mlflow.set_tracking_uri("https://carol:secret-pw@mlflow.internal")  # credentials in the URI: its user
+    assert store.user() == "carol"
 
 
 def test_the_server_side_copies_of_the_tag_prefixes_and_the_int8_suffix_match_their_owners():
