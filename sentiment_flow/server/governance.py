@@ -11,7 +11,8 @@ rules it enforces inside the server, so a raw REST call is held to them as much 
 - The audit trail and approval requests (registered-model tags `audit.*`, `approval.*`): see `_check_tag`.
 
 Permissions are MLflow's own, resolved by its auth app (user grants, RBAC roles, default permission): this
-module asks it and adds refusals, never grants. A refusal is MLflow's JSON error, PERMISSION_DENIED (403).
+module asks it and adds refusals; the only grants it makes are the int8 variants' and copies' above. A refusal
+is MLflow's JSON error, PERMISSION_DENIED (403), with a message that names the rule.
 """
 
 from __future__ import annotations
