@@ -170,7 +170,14 @@ def utc(moment: datetime) -> str:
 
 
 def user() -> str:
-    """The OS login of whoever runs the command (never a token or a tracking credential)."""
+    """Who runs the command: on a tracking server (http(s)), the username it authenticates every request with
+    (MLFLOW_TRACKING_USERNAME, or the URI's user@), so a record cannot claim another; else the OS login. Never
+    a password or a token."""
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        username = os.environ.get("MLFLOW_TRACKING_USERNAME") or urlsplit(uri).username
+        if username:
+            return username
     try:
         return getpass.getuser()
     except (KeyError, OSError):  # containers without a passwd entry

@@ -16,7 +16,7 @@ from rich.markup import escape
 from sentiment_flow.cli import syntax
 from sentiment_flow.cli.syntax import in_user_syntax
 from sentiment_flow.errors import UserError, redact_uri, split_credentials
-from sentiment_flow.server.users import permission_denied
+from sentiment_flow.server.refusals import permission_denied
 
 console = Console(stderr=True)
 

@@ -9,7 +9,8 @@ import click
 from rich.console import Console
 
 from sentiment_flow.cli.group import cli, user_errors
-from sentiment_flow.errors import UserError
+from sentiment_flow.config import DEFAULT_PROTECTED_ALIASES
+from sentiment_flow.errors import UserError, one_line
 from sentiment_flow.server.app import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS
 from sentiment_flow.server.users import NEW_PASSWORD_VAR, ROLES
 
@@ -40,7 +41,18 @@ from sentiment_flow.server.users import NEW_PASSWORD_VAR, ROLES
     "--workers", default=DEFAULT_WORKERS, show_default=True, type=click.IntRange(min=1), help="Server worker processes."
 )
 @click.option(
-    "--auth", is_flag=True, help="MLflow's basic-auth app; the admin password is read from MLFLOW_AUTH_ADMIN_PASSWORD."
+    "--auth",
+    is_flag=True,
+    help="Users and permissions (MLflow's basic-auth app with the governance rules of docs/server.md); the admin "
+    "password is read from MLFLOW_AUTH_ADMIN_PASSWORD.",
+)
+@click.option(
+    "--protected-alias",
+    "protected_aliases",
+    multiple=True,
+    metavar="ALIAS",
+    help=f"With --auth: an alias only users with MANAGE on the model set or delete (repeatable). "
+    f"[default: {', '.join(DEFAULT_PROTECTED_ALIASES)}]",
 )
 @click.option(
     "--webhook-allow-http",
@@ -64,10 +76,21 @@ def server_command(
     auth: bool,
     webhook_allow_http: bool,
     webhook_allow_private_ips: bool,
+    protected_aliases: tuple[str, ...],
 ) -> None:
     """Run a team tracking server: `mlflow server` on PostgreSQL with proxied artifacts, until Ctrl-C or SIGTERM."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_model_alias_name
+
     from sentiment_flow.server import app
 
+    if protected_aliases and not auth:
+        raise UserError("--protected-alias needs --auth: without users, no one is told apart from anyone else.")
+    for alias in protected_aliases:
+        try:
+            _validate_model_alias_name(alias)  # MLflow's own rule: a comma, say, could never be an alias
+        except MlflowException as invalid:
+            raise UserError(f"--protected-alias {alias!r} is not a valid alias: {one_line(invalid)}.") from None
     out = Console()
     with app.start(
         data_dir,
@@ -79,6 +102,7 @@ def server_command(
         auth=auth,
         webhook_http=webhook_allow_http,
         webhook_private=webhook_allow_private_ips,
+        protected_aliases=protected_aliases or DEFAULT_PROTECTED_ALIASES,
         announce=lambda text: out.print(text, highlight=False, markup=False, soft_wrap=True),
     ) as running:
         out.print(

@@ -73,6 +73,10 @@ def shortened(text: str, limit: int = 60) -> str:
 # ("champoin") cannot create an alias that nothing serves from.
 ALIASES = ("challenger", "champion")
 CHAMPION = "champion"  # the alias serving reads and the no-regression gate compares against
+# The team server's governance app (server/governance.py): the aliases only MANAGE holders move unless the admin
+# names others (also what a client assumes of a server that publishes none), and where it publishes them.
+DEFAULT_PROTECTED_ALIASES = (CHAMPION,)
+GOVERNANCE_ENDPOINT = "/api/2.0/sentiment-flow/governance"  # GET -> {"protected_aliases": [...]}
 # The smoke-test gate predicts these through the pyfunc loader, as serving would. The last one is
 # longer than any model's position embeddings: a model logged without truncation fails it.
 CANARY_TEXTS = (

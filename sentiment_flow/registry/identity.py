@@ -14,12 +14,10 @@ from dataclasses import dataclass
 import mlflow
 from mlflow.exceptions import MlflowException
 
-from sentiment_flow.config import CHAMPION
+from sentiment_flow.config import DEFAULT_PROTECTED_ALIASES, GOVERNANCE_ENDPOINT
 
 CURRENT_USER = "/api/2.0/mlflow/users/current"  # MLflow's auth app: {"user": {"username", "is_admin"}}
 CURRENT_PERMISSIONS = "/api/3.0/mlflow/users/current/permissions"  # {"is_admin", "permissions": [grant rows]}
-GOVERNANCE = "/api/2.0/sentiment-flow/governance"  # the server's governance app: {"protected_aliases": [...]}
-DEFAULT_PROTECTED = (CHAMPION,)  # what a server without the governance app (plain basic-auth) protects
 REGISTERED_MODEL = "registered_model"  # MLflow's resource type of a grant on a registered model
 
 
@@ -47,8 +45,8 @@ def protected_aliases() -> tuple[str, ...]:
     """The aliases only a MANAGE holder may move, as the server publishes them (a plain basic-auth server: champion)."""
     # MLflow's auth app refuses a route it does not know to anyone but an admin (fail-closed), and answers 404 to
     # an admin: both mean no governance app. Falling back is safe, as the server enforces its own set.
-    found = _get(GOVERNANCE, absent=(403, 404))
-    return DEFAULT_PROTECTED if found is None else tuple(found.get("protected_aliases", ()))
+    found = _get(GOVERNANCE_ENDPOINT, absent=(403, 404))
+    return DEFAULT_PROTECTED_ALIASES if found is None else tuple(found.get("protected_aliases", ()))
 
 
 def holds_manage(name: str) -> bool:

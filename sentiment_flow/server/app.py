@@ -7,9 +7,10 @@ process dies, even by SIGKILL; `TeamServer.wait` stops the server when PostgreSQ
 `backend_store_uri` names an existing PostgreSQL and nothing else is started. Either way the server proxies artifacts
 (`--serve-artifacts`), so clients need only its URL, never a shared filesystem.
 
-With `auth`, MLflow's own basic-auth app runs: its users live in the same PostgreSQL (database
-`mlflow_auth` when embedded), and the admin password is read by MLflow itself from
-MLFLOW_AUTH_ADMIN_PASSWORD in the environment, so it never passes through argv, a file or a log.
+With `auth`, the governance app runs (governance.py: MLflow's own basic-auth app plus protected aliases,
+name creation and audit rules): its users live in the same PostgreSQL (database `mlflow_auth` when
+embedded), and the admin password is read by MLflow itself from MLFLOW_AUTH_ADMIN_PASSWORD in the
+environment, so it never passes through argv, a file or a log.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from sentiment_flow.config import DEFAULT_PROTECTED_ALIASES
 from sentiment_flow.errors import UserError, redact_uri
 from sentiment_flow.server.postgres import (
     SUPERUSER,
@@ -35,7 +37,7 @@ from sentiment_flow.server.postgres import (
     start_postgres,
 )
 from sentiment_flow.server.reaper import ADMIN_PASSWORD_VAR, Reaper, stop_group
-from sentiment_flow.server.users import write_auth_config
+from sentiment_flow.server.users import PROTECTED_ALIASES_VAR, write_auth_config
 from sentiment_flow.server.webhooks import server_env as webhook_env
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,7 @@ DEFAULT_DATA_DIR = "mlflow-server"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
 DEFAULT_WORKERS = 4  # mlflow server's own default
+APP_NAME = "sentiment-flow"  # the governance app's `mlflow.app` entry point (pyproject.toml)
 DATABASE, AUTH_DATABASE = "mlflow", "mlflow_auth"  # databases created in the embedded PostgreSQL
 START_TIMEOUT = 180.0  # seconds for migrations on a fresh database plus the workers' imports, on a busy host
 WATCH_INTERVAL = 1.0  # seconds between checks that the embedded PostgreSQL is still alive
@@ -110,10 +113,12 @@ def start(
     auth: bool = False,
     webhook_http: bool = False,
     webhook_private: bool = False,
+    protected_aliases: Sequence[str] = DEFAULT_PROTECTED_ALIASES,
     announce: Callable[[str], None] = log.warning,
 ) -> TeamServer:
     """A started team server, answering on its URL; raises UserError (and starts nothing) when it cannot.
 
+    With `auth`, only users with MANAGE on a registered model set or delete its `protected_aliases`.
     `announce` is told about a change to the system (a user created) before it is made. `webhook_http` and
     `webhook_private` let webhooks call plain-http and loopback/private-network receivers.
     """
@@ -135,11 +140,13 @@ def start(
         ]
         env = _server_env(postgres)
         env.update(hooks)  # the webhook key: in no argv, log or PostgreSQL's environment (postgres.py's allowlist)
+        log_path = data_dir / "mlflow-server.log"
         if auth:
             auth_store = _psycopg2(postgres.uri(AUTH_DATABASE)) if postgres else store
             env["MLFLOW_AUTH_CONFIG_PATH"] = str(write_auth_config(data_dir, auth_store))
-            command += ["--app-name", "basic-auth"]
-        log_path = data_dir / "mlflow-server.log"
+            env[PROTECTED_ALIASES_VAR] = ",".join(protected_aliases)
+            command += ["--app-name", APP_NAME]
+            _bootstrap_auth(env, log_path)
         process = _launch(command, env, log_path)
         reaper.watch_group(process.pid)
         url = f"http://{_client_host(host)}:{port}"
@@ -200,6 +207,22 @@ def _server_env(postgres: EmbeddedPostgres | None) -> dict[str, str]:
     # `mlflow server` starts uvicorn from PATH: the one next to this interpreter.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
+
+
+def _bootstrap_auth(env: dict[str, str], log_path: Path) -> None:
+    """Create the admin before the workers start, as `mlflow server` does only for its own basic-auth app, and
+    tell the workers so (each would otherwise migrate and bootstrap the auth database at once)."""
+    from mlflow.environment_variables import _MLFLOW_AUTH_ADMIN_BOOTSTRAPPED
+
+    process = _launch([sys.executable, "-m", "sentiment_flow.server.governance"], env, log_path)
+    try:
+        code = process.wait(timeout=START_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        stop_group(process)
+        code = None
+    if code != 0:
+        raise UserError(f"The auth database could not be set up: {last_error_line(log_path)}. The log is {log_path}.")
+    env[_MLFLOW_AUTH_ADMIN_BOOTSTRAPPED.name] = "true"  # what `mlflow server` sets after its own bootstrap
 
 
 def _launch(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:

@@ -78,7 +78,7 @@ def _create_once(path: Path, text: str) -> None:
             out.flush()
             os.fsync(out.fileno())
         os.link(temporary, path)
-        log.info("Created the webhook-secret encryption key %s", path)
+        log.debug("Created the webhook-secret encryption key %s", path)  # the first line stays the useradd notice
     except FileExistsError:
         pass  # another start made it first: use that one
     finally:

@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 from mlflow.server import get_app_client
 
 from sentiment_flow.config import SCORING_EXPERIMENT
+from sentiment_flow.server import refusals
 from sentiment_flow.server import users as server_users
 
 from conftest import REPO_ROOT
@@ -79,8 +80,8 @@ def test_add_user_needs_a_team_server_not_a_local_store():
     assert code == 2 and "MLFLOW_TRACKING_URI" in one_line_error(output) and "sqlite:///" in output
 
 
-def test_a_refused_version_delete_names_manage_on_the_model_and_no_role_that_has_it(monkeypatch):
-    """MANAGE is no role's: the line says what is missing without pointing at add-user."""
+def test_a_refused_version_delete_names_manage_on_the_model_and_the_approver_role_that_has_it(monkeypatch):
+    """MANAGE on registered models is the approver's, the smallest role that has it."""
     import requests
     from mlflow.exceptions import MlflowException
 
@@ -98,9 +99,10 @@ def test_a_refused_version_delete_names_manage_on_the_model_and_no_role_that_has
 
     with pytest.raises(MlflowException) as refused:
         delete_version()
-    assert server_users.permission_denied(refused.value) == (
+    assert refusals.permission_denied(refused.value) == (
         "The tracking server refused DELETE /api/2.0/mlflow/model-versions/delete (HTTP 403): user 'carol' lacks "
-        "MANAGE permission on registered model 'sentiment-english'; ask an admin of the server to grant it."
+        "MANAGE permission on registered model 'sentiment-english'; ask an admin of the server to grant it (the "
+        "approver role of `sentiment-flow add-user` does)."
     )
 
 
@@ -168,20 +170,21 @@ def test_an_ops_user_runs_the_readme_commands_on_a_model_the_admin_created(
         "promote", MODEL, "--version", version, "--alias", "champion", "--dry-run", "--min-f1-macro", "0"
     )
     assert code == 0, output
-    code, output = run_cli("promote", MODEL, "--version", version, "--alias", "champion", "--min-f1-macro", "0")
-    assert code == 0 and client.get_registered_model(MODEL).aliases == {"champion": version}, output
+    # champion is protected (MANAGE, the approver's: test_governance.py); challenger is not.
+    code, output = run_cli("promote", MODEL, "--version", version, "--alias", "challenger", "--min-f1-macro", "0")
+    assert code == 0 and client.get_registered_model(MODEL).aliases == {"challenger": version}, output
 
     # The viewer reads it, but may not promote.
     login(VIEWER, VIEWER_PASSWORD)
     code, output = run_cli("status", MODEL)
-    assert code == 0 and "champion" in output, output
-    code, output = run_cli("promote", MODEL, "--version", version, "--alias", "challenger", "--min-f1-macro", "0")
+    assert code == 0 and "challenger" in output, output
+    code, output = run_cli("promote", MODEL, "--version", version, "--alias", "champion", "--min-f1-macro", "0")
     assert code == 2 and (
         f"refused POST /api/2.0/mlflow/registered-models/set-tag (HTTP 403): user '{VIEWER}' lacks EDIT permission "
         f"on registered model '{MODEL}'; ask an admin of the server to grant it (the ops role of "
         "`sentiment-flow add-user` does)."
     ) in one_line_error(output), output
-    assert "challenger" not in client.get_registered_model(MODEL).aliases
+    assert "champion" not in client.get_registered_model(MODEL).aliases
     code, output = run_cli("score", f"models:/{MODEL}/{version}", str(tmp_path / "in.csv"), str(tmp_path / "v.csv"))
     assert code == 2 and re.search(
         rf"user '{VIEWER}' lacks EDIT permission on experiment '{SCORING_EXPERIMENT}' \(id \d+\)",
