@@ -27,7 +27,7 @@ from sentiment_flow.registry.audit import AUDIT_VALUE_LIMIT, REASON_LIMIT, trail
 from conftest import REPO_ROOT, synthetic_split
 from test_server import ADMIN, PASSWORD, log_in, run_cli, team  # noqa: F401 - team: the fixture
 
-REQUESTER, APPROVER, BYSTANDER = "ana", "ben", "cy"  # ops; ops + MANAGE on each model; ops
+REQUESTER, APPROVER, BYSTANDER = "ana", "ben", "cy"  # roles (`add-user --role`): ops, approver, ops
 PASSWORDS = {user: f"{user}-{uuid.uuid4().hex}" for user in (REQUESTER, APPROVER, BYSTANDER)}
 
 
@@ -205,7 +205,7 @@ def logged_model(team, tiny_model_dir):  # noqa: F811 - the imported fixture
         log_in(mp, team, ADMIN, PASSWORD)
         for user in PASSWORDS:
             mp.setenv(users.NEW_PASSWORD_VAR, PASSWORDS[user])
-            code, output = run_cli("add-user", user, "--role", "ops")
+            code, output = run_cli("add-user", user, "--role", "approver" if user == APPROVER else "ops")
             assert code == 0, output
         model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
         tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -216,17 +216,13 @@ def logged_model(team, tiny_model_dir):  # noqa: F811 - the imported fixture
 @pytest.fixture
 def governed_model(team, logged_model, monkeypatch):  # noqa: F811 - the imported fixture
     """Factory: a registered model of the admin's with versions of these test F1s, version 1 the champion
-    (promoted by the admin) and MANAGE on it for APPROVER; the test's client is logged in as the admin."""
-    from mlflow.server import get_app_client
+    (promoted by the admin); APPROVER holds MANAGE on it by its role. The test's client is the admin."""
 
     def create(*f1s: float) -> str:
         as_user(monkeypatch, team, ADMIN)
         client = MlflowClient()
         name = f"governed-{uuid.uuid4().hex[:8]}"
         client.create_registered_model(name)
-        get_app_client("basic-auth", tracking_uri=team.url).grant_user_permission(
-            APPROVER, identity.REGISTERED_MODEL, name, "MANAGE"
-        )
         for f1 in f1s:
             with mlflow.start_run() as run:
                 mlflow.log_metrics({"test_f1_macro": f1, "test_accuracy": f1})

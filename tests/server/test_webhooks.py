@@ -37,6 +37,7 @@ from mlflow.webhooks.delivery import _generate_hmac_signature
 from sentiment_flow.errors import UserError
 from sentiment_flow.server import webhooks
 from sentiment_flow.server.reaper import ADMIN_PASSWORD_VAR
+from sentiment_flow.server.users import NEW_PASSWORD_VAR
 from sentiment_flow.serving import webhook as serve_webhook
 
 from conftest import REPO_ROOT, free_port, http_process
@@ -425,6 +426,34 @@ def test_promote_and_rollback_reach_a_verifying_receiver_and_a_dead_or_wrong_one
     assert client.get_registered_model(NAME).aliases == {"champion": v1}
     hanging.close()
     print(f"first promotion with a dead, a hanging and a refusing receiver: {first_promotion:.1f} s")
+
+
+@pytest.mark.slow
+def test_an_approval_reaches_the_receiver_when_the_approver_moves_the_alias_and_the_request_does_not(
+    hooked_admin, receivers, register_tiny_model, monkeypatch
+):
+    good = receivers()
+    add_webhook(good.url, *ALIAS_EVENTS)
+    name = f"{NAME}-approved"
+    version = register_tiny_model(name, test_f1_macro=0.7)
+    passwords = {user: f"{user}-{uuid.uuid4().hex}" for user in ("olga", "arne")}
+    for user, role in (("olga", "ops"), ("arne", "approver")):
+        monkeypatch.setenv(NEW_PASSWORD_VAR, passwords[user])
+        code, output = run_cli("add-user", user, "--role", role)
+        assert code == 0, output
+    time.sleep(float(CACHE_TTL) + 0.5)
+
+    log_in(monkeypatch, hooked_admin, "olga", passwords["olga"])
+    code, output = run_cli("promote", name, "--version", version, "--alias", "champion")
+    assert code == 0 and "Approval requested" in output, output
+    log_in(monkeypatch, hooked_admin, "arne", passwords["arne"])
+    code, output = run_cli("approve", name, "--version", version, "--alias", "champion")
+    assert code == 0 and f"now points at version {version}" in output, output
+
+    # One alias event, the approver's: the request wrote tags only. (A second delivery would have 2 s to arrive.)
+    assert alias_moves(good, 1) == [("model_version_alias.created", name, "champion", version)]
+    time.sleep(2)
+    assert len(good.events()) == 1 and good.refusals() == []
 
 
 @pytest.mark.slow
