@@ -97,75 +97,35 @@ def test_a_new_request_replaces_the_requesters_earlier_one_and_keeps_everyone_el
     assert json.loads(client.get_registered_model("m").tags[again.key])["requested_by"] == REQUESTER
 
 
-GRANT = {"role_id": 1, "role_name": "r", "workspace": "default"}
+def reply(*grants: tuple[str, str, str], admin: bool = False) -> dict:
+    """CURRENT_PERMISSIONS's answer holding `grants` of (resource type, pattern, permission), each from a role."""
+    rows = [
+        {"resource_type": kind, "resource_pattern": pattern, "permission": permission, "role_id": 1,
+         "role_name": "r", "workspace": "default"}
+        for kind, pattern, permission in grants
+    ]  # fmt: skip
+    return {"is_admin": admin, "permissions": rows}
+
+
+MODEL = "registered_model"
 
 
 @pytest.mark.parametrize(
-    "reply, expected",
+    "found, expected",
     [
-        ({"is_admin": True, "permissions": []}, True),
-        ({"is_admin": False, "permissions": []}, False),
-        (
-            {
-                "is_admin": False,
-                "permissions": [
-                    {"resource_type": "registered_model", "resource_pattern": "*", "permission": "EDIT", **GRANT}
-                ],
-            },
-            False,
-        ),
-        (
-            {
-                "is_admin": False,
-                "permissions": [
-                    {"resource_type": "registered_model", "resource_pattern": "*", "permission": "EDIT", **GRANT},
-                    {"resource_type": "registered_model", "resource_pattern": "m", "permission": "MANAGE", **GRANT},
-                ],
-            },
-            True,
-        ),
-        (
-            {
-                "is_admin": False,
-                "permissions": [
-                    {"resource_type": "registered_model", "resource_pattern": "other", "permission": "MANAGE", **GRANT}
-                ],
-            },
-            False,
-        ),
-        (
-            {
-                "is_admin": False,
-                "permissions": [
-                    {"resource_type": "experiment", "resource_pattern": "m", "permission": "MANAGE", **GRANT}
-                ],
-            },
-            False,
-        ),
-        (
-            {
-                "is_admin": False,
-                "permissions": [
-                    {"resource_type": "registered_model", "resource_pattern": "*", "permission": "MANAGE", **GRANT},
-                    {"resource_type": "registered_model", "resource_pattern": "m", "permission": "DENY", **GRANT},
-                ],
-            },
-            False,
-        ),
-        (
-            {
-                "is_admin": False,
-                "permissions": [
-                    {"resource_type": "workspace", "resource_pattern": "*", "permission": "MANAGE", **GRANT}
-                ],
-            },
-            True,
-        ),
+        (reply(admin=True), True),
+        (reply(), False),
+        (reply((MODEL, "*", "EDIT")), False),
+        (reply((MODEL, "*", "EDIT"), (MODEL, "m", "MANAGE")), True),
+        (reply((MODEL, "other", "MANAGE")), False),
+        (reply(("experiment", "m", "MANAGE")), False),
+        (reply((MODEL, "*", "MANAGE"), (MODEL, "m", "DENY")), False),
+        (reply(("workspace", "*", "MANAGE")), True),
     ],
     ids=["admin", "nothing", "edit", "direct-manage", "other-model", "experiment", "deny-vetoes", "workspace-admin"],
 )
-def test_manage_on_a_model_is_read_from_the_grants_as_mlflow_folds_them(reply, expected):
-    assert identity.manages(reply, "m") is expected
+def test_manage_on_a_model_is_read_from_the_grants_as_mlflow_folds_them(found, expected):
+    assert identity.manages(found, "m") is expected
 
 
 def test_a_local_store_has_no_identity_and_approve_says_it_needs_a_team_server(monkeypatch):
