@@ -18,16 +18,18 @@ from test_search import children
 pytestmark = pytest.mark.slow
 
 SPACE = {"learning_rate": {"low": 1e-3, "high": 1e-2, "log": True}, "epochs": [2]}
+# A tiny trial of 2 epochs takes about a second on a quiet machine: too short to interrupt on purpose.
+LONG_TRIALS = {**SPACE, "epochs": [30]}
 
 
-def tune_command(tiny_model_dir, tiny_data_dir, study: str, trials: int) -> list[str]:
+def tune_command(tiny_model_dir, tiny_data_dir, study: str, trials: int, space: dict = SPACE) -> list[str]:
     return [
         sys.executable,
         "-m",
         "sentiment_flow",
         "tune",
         *("--model", str(tiny_model_dir), "--data", str(tiny_data_dir), "--max-length", "32"),
-        *("--search-space", json.dumps(SPACE), "--pruner", "none", "--registered-model-name", study),
+        *("--search-space", json.dumps(space), "--pruner", "none", "--registered-model-name", study),
         *("--study", study, "--trials", str(trials)),
     ]
 
@@ -71,7 +73,7 @@ def test_two_processes_on_one_study_share_its_trials_without_duplicates(tiny_mod
 
 
 def test_ctrl_c_kills_the_trial_finishes_the_search_and_a_rerun_continues_it(tiny_model_dir, tiny_data_dir, tmp_path):
-    command = tune_command(tiny_model_dir, tiny_data_dir, "resumed", trials=3)
+    command = tune_command(tiny_model_dir, tiny_data_dir, "resumed", trials=3, space=LONG_TRIALS)
     first = subprocess.Popen(command, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 600
     client = mlflow.MlflowClient()
@@ -82,7 +84,7 @@ def test_ctrl_c_kills_the_trial_finishes_the_search_and_a_rerun_continues_it(tin
             experiments = [e.experiment_id for e in client.search_experiments()]
             if client.search_runs(experiments, f"tags.`{TRIAL_TAG}` = '1'"):
                 break
-        time.sleep(0.5)
+        time.sleep(0.2)
     first.send_signal(signal.SIGINT)
     output = first.communicate(timeout=300)[0]
     assert first.returncode == 130, output[-3000:]
