@@ -48,11 +48,16 @@ def baseline(train_texts, test_texts) -> dict:
 
 def counts(texts, vocabulary: dict) -> np.ndarray:
     """FIELDS of `texts` against a vocabulary (`baseline`'s words and bigrams, as lists or sets)."""
+    return per_text(texts, vocabulary).sum(axis=0)
+
+
+def per_text(texts, vocabulary: dict) -> np.ndarray:
+    """FIELDS of each of `texts` (one row per text) against a vocabulary, as `counts` sums them."""
     words, bigrams = set(vocabulary["words"]), set(vocabulary["bigrams"])
-    found = np.zeros(len(FIELDS), dtype=np.int64)
-    for text in texts:
+    found = np.zeros((len(texts), len(FIELDS)), dtype=np.int64)
+    for i, text in enumerate(texts):
         w, b = _grams(str(text))
-        found += (sum(x not in words for x in w), len(w), sum(x not in bigrams for x in b), len(b))
+        found[i] = (sum(x not in words for x in w), len(w), sum(x not in bigrams for x in b), len(b))
     return found
 
 

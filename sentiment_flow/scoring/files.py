@@ -17,10 +17,10 @@ from sentiment_flow import metrics
 from sentiment_flow.config import LABELS, ScoreConfig
 from sentiment_flow.data import label_id
 from sentiment_flow.errors import UserError, one_line
-from sentiment_flow.monitoring import drift, vocabulary
 from sentiment_flow.monitoring import probabilities as probability_stats
+from sentiment_flow.monitoring import vocabulary
 from sentiment_flow.scoring.inputs import check_input, chunks, is_parquet, parquet_file
-from sentiment_flow.scoring.runs import training_run_id
+from sentiment_flow.scoring.runs import known_vocabulary
 from sentiment_flow.scoring.scorer import (
     PROBABILITIES,
     Scorer,
@@ -64,7 +64,7 @@ def score_csv(
             "the scores to a .csv OUTPUT."
         )
     scorer = load_scorer(model_uri)
-    known = vocabulary.load(drift.baseline_run_id(training_run_id(model_uri, scorer.model_version)))
+    known = known_vocabulary(model_uri, scorer.model_version)
 
     # Beside the output (same filesystem, so publishing it is atomic), hidden, and never mistaken for it.
     partial = output_path.with_name(f".{output_path.name}.{uuid.uuid4().hex[:8]}.partial")

@@ -16,7 +16,7 @@ import mlflow
 from sentiment_flow import runs, store
 from sentiment_flow.config import SCORING_EXPERIMENT
 from sentiment_flow.errors import UserError
-from sentiment_flow.monitoring import drift, probabilities
+from sentiment_flow.monitoring import drift, probabilities, vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -108,14 +108,16 @@ def _log_volume(summary) -> None:
 
 def _log_probabilities(summary) -> None:
     """What `monitor` reads of this job: its probabilities' stats and its texts per token count."""
-    if summary.probability_stats is None:
-        mlflow.set_tag("probability_stats", "not recorded by this engine")
-        return
     extra = {"token_length_counts": summary.token_length_counts}
     if summary.vocabulary_counts is not None:
         extra["vocabulary_counts"] = summary.vocabulary_counts
     stats = probabilities.to_json(summary.probability_stats, **extra)
     mlflow.log_dict(stats, probabilities.ARTIFACT)
+
+
+def known_vocabulary(model_uri: str, model_version: str) -> dict | None:
+    """The training vocabulary a job of this model counts unseen words against (monitoring/vocabulary.py), or None."""
+    return vocabulary.load(drift.baseline_run_id(training_run_id(model_uri, model_version)))
 
 
 def training_run_id(model_uri: str, model_version: str) -> str | None:

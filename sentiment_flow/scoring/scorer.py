@@ -20,6 +20,7 @@ import pandas as pd
 
 from sentiment_flow.config import CANARY_TEXTS, INPUT_COLUMN, INT8_VARIANT, LABELS, VARIANT_METADATA_KEY
 from sentiment_flow.errors import UserError, one_line
+from sentiment_flow.monitoring.probabilities import empty as no_probabilities
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class ScoreSummary:
     input_hash: str = ""  # sha256 of the input file (Spark: of its rows, see spark.py)
     input_sample: pd.DataFrame | None = None  # its first rows, named: the scoring run's dataset schema
     # monitoring.probabilities' stats of every row's probabilities: what `monitor` estimates performance from.
-    probability_stats: dict[str, np.ndarray] | None = None
+    probability_stats: dict[str, np.ndarray] = field(default_factory=no_probabilities)
     # monitoring.vocabulary's counts against the training split (None: the model has no vocabulary logged).
     vocabulary_counts: np.ndarray | None = None
 

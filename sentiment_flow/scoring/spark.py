@@ -25,10 +25,9 @@ from sentiment_flow import metrics
 from sentiment_flow.config import LABELS, SPARK_MASTER, ScoreConfig
 from sentiment_flow.data import label_id
 from sentiment_flow.errors import UserError
-from sentiment_flow.monitoring import drift, vocabulary
 from sentiment_flow.scoring import Scorer, ScoreSummary, load_scorer, predict_texts, spark_stats, token_lengths
 from sentiment_flow.scoring.inputs import check_columns
-from sentiment_flow.scoring.runs import training_run_id
+from sentiment_flow.scoring.runs import known_vocabulary
 from sentiment_flow.scoring.scorer import PROBABILITIES, output_columns
 from sentiment_flow.scoring.spark_files import (
     CSV_WRITE_OPTIONS,
@@ -85,7 +84,7 @@ def score_spark(
         frame = read(spark, absolute(input_path), check_local_csv(spark, input_path, config))
         check_columns(frame.columns, input_path, config, probabilities)
         scorer = load_scorer(model_uri, dst_path=model_dir)
-        known = vocabulary.load(drift.baseline_run_id(training_run_id(model_uri, scorer.model_version)))
+        known = known_vocabulary(model_uri, scorer.model_version)
         spark.sparkContext.addFile(model_dir, recursive=True)  # its random name is unique in the session
         model = str(Path(model_dir).name / Path(scorer.path).relative_to(model_dir))
 

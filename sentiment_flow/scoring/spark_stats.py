@@ -29,8 +29,7 @@ def hidden_columns(probabilities: bool, known: dict | None) -> list[str]:
 
 def per_row_words(texts: pd.Series, known: dict) -> pd.DataFrame:
     """vocabulary.FIELDS of each text against `known`, one row per text (summed by `aggregate`)."""
-    rows = [vocabulary.counts([text], known) for text in texts.fillna("").astype(str)]
-    return pd.DataFrame(np.asarray(rows, dtype=np.int64).reshape(-1, len(vocabulary.FIELDS)), index=texts.index)
+    return pd.DataFrame(vocabulary.per_text(texts.fillna("").astype(str).tolist(), known), index=texts.index)
 
 
 def aggregate(scored, probability_names: list[str], label_name: str, counted: bool) -> dict:
