@@ -1,9 +1,10 @@
 """`sentiment-flow serve` (cross-request batching) against `mlflow models serve` and the batch scorer, fp32 and int8.
 
 For each model, in one run on the same texts (the English test split): the batch scorer (`load_scorer` +
-`predict_texts`, batches of 32, in a process of its own) as the ceiling, then both servers started (loopback, one
-process each, `--env-manager local` for MLflow's), each arm run against one and then the other so that a change in
-the machine's load hits both: 1-text requests from 1, 8 and 32 concurrent clients, and 64-text requests from 8
+`predict_texts`, batches of 32, in a process of its own) as the ceiling, and the model alone on one call of 1, 8,
+32 and 64 random texts (what one batch of each arm gives at most, before any request is parsed); then both servers
+started (loopback, one process each, `--env-manager local` for MLflow's), each arm run against one and then the
+other so that a change in the machine's load hits both: 1-text requests from 1, 8 and 32 concurrent clients, and 64-text requests from 8
 clients. Each arm runs for --seconds after a warm-up; rows/s is over all clients, p50/p99 are per request. The
 clients are threads of this process with one keep-alive connection each: they share the machine's cores with the
 server, as the batch scorer does not. With --sweep, `sentiment-flow serve` of the int8 model is also run at several
@@ -140,8 +141,10 @@ def measure_servers(commands: dict[str, list[str]], ports, env, folder: Path, te
 
 
 SCORER = """
-import json, sys, time, pandas as pd
+import json, sys, time, numpy as np, pandas as pd, mlflow
 from sentiment_flow.scoring import load_scorer, predict_texts
+from sentiment_flow.scoring.scorer import TRANSFORMERS, model_kind
+from sentiment_flow.serving.versions import by_length
 texts = json.load(open(sys.argv[2]))
 scorer = load_scorer(sys.argv[1])
 predict_texts(scorer, pd.Series(texts[:256]))
@@ -150,19 +153,35 @@ for _ in range(2):
     began = time.perf_counter()
     predict_texts(scorer, pd.Series(texts))
     best = max(best, len(texts) / (time.perf_counter() - began))
-print(best)
+# The model alone on one call of N random texts, as a server's batch calls it: the most any batch of N gives.
+loaded = mlflow.pyfunc.load_model(sys.argv[1])
+impl = loaded._model_impl
+predict = by_length(impl.predict) if model_kind(loaded.metadata) == TRANSFORMERS else impl.predict
+rng, calls = np.random.default_rng(0), {}
+for size in json.loads(sys.argv[3]):
+    frames = [pd.DataFrame({"text": [texts[i] for i in rng.integers(0, len(texts), size)]}) for _ in range(max(8, 640 // size))]
+    predict(frames[0])
+    began = time.perf_counter()
+    for frame in frames:
+        predict(frame)
+    calls[size] = size * len(frames) / (time.perf_counter() - began)
+print(json.dumps({"batch": best, "calls": calls}))
 """
+# Texts per model call in each arm when a batch holds every waiting request (the default --max-batch of 64).
+CALL_SIZES = sorted({min(size * clients, 64) for size, clients in ARMS})
 
 
-def batch_scorer(uri: str, texts: list[str], env: dict[str, str], folder: Path) -> float:
-    """Rows/s of the batch scorer on `texts` (the faster of two passes after a warm-up), in a process of its own
-    like each server."""
+def batch_scorer(uri: str, texts: list[str], env: dict[str, str], folder: Path) -> dict:
+    """Rows/s of the batch scorer on `texts` (the faster of two passes after a warm-up) and of the model alone on
+    calls of CALL_SIZES random texts, in a process of its own like each server."""
     path = folder / "texts.json"
     path.write_text(json.dumps(texts))
-    output = subprocess.run([sys.executable, "-c", SCORER, uri, str(path)], env=env, capture_output=True, text=True)
+    command = [sys.executable, "-c", SCORER, uri, str(path), json.dumps(CALL_SIZES)]
+    output = subprocess.run(command, env=env, capture_output=True, text=True)
     if output.returncode:
         raise click.ClickException(f"the batch scorer failed:\n{output.stderr[-3000:]}")
-    return float(output.stdout.strip().splitlines()[-1])
+    found = json.loads(output.stdout.strip().splitlines()[-1])
+    return {"batch_scorer_rows_per_second": found["batch"], "model_alone_rows_per_second": found["calls"]}
 
 
 @click.command()
@@ -187,7 +206,7 @@ def main(store, fp32_uri, int8_uri, model_label, data, seconds, sweep) -> None:
         payload: dict = {"models": {}, "sweep": []}
         for model, model_uri in {"fp32": fp32_uri, "int8": int8_uri}.items():
             (Path(tmp) / model).mkdir()
-            result = {"uri": model_uri, "batch_scorer_rows_per_second": batch_scorer(model_uri, texts, env, Path(tmp))}
+            result = {"uri": model_uri, **batch_scorer(model_uri, texts, env, Path(tmp))}
             click.echo(f"{model} batch scorer {result['batch_scorer_rows_per_second']:.1f} rows/s", err=True)
             ports = {"mlflow": free_port(), "sentiment-flow": free_port()}
             commands = {
@@ -243,6 +262,10 @@ def write_results(payload: dict) -> None:
         lines.append(
             f"| {model} | batch scorer (`predict_texts`, batches of 32) | - | - | {ceiling:.1f} | 100% | - | - |"
         )
+        for size, rows in result["model_alone_rows_per_second"].items():
+            lines.append(
+                f"| {model} | model alone, {size} random text{'' if size == '1' else 's'} per call | {size} | - | {rows:.1f} | {rows / ceiling:.0%} | - | - |"
+            )
         for server in [server for server in SERVERS if server in result]:
             name = {"mlflow": "`mlflow models serve`", "sentiment-flow": "`sentiment-flow serve`"}.get(
                 server, "`sentiment-flow serve --torch-threads 1`"
@@ -257,12 +280,14 @@ def write_results(payload: dict) -> None:
         arm = next(a for a in result["sentiment-flow"] if (a["texts_per_request"], a["clients"]) == (1, 32))
         mlflow_arm = next(a for a in result["mlflow"] if (a["texts_per_request"], a["clients"]) == (1, 32))
         share = arm["rows_per_second"] / result["batch_scorer_rows_per_second"]
+        alone = result["model_alone_rows_per_second"]["32"] / result["batch_scorer_rows_per_second"]
         goals.append(
             f"- {model}: 1-text requests from 32 clients at {share:.0%} of the batch scorer's rows/s (goal >= 60%: "
             f"{'met' if share >= 0.6 else 'not met'}), p99 {arm['p99_ms']:.0f} ms"
             + (f" (goal <= 150 ms: {'met' if arm['p99_ms'] <= 150 else 'not met'})" if model == "int8" else "")
             + f"; `mlflow models serve` {mlflow_arm['rows_per_second'] / result['batch_scorer_rows_per_second']:.0%}, "
-            f"p99 {mlflow_arm['p99_ms']:.0f} ms."
+            f"p99 {mlflow_arm['p99_ms']:.0f} ms. The model alone on calls of 32 random texts (the batch 32 "
+            f"clients make at best, before any request is parsed or answered): {alone:.0%}."
         )
     # The benchmark's own server and client threads keep the load near the cores' count; twice that is other jobs.
     shared = (
