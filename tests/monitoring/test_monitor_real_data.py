@@ -1,10 +1,13 @@
-"""Calibration and `monitor` on a real MiniLM trained on the English data (about 25 minutes on 2 cores): one
-training shared by the module.
+"""Calibration and `monitor` on a real MiniLM trained on the English data (about 2 minutes of training on 2 cores):
+one training shared by the module.
 
-Measured once by hand (docs/monitoring.md): temperature 1.093; test ECE 0.091 before and 0.099 after; CBPE
-macro-F1 0.724 on the English test split against 0.664 realized. The SemEval-2017 test split is harder than its
-validation split (accuracy 0.67 vs 0.73 at the same mean confidence 0.74), so a temperature fitted on the
-validation split cannot calibrate the test split: the two tests of that are strict xfails that say so.
+It trains 3 epochs, not the default 2: the 2-epoch model is barely overconfident (temperature 1.09) and its test
+ECE moved 0.091 -> 0.099, within the noise of a 15-bin ECE on 870 rows, while temperature scaling is there to
+undo overconfidence. Measured once by hand (docs/monitoring.md): 3 epochs, T 1.48, test ECE 0.169 -> 0.081;
+4 epochs, T 1.82, 0.220 -> 0.091. CBPE's macro-F1 on the English test split stays about 0.06 above the realized
+one at 2, 3 and 4 epochs (0.724 vs 0.664 at 2): the SemEval-2017 test split is harder than its validation split
+(accuracy 0.67 vs 0.73 at the same mean confidence 0.74), and a temperature fitted on the validation split cannot
+see that. The test of that is a strict xfail that says so.
 """
 
 import numpy as np
@@ -32,7 +35,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("minilm")
     with pytest.MonkeyPatch.context() as mp:
         isolate(mp, root)
-        result = train(TrainConfig(lang="english", model="minilm", data=str(SHARED_DATA)))
+        result = train(TrainConfig(lang="english", model="minilm", data=str(SHARED_DATA), epochs=3))
         run = mlflow.get_run(result.run_id)
         pipeline = mlflow.transformers.load_model(result.model_uri)
         assert CliRunner().invoke(cli, ["promote", result.registered_model_name, "--version", result.version,
@@ -64,10 +67,10 @@ def test_the_folded_temperature_keeps_every_test_label(trained):
     assert torch.allclose(calibrated * temperature, trained_head, atol=1e-4)
 
 
-@pytest.mark.xfail(strict=True, reason="validation-fitted T=1.09 raises the harder test split's ECE 0.091 -> 0.099")
 def test_calibration_lowers_the_test_ece(trained):
     metrics = trained["run"].data.metrics
-    assert metrics["test_ece"] < metrics["test_ece_uncalibrated"]
+    assert metrics["temperature"] > 1  # three epochs leave the model overconfident
+    assert metrics["test_ece"] < metrics["test_ece_uncalibrated"] - 0.03  # measured: 0.169 -> 0.081
 
 
 def score_and_monitor(path, tmp_path, rows: int | None = None, shuffle: bool = False):
@@ -98,7 +101,7 @@ def test_the_english_test_split_is_quiet(store, tmp_path):
     assert checks()["token_length"]["value"] < 0.01  # the baseline is this split: 0.25 against the train split
 
 
-@pytest.mark.xfail(strict=True, reason="measured: CBPE 0.724 vs realized 0.664, the test split is harder than valid")
+@pytest.mark.xfail(strict=True, reason="measured: CBPE 0.723 vs realized 0.660, the test split is harder than valid")
 def test_the_estimate_on_the_english_test_split_is_within_003_of_the_realized_macro_f1(store, tmp_path):
     score_and_monitor(ENGLISH, tmp_path)
     found = checks()
