@@ -2,7 +2,7 @@
 
 For each model, in one run on the same texts (the English test split): the batch scorer (`load_scorer` +
 `predict_texts`, batches of 32, in a process of its own) as the ceiling, and the model alone on one call of 1, 8,
-32 and 64 random texts (what one batch of each arm gives at most, before any request is parsed); then both servers
+32 and 128 random texts (what one batch of each arm gives at most, before any request is parsed); then both servers
 started (loopback, one process each, `--env-manager local` for MLflow's), each arm run against one and then the
 other so that a change in the machine's load hits both: 1-text requests from 1, 8 and 32 concurrent clients, and 64-text requests from 8
 clients. Each arm runs for --seconds after a warm-up; rows/s is over all clients, p50/p99 are per request. The
@@ -40,11 +40,15 @@ import click
 import numpy as np
 import pandas as pd
 
+from sentiment_flow.config import ServeConfig
+
 RESULTS = Path(__file__).resolve().parent / "results"
 ARMS = [(1, 1), (1, 8), (1, 32), (64, 8)]  # (texts per request, concurrent clients)
 ONE_THREAD = "sentiment-flow --torch-threads 1"
 SERVERS = ("mlflow", "sentiment-flow", ONE_THREAD)
-SWEEP = [(64, 0.0), (64, 5.0), (64, 50.0), (16, 20.0), (32, 20.0), (128, 20.0)]  # beside the default (64, 20)
+DEFAULTS = ServeConfig()
+# --max-batch / --max-wait-ms tried beside the defaults (128, 20)
+SWEEP = [(128, 0.0), (128, 5.0), (128, 50.0), (16, 20.0), (32, 20.0), (64, 20.0)]
 
 
 def free_port() -> int:
@@ -167,8 +171,8 @@ for size in json.loads(sys.argv[3]):
     calls[size] = size * len(frames) / (time.perf_counter() - began)
 print(json.dumps({"batch": best, "calls": calls}))
 """
-# Texts per model call in each arm when a batch holds every waiting request (the default --max-batch of 64).
-CALL_SIZES = sorted({min(size * clients, 64) for size, clients in ARMS})
+# Texts per model call in each arm when a batch holds every waiting request (up to the default --max-batch).
+CALL_SIZES = sorted({min(size * clients, DEFAULTS.max_batch) for size, clients in ARMS})
 
 
 def batch_scorer(uri: str, texts: list[str], env: dict[str, str], folder: Path) -> dict:
@@ -243,6 +247,7 @@ def main(store, fp32_uri, int8_uri, model_label, data, seconds, sweep) -> None:
             "load_average_1m_highest": max(highest),
         }
         payload |= {"model_label": model_label, "seconds_per_arm": seconds, "texts": len(texts)}
+        payload["defaults"] = {"max_batch": DEFAULTS.max_batch, "max_wait_ms": DEFAULTS.max_wait_ms}
     write_results(payload)
 
 
@@ -297,6 +302,7 @@ def write_results(payload: dict) -> None:
         else "no other job ran."
     )
     failed = sum(a["failed"] for r in payload["models"].values() for s in SERVERS if s in r for a in r[s])
+    defaults = payload["defaults"]
     sweep = "\n".join(
         f"| {row['max_batch']} | {row['max_wait_ms']:g} | "
         + " | ".join(f"{a['rows_per_second']:.1f} | {a['p99_ms']:.0f}" for a in row["arms"])
@@ -305,7 +311,7 @@ def write_results(payload: dict) -> None:
     )
     sweep_section = (
         f"""
-## Batch settings (`sentiment-flow serve` of int8; the default 64 texts / 20 ms is in the table above)
+## Batch settings (`sentiment-flow serve` of int8; the default {defaults["max_batch"]} texts / {defaults["max_wait_ms"]:g} ms is in the table above)
 
 | --max-batch | --max-wait-ms | 1 text x 32 clients rows/s | p99 ms | 64 texts x 8 clients rows/s | p99 ms |
 |---|---|---|---|---|---|

@@ -14,7 +14,13 @@ class ServeConfig:
     poll_seconds: float = field(
         default=10.0, metadata={"help": "Seconds between checks of a models:/NAME@ALIAS URI's alias."}
     )
-    max_batch: int = field(default=64, metadata={"help": "Most texts of concurrent requests scored in one model call."})
+    max_batch: int = field(
+        default=128,
+        metadata={
+            "help": "Most texts of concurrent requests scored in one model call (128: two 64-text requests share a "
+            "call; benchmarks/results/serving.md)."
+        },
+    )
     max_wait_ms: float = field(
         default=20.0,
         metadata={

@@ -43,6 +43,7 @@ def optimized(trained, optimize_output):  # noqa: F811 - the imported fixture
     return {"source": trained["result"], "cli": optimize_output}
 
 
+@pytest.mark.slow  # the module's tiny training and optimize: 8 s of the quick loop
 def test_optimize_registers_name_int8_with_lineage_tags_and_its_own_test_metrics(optimized):
     assert optimized["cli"].exit_code == 0, optimized["cli"].output
     source, client = optimized["source"], mlflow.MlflowClient()
@@ -59,6 +60,7 @@ def test_optimize_registers_name_int8_with_lineage_tags_and_its_own_test_metrics
     assert abs(run.data.metrics["f1_macro_drop"]) <= 0.005
 
 
+@pytest.mark.slow  # the module's tiny training and optimize: 8 s of the quick loop
 def test_the_int8_version_passes_the_promotion_gates_unchanged(optimized):
     name = f"{optimized['source'].registered_model_name}-int8"
     result = CliRunner().invoke(cli, ["promote", name, "--version", "1", "--alias", "champion"])
@@ -66,6 +68,7 @@ def test_the_int8_version_passes_the_promotion_gates_unchanged(optimized):
     assert str(mlflow.MlflowClient().get_model_version_by_alias(name, "champion").version) == "1"
 
 
+@pytest.mark.slow  # the module's tiny training and optimize: 8 s of the quick loop
 def test_the_variant_answers_the_fp32_contract_through_pyfunc_and_the_scorer(optimized, tmp_path):
     source = optimized["source"]
     int8_uri = f"models:/{source.registered_model_name}-int8/1"
@@ -108,6 +111,7 @@ def test_scoring_with_the_variant_imports_no_torch(optimized, tmp_path):
     assert len(pd.read_csv(tmp_path / "out.csv")) == len(TEXTS)
 
 
+@pytest.mark.slow  # the module's tiny training and optimize: 8 s of the quick loop
 def test_requests_scored_at_once_get_the_answers_they_get_alone(optimized):
     """`mlflow models serve` runs requests in threads. transformers' tokenizer call resets the shared tokenizer's
     padding, so with it a request padded by one thread and read by another failed ("setting an array element with
@@ -127,6 +131,7 @@ def test_requests_scored_at_once_get_the_answers_they_get_alone(optimized):
         pd.testing.assert_frame_equal(answered, expected)
 
 
+@pytest.mark.slow  # the module's tiny training and optimize: 8 s of the quick loop
 def test_a_pass_smaller_than_cores_times_batch_size_gives_each_core_a_batch(optimized, monkeypatch):
     # Without sched_getaffinity (macOS) the variant counts os.cpu_count() cores.
     monkeypatch.delattr("os.sched_getaffinity")
