@@ -156,6 +156,7 @@ def test_a_pass_smaller_than_cores_times_batch_size_gives_each_core_a_batch(opti
     assert max(batches) == 32 and sum(batches) == 200
 
 
+@pytest.mark.slow  # builds two variants: 4 s of the quick loop
 @pytest.mark.parametrize("margin", [0.0, 1.0])
 def test_the_fallback_margin_decides_which_rows_the_fp32_graph_scores_again(margin, tiny_model_dir, tiny_data_dir):
     from sentiment_flow.int8 import optimize

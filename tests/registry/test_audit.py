@@ -316,6 +316,7 @@ time.sleep(600)
 """
 
 
+@pytest.mark.slow  # a promotion in a subprocess, killed
 def test_an_announcement_left_by_a_killed_promotion_is_stale_at_once(add_version, monkeypatch):
     v1, v2, v3 = add_version(0.7), add_version(0.8), add_version(0.9)
     registry.promote(NAME, v1, "champion")

@@ -49,6 +49,7 @@ def test_every_figure_saves_as_png_without_opening_a_pyplot_figure(no_open_figur
     assert plt.get_fignums() == []
 
 
+@pytest.mark.slow  # a fresh interpreter importing wandb
 def test_a_figure_becomes_a_wandb_image_in_a_process_that_never_imported_pyplot(tmp_path):
     # Training hands each figure to wandb.Image, which compares it with matplotlib.pyplot.
     code = (
