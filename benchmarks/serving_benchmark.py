@@ -2,10 +2,10 @@
 
 For each model, in one run on the same texts (the English test split): the batch scorer (`load_scorer` +
 `predict_texts`, batches of 32, in a process of its own) as the ceiling, and the model alone on one call of 1, 8,
-32 and 128 random texts (what one batch of each arm gives at most, before any request is parsed); then both servers
-started (loopback, one process each, `--env-manager local` for MLflow's), each arm run against one and then the
-other so that a change in the machine's load hits both: 1-text requests from 1, 8 and 32 concurrent clients, and 64-text requests from 8
-clients. Each arm runs for --seconds after a warm-up; rows/s is over all clients, p50/p99 are per request. The
+32 and 128 random texts (what one batch of each arm gives at most, before any request is parsed); then both
+servers started (loopback, one process each, `--env-manager local` for MLflow's), each arm run against one and then
+the other so that a change in the machine's load hits both: 1-text requests from 1, 8 and 32 concurrent clients,
+and 64-text requests from 8 clients. Each arm runs for --seconds after a warm-up; rows/s is over all clients, p50/p99 are per request. The
 clients are threads of this process with one keep-alive connection each: they share the machine's cores with the
 server, as the batch scorer does not. With --sweep, `sentiment-flow serve` of the int8 model is also run at several
 --max-batch / --max-wait-ms (1-text requests from 32 clients, 64-text from 8): how the defaults were chosen.
@@ -47,7 +47,7 @@ ARMS = [(1, 1), (1, 8), (1, 32), (64, 8)]  # (texts per request, concurrent clie
 ONE_THREAD = "sentiment-flow --torch-threads 1"
 SERVERS = ("mlflow", "sentiment-flow", ONE_THREAD)
 DEFAULTS = ServeConfig()
-# --max-batch / --max-wait-ms tried beside the defaults (128, 20)
+# --max-batch / --max-wait-ms tried beside ServeConfig's defaults
 SWEEP = [(128, 0.0), (128, 5.0), (128, 50.0), (16, 20.0), (32, 20.0), (64, 20.0)]
 
 
@@ -147,8 +147,7 @@ def measure_servers(commands: dict[str, list[str]], ports, env, folder: Path, te
 SCORER = """
 import json, sys, time, numpy as np, pandas as pd, mlflow
 from sentiment_flow.scoring import load_scorer, predict_texts
-from sentiment_flow.scoring.scorer import TRANSFORMERS, model_kind
-from sentiment_flow.serving.versions import by_length
+from sentiment_flow.serving.versions import batch_predict
 texts = json.load(open(sys.argv[2]))
 scorer = load_scorer(sys.argv[1])
 predict_texts(scorer, pd.Series(texts[:256]))
@@ -158,9 +157,7 @@ for _ in range(2):
     predict_texts(scorer, pd.Series(texts))
     best = max(best, len(texts) / (time.perf_counter() - began))
 # The model alone on one call of N random texts, as a server's batch calls it: the most any batch of N gives.
-loaded = mlflow.pyfunc.load_model(sys.argv[1])
-impl = loaded._model_impl
-predict = by_length(impl.predict) if model_kind(loaded.metadata) == TRANSFORMERS else impl.predict
+predict = batch_predict(mlflow.pyfunc.load_model(sys.argv[1]))
 rng, calls = np.random.default_rng(0), {}
 for size in json.loads(sys.argv[3]):
     frames = [pd.DataFrame({"text": [texts[i] for i in rng.integers(0, len(texts), size)]}) for _ in range(max(8, 640 // size))]

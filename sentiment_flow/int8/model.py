@@ -31,6 +31,35 @@ FP32_ARTIFACT = "onnx_fp32"  # the fallback for rows int8 is unsure of
 TOKENIZER_ARTIFACT = "tokenizer"
 
 
+# Most padding a batch may carry, as a share of its tokens: the next text by token count starts a new batch when
+# padding the batch to its length would cost more. A request's random texts then run as several short batches, not
+# one per core padded to its longest. On MiniLM (2 cores, 40 draws of random English test texts per size) calls of
+# 32 texts ran 667 rows/s against 521, of 64 texts 748 against 639, and all 870 sorted ones 1,024 against 1,001.
+PADDING_TOLERANCE = 0.1
+
+
+def similar_lengths(lengths: list[int], per_core: int, batch_size: int) -> list[np.ndarray]:
+    """Row indices in batches of similar `lengths`, in order of length: each at most `batch_size` rows and
+    `per_core` (a call's rows over the cores, so that every core gets one: the 2.5 % of rows scored again in fp32
+    were one batch on one core, 15 % of the variant's time), and padded by at most PADDING_TOLERANCE of its tokens.
+    Which rows share a batch does not change their answers: int8's scales are fixed at build."""
+    most = max(1, min(batch_size, per_core))
+    batches: list[np.ndarray] = []
+    start, tokens = 0, 0
+    order = np.argsort(lengths, kind="stable")
+    for end, row in enumerate(order):
+        longest = lengths[row]  # sorted: the batch's longest so far
+        if end > start and (
+            end - start >= most or (end - start + 1) * longest > (1 + PADDING_TOLERANCE) * (tokens + longest)
+        ):
+            batches.append(order[start:end])
+            start, tokens = end, 0
+        tokens += longest
+    if len(order):
+        batches.append(order[start:])
+    return batches
+
+
 class Int8Model(PythonModel):
     """The same contract as the fp32 transformers-flavor model: a `text` column in; `label` and `score` out.
 
@@ -99,8 +128,8 @@ class Int8Model(PythonModel):
         return probs, unsure
 
     def _run(self, session, encodings: list, batch_size: int) -> np.ndarray:
-        """`session`'s softmax for every encoding, in batches of similar token counts (`batches`) spread over the
-        cores."""
+        """`session`'s softmax for every encoding, in batches of similar token counts (`similar_lengths`) spread
+        over the cores."""
         batches = similar_lengths([len(e.ids) for e in encodings], -(-len(encodings) // self.cores), batch_size)
         probs = np.empty((len(encodings), len(self.labels)), dtype=np.float32)
         for rows, logits in zip(
@@ -156,32 +185,3 @@ class Int8Model(PythonModel):
 # Run by MLflow as the logged model's code (a module name of its own, no package), not when the package imports it.
 if not __package__:
     mlflow.models.set_model(Int8Model())
-
-
-# Most padding a batch may carry, as a share of its tokens: the next text by token count starts a new batch when
-# padding the batch to its length would cost more. A request's random texts then run as several short batches, not
-# one per core padded to its longest. On MiniLM (2 cores, 40 draws of random English test texts per size) calls of
-# 32 texts ran 667 rows/s against 521, of 64 texts 748 against 639, and all 870 sorted ones 1,024 against 1,001.
-PADDING_TOLERANCE = 0.1
-
-
-def similar_lengths(lengths: list[int], per_core: int, batch_size: int) -> list[np.ndarray]:
-    """Row indices in batches of similar `lengths`, in order of length: each at most `batch_size` rows and
-    `per_core` (a call's rows over the cores, so that every core gets one: the 2.5 % of rows scored again in fp32
-    were one batch on one core, 15 % of the variant's time), and padded by at most PADDING_TOLERANCE of its tokens.
-    Which rows share a batch does not change their answers: int8's scales are fixed at build."""
-    most = max(1, min(batch_size, per_core))
-    batches: list[np.ndarray] = []
-    start, tokens = 0, 0
-    order = np.argsort(lengths, kind="stable")
-    for end, row in enumerate(order):
-        longest = lengths[row]  # sorted: the batch's longest so far
-        if end > start and (
-            end - start >= most or (end - start + 1) * longest > (1 + PADDING_TOLERANCE) * (tokens + longest)
-        ):
-            batches.append(order[start:end])
-            start, tokens = end, 0
-        tokens += longest
-    if len(order):
-        batches.append(order[start:])
-    return batches

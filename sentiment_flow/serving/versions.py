@@ -83,6 +83,13 @@ def by_length(predict: Callable[[pd.DataFrame], Any]) -> Callable[[pd.DataFrame]
     return predict_sorted
 
 
+def batch_predict(loaded: PyFuncModel) -> Callable[[pd.DataFrame], Any]:
+    """What a batch of `loaded` is scored with: its flavor's predict on an enforced frame, the fp32 pipeline's
+    shortest text first (`by_length`)."""
+    impl = loaded._model_impl
+    return by_length(impl.predict) if model_kind(loaded.metadata) == TRANSFORMERS else impl.predict
+
+
 def load(model_uri: str, config: ServeConfig) -> Served:
     """`model_uri` (an alias pinned to the version it points at now) loaded, batched and canary-checked.
 
@@ -100,8 +107,7 @@ def load(model_uri: str, config: ServeConfig) -> Served:
     if config.torch_threads and "torch" in sys.modules:  # the transformers flavor (int8 runs without PyTorch)
         sys.modules["torch"].set_num_threads(config.torch_threads)
     impl = loaded._model_impl  # MLflow's flavor wrapper; `predict(data, params=...)` on an enforced frame
-    predict = by_length(impl.predict) if model_kind(loaded.metadata) == TRANSFORMERS else impl.predict
-    batcher = Batcher(predict, config.max_batch, config.max_wait_ms, config.queue_limit, version)
+    batcher = Batcher(batch_predict(loaded), config.max_batch, config.max_wait_ms, config.queue_limit, version)
     model = PyFuncModel(loaded.metadata, _Batched(impl, lambda: batcher), model_id=loaded.model_id)
     served = Served(version=version, model=model, batcher=batcher)
     try:
